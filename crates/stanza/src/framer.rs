@@ -1,0 +1,1181 @@
+//! The incremental stream framer.
+//!
+//! A client's bytes arrive in arbitrary chunks. The framer scans them once,
+//! resumably, and cuts the stream into: the stream header, each complete
+//! top-level stanza as one `Bytes`, and the stream close. While scanning it
+//! enforces well-formedness (matching tags, quoted attributes, bound prefixes,
+//! valid UTF-8 and characters), RFC 6120 §11.1 restricted XML, and the limits
+//! in [`Limits`].
+//!
+//! Why a hand-written scanner rather than quick-xml here: quick-xml needs a
+//! complete document or a blocking reader, while a server needs to be fed
+//! partial reads and to stop at a limit *before* buffering an attacker's
+//! 10 MB attribute. The scanner keeps its position and state between calls,
+//! so feeding one byte at a time costs the same total work as feeding all at
+//! once. Stanzas it yields are then parsed with quick-xml ([`crate::stanza`],
+//! [`crate::element`]).
+//!
+//! Namespaces: a stanza may use a prefix declared on the stream header. A
+//! stanza that does gets that declaration added to its top element, so the
+//! bytes yielded are namespace-complete on their own (PROTOCOL §1.7).
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::StreamErrorCondition;
+
+/// Limits the framer enforces. Each is an operator setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest stanza (or stream header), in bytes, counted from its `<` to
+    /// its last `>`. Default 256 KiB. Exceeding it: `policy-violation`.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting inside one stanza; the stanza element is
+    /// depth 1. Default 64. Exceeding it: `policy-violation`.
+    pub max_depth: usize,
+    /// Most attributes (namespace declarations included) on one element.
+    /// Default 64. Exceeding it: `policy-violation`.
+    pub max_attributes: usize,
+    /// Most namespace declarations in one stanza, all elements together.
+    /// Default 64. Exceeding it: `policy-violation`.
+    pub max_namespace_decls: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 64,
+            max_attributes: 64,
+            max_namespace_decls: 64,
+        }
+    }
+}
+
+/// What was restricted (RFC 6120 §11.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restricted {
+    /// `<!-- ... -->`.
+    Comment,
+    /// A processing instruction other than the opening XML declaration.
+    ProcessingInstruction,
+    /// `<!DOCTYPE` or any other markup declaration.
+    Doctype,
+    /// An entity reference other than the five predefined ones.
+    EntityReference,
+}
+
+/// Why the framer stopped. After an error the framer stays failed: the
+/// stream must be closed with [`FrameError::condition`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Malformed XML; the text says what.
+    #[error("not well-formed: {0}")]
+    NotWellFormed(&'static str),
+    /// XML that RFC 6120 §11.1 forbids.
+    #[error("restricted XML: {0:?}")]
+    Restricted(Restricted),
+    /// A stanza or header above [`Limits::max_stanza_bytes`].
+    #[error("stanza larger than {limit} bytes")]
+    TooLarge {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// Nesting above [`Limits::max_depth`].
+    #[error("elements nested deeper than {limit}")]
+    TooDeep {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// More attributes on one element than [`Limits::max_attributes`].
+    #[error("more than {limit} attributes on one element")]
+    TooManyAttributes {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// More namespace declarations than [`Limits::max_namespace_decls`].
+    #[error("more than {limit} namespace declarations in one stanza")]
+    TooManyNamespaces {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// Bytes that are not UTF-8.
+    #[error("invalid UTF-8")]
+    InvalidUtf8,
+}
+
+impl FrameError {
+    /// The stream error that answers this error on the wire.
+    pub fn condition(&self) -> StreamErrorCondition {
+        match self {
+            Self::NotWellFormed(_) | Self::InvalidUtf8 => StreamErrorCondition::NotWellFormed,
+            Self::Restricted(_) => StreamErrorCondition::RestrictedXml,
+            Self::TooLarge { .. }
+            | Self::TooDeep { .. }
+            | Self::TooManyAttributes { .. }
+            | Self::TooManyNamespaces { .. } => StreamErrorCondition::PolicyViolation,
+        }
+    }
+}
+
+/// The stream header as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHeader {
+    /// The element's qualified name as written, normally `stream:stream`.
+    pub name: String,
+    /// Attributes other than namespace declarations, values unescaped.
+    pub attrs: Vec<(String, String)>,
+    /// Namespace declarations: `(prefix, uri)`, prefix `""` for the default.
+    pub namespaces: Vec<(String, String)>,
+}
+
+impl StreamHeader {
+    /// An attribute's value by qualified name.
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    /// The URI bound to `prefix` (`""` for the default namespace).
+    pub fn namespace(&self, prefix: &str) -> Option<&str> {
+        self.namespaces
+            .iter()
+            .find(|(p, _)| p == prefix)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One unit cut from the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The stream header (`<stream:stream ...>`).
+    StreamOpen(StreamHeader),
+    /// One complete top-level element, namespace-complete, valid UTF-8.
+    Stanza(Bytes),
+    /// `</stream:stream>`.
+    StreamClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    /// Before the stream header: whitespace, the XML declaration, `<`.
+    Prolog,
+    /// Inside the XML declaration, looking for `?>`.
+    XmlDecl,
+    /// Inside the stream between stanzas: whitespace or `<`.
+    Between,
+    /// Character data inside a stanza.
+    Text,
+    /// Just after `<`.
+    Lt,
+    StartName,
+    /// Inside a start tag, after the name or an attribute value.
+    InTag,
+    AttrName,
+    AfterAttrName,
+    AfterEq,
+    AttrValue(u8),
+    /// After `/` in a start tag.
+    EmptyEnd,
+    EndName,
+    AfterEndName,
+    Cdata,
+    /// After `</stream:stream>`: only whitespace may follow.
+    Closed,
+}
+
+// Byte classes, looked up once per byte in the hot loops.
+const ORD: u8 = 0; // anything not below
+const LT: u8 = 1;
+const AMP: u8 = 2;
+const BAD: u8 = 3; // control characters XML forbids
+const WS: u8 = 4;
+
+const fn class_table() -> [u8; 256] {
+    let mut t = [ORD; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = BAD;
+        i += 1;
+    }
+    t[b'\t' as usize] = WS;
+    t[b'\n' as usize] = WS;
+    t[b'\r' as usize] = WS;
+    t[b' ' as usize] = WS;
+    t[b'<' as usize] = LT;
+    t[b'&' as usize] = AMP;
+    t
+}
+static CLASS: [u8; 256] = class_table();
+
+#[inline]
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+#[inline]
+fn is_name_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+#[inline]
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':') || b >= 0x80
+}
+
+/// A span `(start, len)` into the buffer, kept as `u32` to keep stacks small.
+type Span = (u32, u32);
+
+/// The incremental framer. Feed bytes with [`Framer::feed`] (or read straight
+/// into [`Framer::buffer_mut`]), then call [`Framer::next`] until it returns
+/// `Ok(None)`, meaning "need more bytes".
+#[derive(Debug)]
+pub struct Framer {
+    buf: BytesMut,
+    s: Scan,
+}
+
+#[derive(Debug)]
+struct Scan {
+    limits: Limits,
+    st: St,
+    /// Scan position in `buf`.
+    pos: usize,
+    /// Where the current top-level element (stanza or header) began.
+    start: usize,
+    /// Element nesting inside the current stanza.
+    depth: usize,
+    /// Current tag's name span and current attribute name start.
+    name: Span,
+    attr_start: usize,
+    /// Open elements of the current stanza, for end-tag matching.
+    open: Vec<Span>,
+    /// Attribute names of the current start tag.
+    attrs: Vec<Span>,
+    /// In-scope prefix declarations in the current stanza: (depth, prefix).
+    ns: Vec<(u32, Span)>,
+    /// Declarations seen in this stanza (the limit counts all of them).
+    ns_count: usize,
+    /// Indexes into `header.namespaces` the current stanza borrows.
+    inject: Vec<usize>,
+    header: Option<StreamHeader>,
+    xml_decl_allowed: bool,
+    /// The header was self-closing: report the close after the open.
+    pending_close: bool,
+    failed: Option<FrameError>,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
+impl Framer {
+    /// A framer awaiting a stream header.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            buf: BytesMut::with_capacity(4096),
+            s: Scan {
+                limits,
+                st: St::Prolog,
+                pos: 0,
+                start: 0,
+                depth: 0,
+                name: (0, 0),
+                attr_start: 0,
+                open: Vec::new(),
+                attrs: Vec::new(),
+                ns: Vec::new(),
+                ns_count: 0,
+                inject: Vec::new(),
+                header: None,
+                xml_decl_allowed: true,
+                pending_close: false,
+                failed: None,
+            },
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.s.limits
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The receive buffer, for reading from a socket without a copy.
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Bytes received but not yet yielded. STARTTLS requires this to be zero
+    /// before the handshake: anything buffered is an injection attempt.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The header of the current stream, once received.
+    pub fn header(&self) -> Option<&StreamHeader> {
+        self.s.header.as_ref()
+    }
+
+    /// Starts a new stream on the same connection (after SASL success or
+    /// STARTTLS). Buffered bytes are kept: a client may pipeline the new
+    /// header. The XML declaration is accepted again.
+    pub fn reset(&mut self) {
+        let s = &mut self.s;
+        // Drop what was consumed of the old stream.
+        let _ = self.buf.split_to(s.pos.min(self.buf.len()));
+        s.st = St::Prolog;
+        s.pos = 0;
+        s.start = 0;
+        s.depth = 0;
+        s.open.clear();
+        s.attrs.clear();
+        s.ns.clear();
+        s.ns_count = 0;
+        s.inject.clear();
+        s.header = None;
+        s.xml_decl_allowed = true;
+        s.pending_close = false;
+    }
+
+    /// The next event, `Ok(None)` when more bytes are needed.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Event>, FrameError> {
+        if let Some(e) = &self.s.failed {
+            return Err(e.clone());
+        }
+        if self.s.pending_close {
+            self.s.pending_close = false;
+            self.s.st = St::Closed;
+            return Ok(Some(Event::StreamClose));
+        }
+        let r = self.s.run(&mut self.buf);
+        if let Err(e) = &r {
+            self.s.failed = Some(e.clone());
+        }
+        r
+    }
+}
+
+enum Step {
+    /// Keep scanning.
+    Go,
+    /// Return this.
+    Out(Option<Event>),
+}
+
+impl Scan {
+    fn in_element(&self) -> bool {
+        !matches!(self.st, St::Prolog | St::Between | St::Closed)
+    }
+
+    fn run(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, FrameError> {
+        loop {
+            // Bound the work on one element: never scan past its size limit.
+            let cap = if self.in_element() {
+                (self.start + self.limits.max_stanza_bytes).min(buf.len())
+            } else {
+                buf.len()
+            };
+            if self.pos >= cap {
+                if self.in_element() && buf.len() - self.start > self.limits.max_stanza_bytes {
+                    return Err(FrameError::TooLarge {
+                        limit: self.limits.max_stanza_bytes,
+                    });
+                }
+                if !self.in_element() {
+                    // Whitespace between stanzas is consumed for good, so a
+                    // keepalive flood cannot grow the buffer.
+                    let _ = buf.split_to(self.pos);
+                    self.pos = 0;
+                    self.start = 0;
+                }
+                return Ok(None);
+            }
+            match self.step(buf, cap)? {
+                Step::Go => {}
+                Step::Out(ev) => return Ok(ev),
+            }
+        }
+    }
+
+    /// Advances through as many bytes as one state allows.
+    fn step(&mut self, buf: &mut BytesMut, cap: usize) -> Result<Step, FrameError> {
+        let b: &[u8] = &buf[..cap];
+        match self.st {
+            St::Prolog | St::Between | St::Closed => {
+                while self.pos < cap && is_ws(b[self.pos]) {
+                    self.pos += 1;
+                }
+                if self.pos >= cap {
+                    return Ok(Step::Go);
+                }
+                if b[self.pos] != b'<' || self.st == St::Closed {
+                    return Err(FrameError::NotWellFormed("text outside a stanza"));
+                }
+                self.start = self.pos;
+                self.pos += 1;
+                self.st = St::Lt;
+            }
+            St::XmlDecl => match memchr::memmem::find(&b[self.pos..], b"?>") {
+                Some(i) => {
+                    self.pos += i + 2;
+                    self.st = St::Prolog;
+                    self.xml_decl_allowed = false;
+                }
+                None => {
+                    self.pos = cap.saturating_sub(1).max(self.pos);
+                    return self.wait(cap);
+                }
+            },
+            St::Lt => return self.after_lt(b, cap),
+            St::Text => {
+                let mut p = self.pos;
+                while p < cap {
+                    match CLASS[b[p] as usize] {
+                        ORD | WS => p += 1,
+                        LT => {
+                            self.pos = p + 1;
+                            self.st = St::Lt;
+                            return Ok(Step::Go);
+                        }
+                        AMP => match check_entity(&b[p..cap])? {
+                            Some(n) => p += n,
+                            None => {
+                                self.pos = p;
+                                return self.wait(cap);
+                            }
+                        },
+                        _ => return Err(FrameError::NotWellFormed("forbidden character")),
+                    }
+                }
+                self.pos = p;
+            }
+            St::StartName | St::EndName | St::AttrName => {
+                let mut p = self.pos;
+                while p < cap && is_name_byte(b[p]) {
+                    p += 1;
+                }
+                self.pos = p;
+                if p < cap {
+                    match self.st {
+                        St::StartName => {
+                            self.name.1 = p as u32 - self.name.0;
+                            self.st = St::InTag;
+                        }
+                        St::EndName => {
+                            self.name.1 = p as u32 - self.name.0;
+                            self.st = St::AfterEndName;
+                        }
+                        _ => {
+                            if self.attrs.len() >= self.limits.max_attributes {
+                                return Err(FrameError::TooManyAttributes {
+                                    limit: self.limits.max_attributes,
+                                });
+                            }
+                            let span = (self.attr_start as u32, (p - self.attr_start) as u32);
+                            self.attrs.push(span);
+                            self.st = St::AfterAttrName;
+                        }
+                    }
+                }
+            }
+            St::InTag => {
+                let mut p = self.pos;
+                let mut saw_ws = false;
+                while p < cap && is_ws(b[p]) {
+                    p += 1;
+                    saw_ws = true;
+                }
+                self.pos = p;
+                if p >= cap {
+                    return Ok(Step::Go);
+                }
+                match b[p] {
+                    b'>' => {
+                        self.pos = p + 1;
+                        return self.finish_start(buf, false);
+                    }
+                    b'/' => {
+                        self.pos = p + 1;
+                        self.st = St::EmptyEnd;
+                    }
+                    c if is_name_start(c) => {
+                        // Attributes must be separated from what precedes
+                        // them by whitespace.
+                        let prev = b[p - 1];
+                        if !saw_ws && !is_ws(prev) {
+                            return Err(FrameError::NotWellFormed("attribute without separator"));
+                        }
+                        self.attr_start = p;
+                        self.pos = p + 1;
+                        self.st = St::AttrName;
+                    }
+                    _ => return Err(FrameError::NotWellFormed("bad character in tag")),
+                }
+            }
+            St::AfterAttrName | St::AfterEq => {
+                let mut p = self.pos;
+                while p < cap && is_ws(b[p]) {
+                    p += 1;
+                }
+                self.pos = p;
+                if p >= cap {
+                    return Ok(Step::Go);
+                }
+                match (self.st, b[p]) {
+                    (St::AfterAttrName, b'=') => self.st = St::AfterEq,
+                    (St::AfterEq, q @ (b'"' | b'\'')) => self.st = St::AttrValue(q),
+                    _ => return Err(FrameError::NotWellFormed("malformed attribute")),
+                }
+                self.pos = p + 1;
+            }
+            St::AttrValue(q) => {
+                let mut p = self.pos;
+                while p < cap {
+                    let c = b[p];
+                    if c == q {
+                        self.pos = p + 1;
+                        self.st = St::InTag;
+                        return Ok(Step::Go);
+                    }
+                    match CLASS[c as usize] {
+                        ORD | WS => p += 1,
+                        LT => return Err(FrameError::NotWellFormed("'<' in attribute value")),
+                        AMP => match check_entity(&b[p..cap])? {
+                            Some(n) => p += n,
+                            None => {
+                                self.pos = p;
+                                return self.wait(cap);
+                            }
+                        },
+                        _ => return Err(FrameError::NotWellFormed("forbidden character")),
+                    }
+                }
+                self.pos = p;
+            }
+            St::EmptyEnd => {
+                if b[self.pos] != b'>' {
+                    return Err(FrameError::NotWellFormed("'/' not followed by '>'"));
+                }
+                self.pos += 1;
+                return self.finish_start(buf, true);
+            }
+            St::AfterEndName => {
+                let mut p = self.pos;
+                while p < cap && is_ws(b[p]) {
+                    p += 1;
+                }
+                self.pos = p;
+                if p >= cap {
+                    return Ok(Step::Go);
+                }
+                if b[p] != b'>' {
+                    return Err(FrameError::NotWellFormed("malformed end tag"));
+                }
+                self.pos = p + 1;
+                return self.finish_end(buf);
+            }
+            St::Cdata => match memchr::memmem::find(&b[self.pos..cap], b"]]>") {
+                Some(i) => {
+                    self.pos += i + 3;
+                    self.st = St::Text;
+                }
+                // Keep the last two bytes: they may start a `]]>`.
+                None => {
+                    self.pos = cap.saturating_sub(2).max(self.pos);
+                    return self.wait(cap);
+                }
+            },
+        }
+        Ok(Step::Go)
+    }
+
+    /// Called when a bounded look-ahead (entity, `<!`, `<?`) needs more bytes
+    /// than are buffered. At the size cap it can never complete.
+    fn wait(&mut self, cap: usize) -> Result<Step, FrameError> {
+        if cap == self.start + self.limits.max_stanza_bytes {
+            return Err(FrameError::TooLarge {
+                limit: self.limits.max_stanza_bytes,
+            });
+        }
+        Ok(Step::Out(None))
+    }
+
+    fn after_lt(&mut self, b: &[u8], cap: usize) -> Result<Step, FrameError> {
+        let p = self.pos;
+        let rest = &b[p..cap];
+        let Some(&c) = rest.first() else {
+            return self.wait(cap);
+        };
+        match c {
+            b'/' => {
+                self.name = (p as u32 + 1, 0);
+                self.pos = p + 1;
+                self.st = St::EndName;
+                if self.header.is_none() {
+                    return Err(FrameError::NotWellFormed("end tag before stream header"));
+                }
+            }
+            b'?' => {
+                if self.header.is_some() || !self.xml_decl_allowed {
+                    return Err(FrameError::Restricted(Restricted::ProcessingInstruction));
+                }
+                // `<?xml` followed by whitespace is the declaration; any
+                // other target is a processing instruction.
+                const DECL: &[u8] = b"?xml";
+                let n = rest.len().min(DECL.len() + 1);
+                if rest[..n.min(DECL.len())] != DECL[..n.min(DECL.len())] {
+                    return Err(FrameError::Restricted(Restricted::ProcessingInstruction));
+                }
+                if rest.len() <= DECL.len() {
+                    return self.wait(cap);
+                }
+                if !is_ws(rest[DECL.len()]) {
+                    return Err(FrameError::Restricted(Restricted::ProcessingInstruction));
+                }
+                self.pos = p + DECL.len() + 1;
+                self.st = St::XmlDecl;
+            }
+            b'!' => {
+                let Some(&d) = rest.get(1) else {
+                    return self.wait(cap);
+                };
+                match d {
+                    b'-' => return Err(FrameError::Restricted(Restricted::Comment)),
+                    b'[' => {
+                        const CDATA: &[u8] = b"![CDATA[";
+                        let n = rest.len().min(CDATA.len());
+                        if rest[..n] != CDATA[..n] {
+                            return Err(FrameError::NotWellFormed("bad markup after '<!'"));
+                        }
+                        if n < CDATA.len() {
+                            return self.wait(cap);
+                        }
+                        if self.depth == 0 {
+                            return Err(FrameError::NotWellFormed("CDATA outside a stanza"));
+                        }
+                        self.pos = p + CDATA.len();
+                        self.st = St::Cdata;
+                    }
+                    c if c.is_ascii_uppercase() => {
+                        return Err(FrameError::Restricted(Restricted::Doctype))
+                    }
+                    _ => return Err(FrameError::NotWellFormed("bad markup after '<!'")),
+                }
+            }
+            c if is_name_start(c) => {
+                self.name = (p as u32, 0);
+                self.attrs.clear();
+                self.pos = p + 1;
+                self.st = St::StartName;
+            }
+            _ => return Err(FrameError::NotWellFormed("bad character after '<'")),
+        }
+        Ok(Step::Go)
+    }
+
+    fn finish_start(&mut self, buf: &mut BytesMut, empty: bool) -> Result<Step, FrameError> {
+        if self.header.is_none() {
+            return self.finish_header(buf, empty);
+        }
+        self.depth += 1;
+        if self.depth > self.limits.max_depth {
+            return Err(FrameError::TooDeep {
+                limit: self.limits.max_depth,
+            });
+        }
+        let b: &[u8] = &buf[..];
+        // Duplicates and namespace declarations. Elements have few
+        // attributes, so the quadratic duplicate check is cheaper than a set.
+        for (i, &a) in self.attrs.iter().enumerate() {
+            let an = slice(b, a);
+            if self.attrs[..i].iter().any(|&o| slice(b, o) == an) {
+                return Err(FrameError::NotWellFormed("duplicate attribute"));
+            }
+            if an == b"xmlns" || an.starts_with(b"xmlns:") {
+                self.ns_count += 1;
+                if self.ns_count > self.limits.max_namespace_decls {
+                    return Err(FrameError::TooManyNamespaces {
+                        limit: self.limits.max_namespace_decls,
+                    });
+                }
+                if an.len() > 6 {
+                    self.ns.push((self.depth as u32, (a.0 + 6, a.1 - 6)));
+                }
+            }
+        }
+        // Every prefix used must be bound, here or on an ancestor; one bound
+        // only on the stream header is copied onto the stanza.
+        let name = self.name;
+        self.check_prefix(b, prefix_of(b, name))?;
+        for i in 0..self.attrs.len() {
+            let a = self.attrs[i];
+            let an = slice(b, a);
+            if an.starts_with(b"xmlns") {
+                continue;
+            }
+            self.check_prefix(b, prefix_of(b, a))?;
+        }
+        if empty {
+            self.close_level();
+            if self.depth == 0 {
+                return self.finish_stanza(buf);
+            }
+        } else {
+            self.open.push(name);
+        }
+        self.st = St::Text;
+        Ok(Step::Go)
+    }
+
+    fn check_prefix(&mut self, b: &[u8], prefix: Option<Span>) -> Result<(), FrameError> {
+        let Some(p) = prefix else { return Ok(()) };
+        let pb = slice(b, p);
+        if pb == b"xml" || self.ns.iter().any(|&(_, d)| slice(b, d) == pb) {
+            return Ok(());
+        }
+        let header = self.header.as_ref().expect("header parsed");
+        match header
+            .namespaces
+            .iter()
+            .position(|(hp, _)| hp.as_bytes() == pb)
+        {
+            Some(i) => {
+                if !self.inject.contains(&i) {
+                    self.inject.push(i);
+                }
+                Ok(())
+            }
+            None => Err(FrameError::NotWellFormed("unbound namespace prefix")),
+        }
+    }
+
+    /// Leaves the element at the current depth.
+    fn close_level(&mut self) {
+        let d = self.depth as u32;
+        while self.ns.last().is_some_and(|&(nd, _)| nd >= d) {
+            self.ns.pop();
+        }
+        self.depth -= 1;
+    }
+
+    fn finish_end(&mut self, buf: &mut BytesMut) -> Result<Step, FrameError> {
+        let b: &[u8] = &buf[..];
+        let name = slice(b, self.name);
+        if self.depth == 0 {
+            let header = self.header.as_ref().expect("header parsed");
+            if name != header.name.as_bytes() {
+                return Err(FrameError::NotWellFormed("end tag does not match"));
+            }
+            let _ = buf.split_to(self.pos);
+            self.pos = 0;
+            self.start = 0;
+            self.st = St::Closed;
+            return Ok(Step::Out(Some(Event::StreamClose)));
+        }
+        let open = self.open.pop().expect("depth > 0");
+        if slice(b, open) != name {
+            return Err(FrameError::NotWellFormed("end tag does not match"));
+        }
+        self.close_level();
+        if self.depth == 0 {
+            return self.finish_stanza(buf);
+        }
+        self.st = St::Text;
+        Ok(Step::Go)
+    }
+
+    fn finish_stanza(&mut self, buf: &mut BytesMut) -> Result<Step, FrameError> {
+        let _ = buf.split_to(self.start);
+        let len = self.pos - self.start;
+        let raw = buf.split_to(len);
+        self.pos = 0;
+        self.start = 0;
+        self.st = St::Between;
+        self.ns_count = 0;
+        if std::str::from_utf8(&raw).is_err() {
+            return Err(FrameError::InvalidUtf8);
+        }
+        let bytes = if self.inject.is_empty() {
+            raw.freeze()
+        } else {
+            let header = self.header.as_ref().expect("header parsed");
+            let out = inject_decls(&raw, self.inject.iter().map(|&i| &header.namespaces[i]));
+            self.inject.clear();
+            out
+        };
+        Ok(Step::Out(Some(Event::Stanza(bytes))))
+    }
+
+    fn finish_header(&mut self, buf: &mut BytesMut, empty: bool) -> Result<Step, FrameError> {
+        let _ = buf.split_to(self.start);
+        let raw = buf.split_to(self.pos - self.start);
+        self.pos = 0;
+        self.start = 0;
+        let text = std::str::from_utf8(&raw).map_err(|_| FrameError::InvalidUtf8)?;
+        let header = parse_header(text)?;
+        self.header = Some(header.clone());
+        self.st = St::Between;
+        self.pending_close = empty;
+        Ok(Step::Out(Some(Event::StreamOpen(header))))
+    }
+}
+
+#[inline]
+fn slice(b: &[u8], s: Span) -> &[u8] {
+    &b[s.0 as usize..(s.0 + s.1) as usize]
+}
+
+fn prefix_of(b: &[u8], name: Span) -> Option<Span> {
+    memchr::memchr(b':', slice(b, name)).map(|i| (name.0, i as u32))
+}
+
+/// Checks an entity or character reference at the start of `s` (which begins
+/// with `&`). `Ok(Some(len))` when valid, `Ok(None)` when more bytes are needed.
+fn check_entity(s: &[u8]) -> Result<Option<usize>, FrameError> {
+    // The longest valid reference is `&#x10FFFF;` or `&#1114111;`, ten bytes.
+    const MAX: usize = 12;
+    let Some(semi) = memchr::memchr(b';', &s[..s.len().min(MAX)]) else {
+        if s.len() < MAX && s[1..].iter().all(|&c| is_name_byte(c) || c == b'#') {
+            return Ok(None);
+        }
+        return if s.len() > 1 && is_name_start(s[1]) {
+            Err(FrameError::Restricted(Restricted::EntityReference))
+        } else {
+            Err(FrameError::NotWellFormed("bad reference"))
+        };
+    };
+    let body = &s[1..semi];
+    match body {
+        b"amp" | b"lt" | b"gt" | b"apos" | b"quot" => return Ok(Some(semi + 1)),
+        [] => return Err(FrameError::NotWellFormed("empty reference")),
+        _ => {}
+    }
+    if body[0] == b'#' {
+        let (digits, radix) = match body.get(1) {
+            Some(b'x') => (&body[2..], 16),
+            _ => (&body[1..], 10),
+        };
+        let ok = !digits.is_empty()
+            && std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| u32::from_str_radix(d, radix).ok())
+                .and_then(char::from_u32)
+                .is_some_and(is_xml_char);
+        return if ok {
+            Ok(Some(semi + 1))
+        } else {
+            Err(FrameError::NotWellFormed("bad character reference"))
+        };
+    }
+    if is_name_start(body[0]) && body.iter().all(|&c| is_name_byte(c)) {
+        Err(FrameError::Restricted(Restricted::EntityReference))
+    } else {
+        Err(FrameError::NotWellFormed("bad reference"))
+    }
+}
+
+/// XML 1.0 `Char`.
+pub(crate) fn is_xml_char(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+fn parse_header(text: &str) -> Result<StreamHeader, FrameError> {
+    // The scanner already checked the syntax; quick-xml reads the values.
+    let mut reader = quick_xml::Reader::from_str(text);
+    let start = match reader.read_event() {
+        Ok(quick_xml::events::Event::Start(s) | quick_xml::events::Event::Empty(s)) => s,
+        _ => return Err(FrameError::NotWellFormed("bad stream header")),
+    };
+    let mut header = StreamHeader {
+        name: start.name().0.to_owned(),
+        attrs: Vec::new(),
+        namespaces: Vec::new(),
+    };
+    for attr in start.attributes() {
+        let attr = attr.map_err(|_| FrameError::NotWellFormed("bad attribute"))?;
+        let key = attr.key.0;
+        let value = attr
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map_err(|_| FrameError::NotWellFormed("bad attribute value"))?
+            .into_owned();
+        if key == "xmlns" {
+            header.namespaces.push((String::new(), value));
+        } else if let Some(p) = key.strip_prefix("xmlns:") {
+            header.namespaces.push((p.to_owned(), value));
+        } else {
+            header.attrs.push((key.to_owned(), value));
+        }
+    }
+    Ok(header)
+}
+
+/// Copies `raw`, adding `xmlns:prefix='uri'` declarations to its top element.
+fn inject_decls<'a>(raw: &[u8], decls: impl Iterator<Item = &'a (String, String)>) -> Bytes {
+    let name_end = raw[1..]
+        .iter()
+        .position(|&c| is_ws(c) || c == b'>' || c == b'/')
+        .map_or(raw.len(), |i| i + 1);
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    out.extend_from_slice(&raw[..name_end]);
+    for (prefix, uri) in decls {
+        out.extend_from_slice(b" xmlns:");
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(b"='");
+        crate::escape::escape_attr_into(&mut out, uri);
+        out.push(b'\'');
+    }
+    out.extend_from_slice(&raw[name_end..]);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream to='example.org' version='1.0' \
+        xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+    fn run_all(f: &mut Framer) -> Result<Vec<Event>, FrameError> {
+        let mut out = Vec::new();
+        while let Some(ev) = f.next()? {
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    fn frame(input: &str) -> Result<Vec<Event>, FrameError> {
+        let mut f = Framer::default();
+        f.feed(input.as_bytes());
+        run_all(&mut f)
+    }
+
+    fn frame_bytewise(input: &[u8]) -> Result<Vec<Event>, FrameError> {
+        let mut f = Framer::default();
+        let mut out = Vec::new();
+        for &b in input {
+            f.feed(&[b]);
+            out.extend(run_all(&mut f)?);
+        }
+        Ok(out)
+    }
+
+    fn stanzas(evs: &[Event]) -> Vec<String> {
+        evs.iter()
+            .filter_map(|e| match e {
+                Event::Stanza(b) => Some(String::from_utf8(b.to_vec()).unwrap()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn header_stanzas_close() {
+        let body = "<message to='a@b'><body>hi &amp; bye &#x263A;</body></message> \n\
+                    <presence/><iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>";
+        let input = format!("{HEADER}{body}</stream:stream>");
+        let evs = frame(&input).unwrap();
+        match &evs[0] {
+            Event::StreamOpen(h) => {
+                assert_eq!(h.name, "stream:stream");
+                assert_eq!(h.attr("to"), Some("example.org"));
+                assert_eq!(h.namespace(""), Some("jabber:client"));
+                assert_eq!(
+                    h.namespace("stream"),
+                    Some("http://etherx.jabber.org/streams")
+                );
+            }
+            e => panic!("expected header, got {e:?}"),
+        }
+        assert_eq!(
+            stanzas(&evs),
+            vec![
+                "<message to='a@b'><body>hi &amp; bye &#x263A;</body></message>",
+                "<presence/>",
+                "<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>",
+            ]
+        );
+        assert_eq!(evs.last(), Some(&Event::StreamClose));
+        assert_eq!(evs.len(), 5);
+    }
+
+    #[test]
+    fn byte_at_a_time_equals_all_at_once() {
+        let input = format!(
+            "{HEADER}<message><body a=\"x&lt;y\">t<![CDATA[ <raw> ]] ]]></body></message>\
+             <iq><x xmlns:p='urn:p'><p:y p:z='1'/></x></iq></stream:stream>"
+        );
+        assert_eq!(
+            frame(&input).unwrap(),
+            frame_bytewise(input.as_bytes()).unwrap()
+        );
+    }
+
+    #[test]
+    fn xml_declaration_again_after_restart() {
+        let mut f = Framer::default();
+        f.feed(HEADER.as_bytes());
+        assert!(matches!(f.next(), Ok(Some(Event::StreamOpen(_)))));
+        f.reset();
+        f.feed(HEADER.as_bytes());
+        assert!(matches!(f.next(), Ok(Some(Event::StreamOpen(_)))));
+        // ...but a second declaration inside a stream is a PI.
+        f.feed(b"<?xml version='1.0'?>");
+        assert_eq!(
+            f.next(),
+            Err(FrameError::Restricted(Restricted::ProcessingInstruction))
+        );
+    }
+
+    #[test]
+    fn stream_prefix_is_injected() {
+        let input = format!("{HEADER}<stream:features><bind/></stream:features>");
+        let evs = frame(&input).unwrap();
+        assert_eq!(
+            stanzas(&evs),
+            vec!["<stream:features xmlns:stream='http://etherx.jabber.org/streams'><bind/></stream:features>"]
+        );
+    }
+
+    #[test]
+    fn unbound_prefix_is_not_well_formed() {
+        let input = format!("{HEADER}<message><q:x/></message>");
+        assert_eq!(
+            frame(&input),
+            Err(FrameError::NotWellFormed("unbound namespace prefix"))
+        );
+        // A declaration goes out of scope with its element.
+        let input = format!("{HEADER}<message><a xmlns:q='u'/><q:x/></message>");
+        assert!(frame(&input).is_err());
+    }
+
+    #[test]
+    fn restricted_xml() {
+        let cases: [(&str, FrameError); 5] = [
+            ("<!-- hi -->", FrameError::Restricted(Restricted::Comment)),
+            (
+                "<?php x?>",
+                FrameError::Restricted(Restricted::ProcessingInstruction),
+            ),
+            (
+                "<!DOCTYPE x [<!ENTITY a 'b'>]>",
+                FrameError::Restricted(Restricted::Doctype),
+            ),
+            (
+                "<message>&lol;</message>",
+                FrameError::Restricted(Restricted::EntityReference),
+            ),
+            (
+                "<message a='&ent;'/>",
+                FrameError::Restricted(Restricted::EntityReference),
+            ),
+        ];
+        for (body, want) in cases {
+            let input = format!("{HEADER}{body}");
+            let got = frame(&input).unwrap_err();
+            assert_eq!(got, want, "{body}");
+            assert_eq!(got.condition(), StreamErrorCondition::RestrictedXml);
+        }
+    }
+
+    #[test]
+    fn malformed() {
+        for body in [
+            "<message><body></message>",
+            "<message a=b/>",
+            "<message a='1' a='2'/>",
+            "<message a='<'/>",
+            "<message>\u{1}</message>",
+            "<message>&#0;</message>",
+            "<message>& x</message>",
+            "hello",
+            "<1x/>",
+            "<message a='1'b='2'/>",
+        ] {
+            let input = format!("{HEADER}{body}");
+            let got = frame(&input).unwrap_err();
+            assert_eq!(
+                got.condition(),
+                StreamErrorCondition::NotWellFormed,
+                "{body}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unclosed_tag_waits_then_limit_applies() {
+        let mut f = Framer::new(Limits {
+            max_stanza_bytes: 1000,
+            ..Limits::default()
+        });
+        f.feed(HEADER.as_bytes());
+        f.next().unwrap();
+        f.feed(b"<message><body>");
+        assert_eq!(f.next(), Ok(None));
+        f.feed(&[b'a'; 2000]);
+        assert_eq!(f.next(), Err(FrameError::TooLarge { limit: 1000 }));
+        // Failed is sticky.
+        assert!(f.next().is_err());
+    }
+
+    #[test]
+    fn invalid_utf8() {
+        let mut input = format!("{HEADER}<message><body>").into_bytes();
+        input.extend_from_slice(&[0xff, 0xfe]);
+        input.extend_from_slice(b"</body></message>");
+        let mut f = Framer::default();
+        f.feed(&input);
+        assert_eq!(run_all(&mut f), Err(FrameError::InvalidUtf8));
+    }
+
+    #[test]
+    fn limits() {
+        let deep = format!("{HEADER}{}", "<a>".repeat(10_000));
+        assert_eq!(frame(&deep), Err(FrameError::TooDeep { limit: 64 }));
+        let attrs: String = (0..1000).map(|i| format!(" a{i}='x'")).collect();
+        let many = format!("{HEADER}<message{attrs}/>");
+        assert_eq!(
+            frame(&many),
+            Err(FrameError::TooManyAttributes { limit: 64 })
+        );
+        // 1,000 declarations, 40 per element over 25 nested elements.
+        let nested: String = (0..25)
+            .map(|e| {
+                let decls: String = (0..40).map(|i| format!(" xmlns:p{e}x{i}='u'")).collect();
+                format!("<a{decls}>")
+            })
+            .collect();
+        let decls = format!("{HEADER}<message>{nested}");
+        assert_eq!(
+            frame(&decls),
+            Err(FrameError::TooManyNamespaces { limit: 64 })
+        );
+    }
+
+    #[test]
+    fn whitespace_keepalives_do_not_accumulate() {
+        let mut f = Framer::default();
+        f.feed(HEADER.as_bytes());
+        f.next().unwrap();
+        for _ in 0..1000 {
+            f.feed(b" \n");
+            assert_eq!(f.next(), Ok(None));
+        }
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn buffered_bytes_are_visible_for_starttls() {
+        let mut f = Framer::default();
+        f.feed(HEADER.as_bytes());
+        f.next().unwrap();
+        f.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/><message/>");
+        assert!(matches!(f.next(), Ok(Some(Event::Stanza(_)))));
+        assert!(f.buffered() > 0, "injected bytes must be detectable");
+    }
+}

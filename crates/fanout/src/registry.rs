@@ -1,0 +1,882 @@
+//! The subscriber registry: who follows whom, and who is online.
+//!
+//! The server's durable store is the authority; this is the in-memory index
+//! it rebuilds at start and updates on every roster, subscription, block and
+//! account change, *before* acknowledging the change. Each method returns only
+//! once the change is visible to every later publish.
+//!
+//! # Shape
+//! - One [`Account`] per bare JID ever mentioned, found by JID through the
+//!   [`AccountMap`] only on the slow paths (attach, follow changes).
+//! - A publisher's followers are direct `Arc<Account>` links, partitioned by
+//!   shard, and each account links to its sessions. A publish walks links and
+//!   never hashes a follower's JID: that is what keeps a delivery cheap.
+//! - Presence and `+notify` interest live in atomics on each session, read
+//!   without locks on the hot path.
+//!
+//! # The recipient set (PROTOCOL §6)
+//! [`Registry::visit`] yields each full JID once, however many routes
+//! qualify it: presence followers (`from`/`both`) whose session has
+//! `+notify` for the node; explicit subscribers (a full-JID subscription
+//! gets that resource, a bare one each `+notify` resource, or the bare JID
+//! itself when the server knows nothing of its presence); the owner's own
+//! `+notify` resources. Only available resources with non-negative priority
+//! count, and blocks (XEP-0191) are honoured both ways.
+//!
+//! Accounts are never freed while the registry lives (followers link them),
+//! except through [`Registry::remove_account`], which unlinks them.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
+use stanza::{BareJid, FullJid, Jid};
+
+use crate::map::{AccountMap, ConcurrentMap};
+use crate::queue::OutboundQueue;
+
+/// A session's registry id: unique for the registry's lifetime.
+pub type SessionId = u64;
+/// An interned pubsub node name.
+pub type NodeId = u32;
+
+/// A session's presence as the fan-out sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Whether the resource sent available presence.
+    pub available: bool,
+    /// Its priority; negative priorities receive no notifications.
+    pub priority: i8,
+    /// Nodes with `+notify` in its caps (XEP-0115, XEP-0163 §4).
+    pub notify: Vec<String>,
+}
+
+const AVAILABLE: u32 = 1 << 31;
+
+/// One connected resource.
+#[derive(Debug)]
+pub struct SessionEntry {
+    id: SessionId,
+    jid: FullJid,
+    resource: Arc<str>,
+    queue: Arc<OutboundQueue>,
+    /// `AVAILABLE` bit | priority as `u8`.
+    presence: AtomicU32,
+    /// `+notify` for node ids below 64, as bits.
+    notify_bits: AtomicU64,
+    /// `+notify` for node ids 64 and up (rare).
+    notify_extra: RwLock<Box<[NodeId]>>,
+}
+
+impl SessionEntry {
+    /// The registry id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+    /// The full JID.
+    pub fn jid(&self) -> &FullJid {
+        &self.jid
+    }
+    /// The outbound queue the writer drains.
+    pub fn queue(&self) -> &Arc<OutboundQueue> {
+        &self.queue
+    }
+    /// Available with non-negative priority.
+    #[inline]
+    pub fn receives(&self) -> bool {
+        let p = self.presence.load(Ordering::Acquire);
+        p & AVAILABLE != 0 && (p as u8 as i8) >= 0
+    }
+    /// `+notify` for `node`.
+    #[inline]
+    pub fn wants(&self, node: NodeId) -> bool {
+        if node < 64 {
+            self.notify_bits.load(Ordering::Acquire) & (1 << node) != 0
+        } else {
+            self.notify_extra.read().contains(&node)
+        }
+    }
+}
+
+/// An XEP-0191 block list.
+#[derive(Debug, Default)]
+struct BlockList {
+    /// Blocked JIDs as normalised text: full, bare or domain.
+    items: HashSet<String>,
+}
+
+impl BlockList {
+    /// Whether `bare` (optionally its resource `full`) is blocked.
+    fn blocks(&self, bare: &BareJid, full: Option<&FullJid>) -> bool {
+        self.items.contains(bare.as_str())
+            || self.items.contains(bare.domain())
+            || full.is_some_and(|f| self.items.contains(f.as_str()))
+    }
+}
+
+/// An explicit XEP-0060 subscription of one account to one node.
+#[derive(Debug)]
+struct ExplicitSub {
+    account: Arc<Account>,
+    /// Subscribed with the bare JID.
+    bare: bool,
+    /// Subscribed full JIDs, by resource.
+    resources: Vec<Arc<str>>,
+}
+
+impl ExplicitSub {
+    #[inline]
+    fn full_match(&self, s: &SessionEntry) -> bool {
+        !self.resources.is_empty() && self.resources.iter().any(|r| **r == *s.resource)
+    }
+}
+
+/// Presence followers, partitioned by the follower's shard.
+#[derive(Debug, Default)]
+struct FollowerSet {
+    shards: Vec<Vec<Arc<Account>>>,
+    index: HashMap<BareJid, (u32, u32)>,
+}
+
+/// Everything the registry knows about one bare JID.
+#[derive(Debug)]
+pub struct Account {
+    jid: BareJid,
+    shard: usize,
+    local: bool,
+    sessions: ArcSwap<Vec<Arc<SessionEntry>>>,
+    /// Accounts with a `from`/`both` subscription to this one.
+    followers: RwLock<FollowerSet>,
+    /// Explicit subscriptions to this account's nodes.
+    subs: RwLock<HashMap<NodeId, HashMap<BareJid, ExplicitSub>>>,
+    has_subs: AtomicBool,
+    blocks: RwLock<BlockList>,
+    has_blocks: AtomicBool,
+    /// Publishers this account follows by any route (for strategies that
+    /// subscribe sessions to publishers, like `broadcast`).
+    following: Mutex<HashSet<BareJid>>,
+}
+
+impl Account {
+    /// The bare JID.
+    pub fn jid(&self) -> &BareJid {
+        &self.jid
+    }
+    /// The shard that owns this account's sessions.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+    /// Whether the domain is served here.
+    pub fn is_local(&self) -> bool {
+        self.local
+    }
+    /// The connected sessions.
+    pub fn sessions(&self) -> arc_swap::Guard<Arc<Vec<Arc<SessionEntry>>>> {
+        self.sessions.load()
+    }
+    fn blocked_by_either(&self, other: &Account, other_session: Option<&SessionEntry>) -> bool {
+        (self.has_blocks.load(Ordering::Acquire)
+            && self
+                .blocks
+                .read()
+                .blocks(&other.jid, other_session.map(|s| &s.jid)))
+            || (other.has_blocks.load(Ordering::Acquire)
+                && other.blocks.read().blocks(&self.jid, None))
+    }
+}
+
+/// One recipient of a publish.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// A connected session.
+    Session(&'a Arc<SessionEntry>),
+    /// A remote account whose presence the server does not know: one
+    /// notification to the bare JID, or to the subscribed resource.
+    Remote {
+        /// The account.
+        account: &'a Arc<Account>,
+        /// The subscribed resource, for a full-JID subscription.
+        resource: Option<&'a str>,
+    },
+}
+
+type FollowHook = Box<dyn Fn(&Arc<Account>, &Arc<Account>) + Send + Sync>;
+
+/// The registry. Share it as `Arc<Registry>`.
+pub struct Registry {
+    accounts: AccountMap<BareJid, Arc<Account>>,
+    sessions: AccountMap<FullJid, Arc<SessionEntry>>,
+    local_domains: Vec<String>,
+    shards: usize,
+    hasher: RandomState,
+    next_session: AtomicU64,
+    nodes: RwLock<HashMap<Arc<str>, NodeId>>,
+    /// Called with (follower, publisher) after a follow edge is added.
+    follow_hooks: RwLock<Vec<FollowHook>>,
+    routes: AccountMap<String, Arc<OutboundQueue>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("accounts", &self.accounts.len())
+            .field("sessions", &self.sessions.len())
+            .field("shards", &self.shards)
+            .finish()
+    }
+}
+
+impl Registry {
+    /// A registry for `local_domains`, partitioning accounts over `shards`.
+    pub fn new(local_domains: impl IntoIterator<Item = impl Into<String>>, shards: usize) -> Self {
+        let r = Self {
+            accounts: AccountMap::new(),
+            sessions: AccountMap::new(),
+            local_domains: local_domains.into_iter().map(Into::into).collect(),
+            shards: shards.max(1),
+            hasher: RandomState::new(),
+            next_session: AtomicU64::new(1),
+            nodes: RwLock::new(HashMap::new()),
+            follow_hooks: RwLock::new(Vec::new()),
+            routes: AccountMap::new(),
+        };
+        // The microblog node gets id 0, so its +notify is one bit test.
+        r.node_id(stanza::ns::MICROBLOG);
+        r
+    }
+
+    /// Number of shards accounts are partitioned over.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// The interned id of a node name.
+    pub fn node_id(&self, node: &str) -> NodeId {
+        if let Some(&id) = self.nodes.read().get(node) {
+            return id;
+        }
+        let mut nodes = self.nodes.write();
+        let next = nodes.len() as NodeId;
+        *nodes.entry(Arc::from(node)).or_insert(next)
+    }
+
+    /// Registers a hook run after every new follow edge (follower, publisher),
+    /// before the registry call returns.
+    pub fn on_follow(&self, hook: impl Fn(&Arc<Account>, &Arc<Account>) + Send + Sync + 'static) {
+        self.follow_hooks.write().push(Box::new(hook));
+    }
+
+    /// The account for `jid`, created on first mention.
+    pub fn account(&self, jid: &BareJid) -> Arc<Account> {
+        self.accounts.get_or_insert_with(jid, || {
+            Arc::new(Account {
+                jid: jid.clone(),
+                shard: (self.hasher.hash_one(jid.as_str()) as usize) % self.shards,
+                local: self.local_domains.iter().any(|d| d == jid.domain()),
+                sessions: ArcSwap::from_pointee(Vec::new()),
+                followers: RwLock::new(FollowerSet {
+                    shards: vec![Vec::new(); self.shards],
+                    index: HashMap::new(),
+                }),
+                subs: RwLock::new(HashMap::new()),
+                has_subs: AtomicBool::new(false),
+                blocks: RwLock::new(BlockList::default()),
+                has_blocks: AtomicBool::new(false),
+                following: Mutex::new(HashSet::new()),
+            })
+        })
+    }
+
+    /// The account for `jid`, if known.
+    pub fn find_account(&self, jid: &BareJid) -> Option<Arc<Account>> {
+        self.accounts.get(jid)
+    }
+
+    /// The session for a full JID, if attached.
+    pub fn session(&self, jid: &FullJid) -> Option<Arc<SessionEntry>> {
+        self.sessions.get(jid)
+    }
+
+    /// Registers a new session, unavailable until [`Self::set_presence`].
+    /// A session already attached with the same full JID is replaced and
+    /// its queue closed.
+    pub fn attach(&self, jid: FullJid, queue_capacity: usize) -> Arc<SessionEntry> {
+        let entry = Arc::new(SessionEntry {
+            id: self.next_session.fetch_add(1, Ordering::Relaxed),
+            resource: Arc::from(jid.resource()),
+            queue: Arc::new(OutboundQueue::new(jid.as_str(), queue_capacity)),
+            jid: jid.clone(),
+            presence: AtomicU32::new(0),
+            notify_bits: AtomicU64::new(0),
+            notify_extra: RwLock::new(Box::new([])),
+        });
+        if let Some(old) = self.detach(&jid) {
+            old.queue.close();
+        }
+        let account = self.account(&jid.to_bare());
+        account.sessions.rcu(|list| {
+            let mut v = Vec::with_capacity(list.len() + 1);
+            v.extend(list.iter().cloned());
+            v.push(entry.clone());
+            v
+        });
+        self.sessions.remove(&jid);
+        self.sessions.get_or_insert_with(&jid, || entry.clone());
+        entry
+    }
+
+    /// Updates a session's availability, priority and `+notify` interests.
+    pub fn set_presence(&self, session: &SessionEntry, p: &Presence) {
+        let mut bits = 0u64;
+        let mut extra = Vec::new();
+        for node in &p.notify {
+            let id = self.node_id(node);
+            if id < 64 {
+                bits |= 1 << id;
+            } else {
+                extra.push(id);
+            }
+        }
+        *session.notify_extra.write() = extra.into_boxed_slice();
+        session.notify_bits.store(bits, Ordering::Release);
+        let word = if p.available { AVAILABLE } else { 0 } | (p.priority as u8 as u32);
+        session.presence.store(word, Ordering::Release);
+    }
+
+    /// Removes the session with this full JID; returns it.
+    pub fn detach(&self, jid: &FullJid) -> Option<Arc<SessionEntry>> {
+        let entry = self.sessions.remove(jid)?;
+        if let Some(account) = self.find_account(&jid.to_bare()) {
+            account.sessions.rcu(|list| {
+                list.iter()
+                    .filter(|s| s.id != entry.id)
+                    .cloned()
+                    .collect::<Vec<_>>()
+            });
+        }
+        Some(entry)
+    }
+
+    /// Records that `follower` has (`on`) or no longer has a `from`/`both`
+    /// subscription in `publisher`'s roster.
+    pub fn set_presence_follow(&self, publisher: &BareJid, follower: &BareJid, on: bool) {
+        let p = self.account(publisher);
+        let f = self.account(follower);
+        {
+            let mut set = p.followers.write();
+            if on {
+                if !set.index.contains_key(follower) {
+                    let list = &mut set.shards[f.shard];
+                    list.push(f.clone());
+                    let pos = (f.shard as u32, (list.len() - 1) as u32);
+                    set.index.insert(follower.clone(), pos);
+                }
+            } else if let Some((shard, idx)) = set.index.remove(follower) {
+                let list = &mut set.shards[shard as usize];
+                list.swap_remove(idx as usize);
+                if let Some(moved) = list.get(idx as usize) {
+                    let jid = moved.jid.clone();
+                    set.index.insert(jid, (shard, idx));
+                }
+            }
+        }
+        self.update_following(&f, &p);
+    }
+
+    /// Adds an explicit subscription of `subscriber` (bare or full) to
+    /// `publisher`'s `node`.
+    pub fn subscribe(&self, publisher: &BareJid, node: &str, subscriber: &Jid) {
+        let node = self.node_id(node);
+        let p = self.account(publisher);
+        let bare = subscriber.to_bare();
+        let s = self.account(&bare);
+        {
+            let mut subs = p.subs.write();
+            let entry = subs
+                .entry(node)
+                .or_default()
+                .entry(bare)
+                .or_insert_with(|| ExplicitSub {
+                    account: s.clone(),
+                    bare: false,
+                    resources: Vec::new(),
+                });
+            match subscriber.resource() {
+                None => entry.bare = true,
+                Some(r) => {
+                    if !entry.resources.iter().any(|x| &**x == r) {
+                        entry.resources.push(Arc::from(r));
+                    }
+                }
+            }
+            p.has_subs.store(true, Ordering::Release);
+        }
+        self.update_following(&s, &p);
+    }
+
+    /// Removes an explicit subscription (bare or one resource).
+    pub fn unsubscribe(&self, publisher: &BareJid, node: &str, subscriber: &Jid) {
+        let node = self.node_id(node);
+        let Some(p) = self.find_account(publisher) else {
+            return;
+        };
+        let bare = subscriber.to_bare();
+        {
+            let mut subs = p.subs.write();
+            if let Some(by_account) = subs.get_mut(&node) {
+                if let Some(e) = by_account.get_mut(&bare) {
+                    match subscriber.resource() {
+                        None => e.bare = false,
+                        Some(r) => e.resources.retain(|x| &**x != r),
+                    }
+                    if !e.bare && e.resources.is_empty() {
+                        by_account.remove(&bare);
+                    }
+                }
+                if by_account.is_empty() {
+                    subs.remove(&node);
+                }
+            }
+            p.has_subs.store(!subs.is_empty(), Ordering::Release);
+        }
+        if let Some(s) = self.find_account(&bare) {
+            self.update_following(&s, &p);
+        }
+    }
+
+    /// Drops every explicit subscription to a node (node deleted).
+    pub fn clear_node(&self, publisher: &BareJid, node: &str) {
+        let node = self.node_id(node);
+        if let Some(p) = self.find_account(publisher) {
+            let mut subs = p.subs.write();
+            subs.remove(&node);
+            p.has_subs.store(!subs.is_empty(), Ordering::Release);
+        }
+    }
+
+    /// Replaces `owner`'s XEP-0191 block list.
+    pub fn set_blocklist(&self, owner: &BareJid, items: &[Jid]) {
+        let a = self.account(owner);
+        let mut b = a.blocks.write();
+        b.items = items.iter().map(|j| j.as_str().to_owned()).collect();
+        a.has_blocks.store(!b.items.is_empty(), Ordering::Release);
+    }
+
+    /// Adds to `owner`'s block list.
+    pub fn block(&self, owner: &BareJid, item: &Jid) {
+        let a = self.account(owner);
+        a.blocks.write().items.insert(item.as_str().to_owned());
+        a.has_blocks.store(true, Ordering::Release);
+    }
+
+    /// Removes from `owner`'s block list.
+    pub fn unblock(&self, owner: &BareJid, item: &Jid) {
+        if let Some(a) = self.find_account(owner) {
+            let mut b = a.blocks.write();
+            b.items.remove(item.as_str());
+            a.has_blocks.store(!b.items.is_empty(), Ordering::Release);
+        }
+    }
+
+    /// Forgets an account: its follows both ways, subscriptions and blocks.
+    /// Its sessions must have been detached.
+    pub fn remove_account(&self, jid: &BareJid) {
+        let Some(a) = self.accounts.remove(jid) else {
+            return;
+        };
+        let following: Vec<BareJid> = a.following.lock().drain().collect();
+        for p in following {
+            if let Some(pa) = self.find_account(&p) {
+                self.set_presence_follow(&p, jid, false);
+                let mut subs = pa.subs.write();
+                for by_account in subs.values_mut() {
+                    by_account.remove(jid);
+                }
+                subs.retain(|_, v| !v.is_empty());
+                pa.has_subs.store(!subs.is_empty(), Ordering::Release);
+            }
+        }
+        let mut f = a.followers.write();
+        for list in &mut f.shards {
+            for follower in list.drain(..) {
+                follower.following.lock().remove(jid);
+            }
+        }
+        f.index.clear();
+        a.subs.write().clear();
+    }
+
+    /// Publishers `account` follows by any route.
+    pub fn following(&self, account: &Account) -> Vec<BareJid> {
+        account.following.lock().iter().cloned().collect()
+    }
+
+    /// Sets the queue that carries stanzas for a remote domain (s2s).
+    pub fn set_route(&self, domain: &str, queue: Arc<OutboundQueue>) {
+        self.routes.remove(&domain.to_owned());
+        self.routes.get_or_insert_with(&domain.to_owned(), || queue);
+    }
+
+    /// The queue for a remote domain, if one is connected.
+    pub fn route(&self, domain: &str) -> Option<Arc<OutboundQueue>> {
+        self.routes.get(&domain.to_owned())
+    }
+
+    fn update_following(&self, follower: &Arc<Account>, publisher: &Arc<Account>) {
+        let follows = publisher.followers.read().index.contains_key(&follower.jid)
+            || publisher
+                .subs
+                .read()
+                .values()
+                .any(|m| m.contains_key(&follower.jid));
+        let added = {
+            let mut f = follower.following.lock();
+            if follows {
+                f.insert(publisher.jid.clone())
+            } else {
+                f.remove(&publisher.jid);
+                false
+            }
+        };
+        if added {
+            for hook in self.follow_hooks.read().iter() {
+                hook(follower, publisher);
+            }
+        }
+    }
+
+    /// Calls `f` once per recipient of a publish to `publisher`'s `node`.
+    /// With `shard`, only recipients whose account lives in that shard.
+    /// Returns the number of recipients.
+    pub fn visit(
+        &self,
+        publisher: &Account,
+        node: NodeId,
+        shard: Option<usize>,
+        mut f: impl FnMut(Target<'_>),
+    ) -> u64 {
+        let mut count = 0u64;
+        let in_shard = |a: &Account| shard.is_none_or(|s| a.shard == s);
+        let subs_guard = publisher
+            .has_subs
+            .load(Ordering::Acquire)
+            .then(|| publisher.subs.read());
+        let node_subs = subs_guard
+            .as_ref()
+            .and_then(|g| g.get(&node))
+            .filter(|m| !m.is_empty());
+        let followers = publisher.followers.read();
+        let lists: &[Vec<Arc<Account>>] = match shard {
+            Some(s) => std::slice::from_ref(&followers.shards[s]),
+            None => &followers.shards,
+        };
+
+        // 1. Presence followers, with any explicit subscription they also hold.
+        for list in lists {
+            for acc in list {
+                if acc.jid == publisher.jid {
+                    continue; // the owner is handled in step 3
+                }
+                let explicit = node_subs.and_then(|m| m.get(&acc.jid));
+                let sessions = acc.sessions.load();
+                if sessions.is_empty() || publisher.blocked_by_either(acc, None) {
+                    continue;
+                }
+                for s in sessions.iter() {
+                    if s.receives()
+                        && (s.wants(node) || explicit.is_some_and(|e| e.full_match(s)))
+                        && !(publisher.has_blocks.load(Ordering::Relaxed)
+                            && publisher.blocks.read().blocks(&acc.jid, Some(&s.jid)))
+                    {
+                        count += 1;
+                        f(Target::Session(s));
+                    }
+                }
+            }
+        }
+
+        // 2. Explicit subscribers that are not presence followers.
+        if let Some(m) = node_subs {
+            for (bare, e) in m {
+                let acc = &e.account;
+                if !in_shard(acc) || *bare == publisher.jid || followers.index.contains_key(bare) {
+                    continue;
+                }
+                if publisher.blocked_by_either(acc, None) {
+                    continue;
+                }
+                let sessions = acc.sessions.load();
+                if sessions.is_empty() && !acc.local {
+                    if e.bare {
+                        count += 1;
+                        f(Target::Remote {
+                            account: acc,
+                            resource: None,
+                        });
+                    }
+                    for r in &e.resources {
+                        count += 1;
+                        f(Target::Remote {
+                            account: acc,
+                            resource: Some(r),
+                        });
+                    }
+                    continue;
+                }
+                for s in sessions.iter() {
+                    if s.receives() && ((e.bare && s.wants(node)) || e.full_match(s)) {
+                        count += 1;
+                        f(Target::Session(s));
+                    }
+                }
+            }
+        }
+
+        // 3. The owner's own resources.
+        if in_shard(publisher) {
+            let explicit = node_subs.and_then(|m| m.get(&publisher.jid));
+            for s in publisher.sessions.load().iter() {
+                if s.receives() && (s.wants(node) || explicit.is_some_and(|e| e.full_match(s))) {
+                    count += 1;
+                    f(Target::Session(s));
+                }
+            }
+        }
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bare(s: &str) -> BareJid {
+        BareJid::new(s).unwrap()
+    }
+    fn full(s: &str) -> FullJid {
+        FullJid::new(s).unwrap()
+    }
+    fn online(r: &Registry, jid: &str, prio: i8, notify: bool) -> Arc<SessionEntry> {
+        let s = r.attach(full(jid), 16);
+        r.set_presence(
+            &s,
+            &Presence {
+                available: true,
+                priority: prio,
+                notify: if notify {
+                    vec![stanza::ns::MICROBLOG.into()]
+                } else {
+                    vec![]
+                },
+            },
+        );
+        s
+    }
+    fn recipients(r: &Registry, publisher: &str) -> Vec<String> {
+        let p = r.account(&bare(publisher));
+        let mut out = Vec::new();
+        let n = r.visit(&p, r.node_id(stanza::ns::MICROBLOG), None, |t| match t {
+            Target::Session(s) => out.push(s.jid().to_string()),
+            Target::Remote { account, resource } => out.push(match resource {
+                Some(res) => format!("remote:{}/{res}", account.jid()),
+                None => format!("remote:{}", account.jid()),
+            }),
+        });
+        assert_eq!(n as usize, out.len());
+        out.sort();
+        out
+    }
+
+    fn registry() -> Registry {
+        Registry::new(["example.org"], 2)
+    }
+
+    #[test]
+    fn presence_followers_need_notify_and_nonnegative_priority() {
+        let r = registry();
+        r.set_presence_follow(&bare("jane@example.org"), &bare("joe@example.org"), true);
+        online(&r, "joe@example.org/phone", 0, true);
+        online(&r, "joe@example.org/desk", 5, false);
+        online(&r, "joe@example.org/away", -1, true);
+        let hidden = r.attach(full("joe@example.org/hidden"), 16); // no presence yet
+        assert!(!hidden.receives());
+        assert_eq!(
+            recipients(&r, "jane@example.org"),
+            ["joe@example.org/phone"]
+        );
+        r.set_presence_follow(&bare("jane@example.org"), &bare("joe@example.org"), false);
+        assert!(recipients(&r, "jane@example.org").is_empty());
+    }
+
+    #[test]
+    fn owner_resources_are_filtered_by_notify() {
+        let r = registry();
+        online(&r, "jane@example.org/a", 0, true);
+        online(&r, "jane@example.org/b", 0, false);
+        assert_eq!(recipients(&r, "jane@example.org"), ["jane@example.org/a"]);
+    }
+
+    #[test]
+    fn explicit_subscriptions() {
+        let r = registry();
+        let p = bare("jane@example.org");
+        // Full-JID subscription: that resource, even without +notify.
+        r.subscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("ann@example.org/movim").unwrap(),
+        );
+        online(&r, "ann@example.org/movim", 0, false);
+        online(&r, "ann@example.org/other", 0, true);
+        // Bare subscription: each +notify resource.
+        r.subscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("bob@example.org").unwrap(),
+        );
+        online(&r, "bob@example.org/x", 0, true);
+        online(&r, "bob@example.org/y", 0, false);
+        // A local subscriber that is offline gets nothing; a remote bare one
+        // whose presence is unknown gets one notification to the bare JID.
+        r.subscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("cat@example.org").unwrap(),
+        );
+        r.subscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("dan@other.org").unwrap(),
+        );
+        assert_eq!(
+            recipients(&r, "jane@example.org"),
+            [
+                "ann@example.org/movim",
+                "bob@example.org/x",
+                "remote:dan@other.org"
+            ]
+        );
+        r.unsubscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("dan@other.org").unwrap(),
+        );
+        assert_eq!(recipients(&r, "jane@example.org").len(), 2);
+    }
+
+    #[test]
+    fn one_notification_per_full_jid() {
+        let r = registry();
+        let p = bare("jane@example.org");
+        r.set_presence_follow(&p, &bare("joe@example.org"), true);
+        r.subscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("joe@example.org").unwrap(),
+        );
+        r.subscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("joe@example.org/phone").unwrap(),
+        );
+        r.subscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("jane@example.org/a").unwrap(),
+        );
+        online(&r, "joe@example.org/phone", 0, true);
+        online(&r, "jane@example.org/a", 0, true);
+        assert_eq!(
+            recipients(&r, "jane@example.org"),
+            ["jane@example.org/a", "joe@example.org/phone"]
+        );
+    }
+
+    #[test]
+    fn blocks_both_ways() {
+        let r = registry();
+        let p = bare("jane@example.org");
+        for f in ["a@example.org", "b@example.org", "c@evil.org"] {
+            r.set_presence_follow(&p, &bare(f), true);
+            online(&r, &format!("{f}/r"), 0, true);
+        }
+        r.block(&p, &Jid::new("a@example.org").unwrap());
+        r.block(
+            &bare("b@example.org"),
+            &Jid::new("jane@example.org").unwrap(),
+        );
+        r.block(&p, &Jid::new("evil.org").unwrap());
+        assert!(recipients(&r, "jane@example.org").is_empty());
+        r.unblock(&p, &Jid::new("a@example.org").unwrap());
+        assert_eq!(recipients(&r, "jane@example.org"), ["a@example.org/r"]);
+    }
+
+    #[test]
+    fn detach_and_replace() {
+        let r = registry();
+        r.set_presence_follow(&bare("jane@example.org"), &bare("joe@example.org"), true);
+        let old = online(&r, "joe@example.org/phone", 0, true);
+        let new = online(&r, "joe@example.org/phone", 0, true);
+        assert_eq!(old.queue().state(), crate::QueueState::Closed);
+        assert_ne!(old.id(), new.id());
+        assert_eq!(
+            recipients(&r, "jane@example.org"),
+            ["joe@example.org/phone"]
+        );
+        r.detach(&full("joe@example.org/phone"));
+        assert!(recipients(&r, "jane@example.org").is_empty());
+    }
+
+    #[test]
+    fn shards_partition_the_recipients() {
+        let r = Registry::new(["example.org"], 3);
+        let p = bare("jane@example.org");
+        for i in 0..50 {
+            let f = format!("u{i}@example.org");
+            r.set_presence_follow(&p, &bare(&f), true);
+            online(&r, &format!("{f}/r"), 0, true);
+        }
+        online(&r, "jane@example.org/me", 0, true);
+        let acc = r.account(&p);
+        let node = r.node_id(stanza::ns::MICROBLOG);
+        let total: u64 = (0..3).map(|s| r.visit(&acc, node, Some(s), |_| {})).sum();
+        assert_eq!(total, 51);
+        assert_eq!(r.visit(&acc, node, None, |_| {}), 51);
+    }
+
+    #[test]
+    fn remove_account_unlinks() {
+        let r = registry();
+        r.set_presence_follow(&bare("jane@example.org"), &bare("joe@example.org"), true);
+        r.subscribe(
+            &bare("jane@example.org"),
+            "n",
+            &Jid::new("joe@example.org").unwrap(),
+        );
+        r.remove_account(&bare("joe@example.org"));
+        online(&r, "joe@example.org/phone", 0, true);
+        assert!(recipients(&r, "jane@example.org").is_empty());
+    }
+
+    #[test]
+    fn following_index_and_hook() {
+        let r = registry();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        r.on_follow(move |f, p| s2.lock().push((f.jid().to_string(), p.jid().to_string())));
+        r.set_presence_follow(&bare("jane@example.org"), &bare("joe@example.org"), true);
+        r.subscribe(
+            &bare("kim@example.org"),
+            "n",
+            &Jid::new("joe@example.org").unwrap(),
+        );
+        let joe = r.account(&bare("joe@example.org"));
+        let mut f = r.following(&joe);
+        f.sort();
+        assert_eq!(f, [bare("jane@example.org"), bare("kim@example.org")]);
+        assert_eq!(seen.lock().len(), 2);
+    }
+}

@@ -1,0 +1,261 @@
+//! Fan-out strategies behind one interface, [`Fanout`].
+//!
+//! All of them deliver exactly the recipient set of
+//! [`Registry::visit`](crate::Registry::visit) into the same bounded
+//! [`OutboundQueue`](crate::OutboundQueue)s; they differ in how the work is
+//! done:
+//!
+//! | name | per publish | per recipient |
+//! |---|---|---|
+//! | [`naive`] | nothing | serialize the whole message, push it |
+//! | [`shared`] | serialize once | push an `Arc` |
+//! | [`sharded`] | serialize once, one channel send per shard | shard worker pushes an `Arc`, wakes writers once per batch |
+//! | [`broadcast`] | serialize once, collect recipient ids, one `broadcast::send` | writer filters on receipt |
+//!
+//! Every strategy counts what it delivered and what it dropped, by reason,
+//! so `delivered + dropped == recipients` always holds.
+
+pub mod broadcast;
+pub mod naive;
+pub mod sharded;
+pub mod shared;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use stanza::{BareJid, FullJid, PubsubEvent};
+
+use crate::handle::OutboundHandle;
+use crate::queue::{Frame, PushError};
+use crate::registry::{Registry, Target};
+
+/// The names [`by_name`] accepts.
+pub const STRATEGIES: &[&str] = &["naive", "shared", "sharded", "broadcast"];
+
+/// One publish to fan out.
+#[derive(Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    /// The notification's stanza id (one per publish, shared by recipients).
+    pub id: &'a str,
+    /// The event, including the node.
+    pub event: PubsubEvent<'a>,
+}
+
+/// Why a delivery was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The session's queue was full; the session is being disconnected.
+    QueueFull,
+    /// The session's queue had already overflowed or closed.
+    Closed,
+    /// A remote recipient with no connected route.
+    NoRoute,
+    /// A `broadcast` receiver lagged behind its channel (counted when the
+    /// session drains; the session is resynchronised from history).
+    Lagged,
+}
+
+/// Drop counts by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// See [`DropReason::QueueFull`].
+    pub queue_full: u64,
+    /// See [`DropReason::Closed`].
+    pub closed: u64,
+    /// See [`DropReason::NoRoute`].
+    pub no_route: u64,
+    /// See [`DropReason::Lagged`].
+    pub lagged: u64,
+}
+
+impl Dropped {
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.queue_full + self.closed + self.no_route + self.lagged
+    }
+    /// Counts one drop.
+    pub fn add(&mut self, reason: DropReason) {
+        match reason {
+            DropReason::QueueFull => self.queue_full += 1,
+            DropReason::Closed => self.closed += 1,
+            DropReason::NoRoute => self.no_route += 1,
+            DropReason::Lagged => self.lagged += 1,
+        }
+    }
+    /// Adds another set of counts.
+    pub fn merge(&mut self, o: &Dropped) {
+        self.queue_full += o.queue_full;
+        self.closed += o.closed;
+        self.no_route += o.no_route;
+        self.lagged += o.lagged;
+    }
+}
+
+/// What one publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Recipients under PROTOCOL §6.
+    pub recipients: u64,
+    /// Queued for a session or route (for `broadcast`: handed to the channel).
+    pub delivered: u64,
+    /// Not queued, by reason.
+    pub dropped: Dropped,
+}
+
+impl DeliveryReport {
+    /// Adds another report (e.g. one shard's) into this one.
+    pub fn merge(&mut self, o: &DeliveryReport) {
+        self.recipients += o.recipients;
+        self.delivered += o.delivered;
+        self.dropped.merge(&o.dropped);
+    }
+}
+
+/// Cumulative counters of a strategy, for metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    publishes: AtomicU64,
+    recipients: AtomicU64,
+    delivered: AtomicU64,
+    queue_full: AtomicU64,
+    closed: AtomicU64,
+    no_route: AtomicU64,
+    lagged: AtomicU64,
+}
+
+impl Stats {
+    fn record(&self, r: &DeliveryReport) {
+        self.publishes.fetch_add(1, Ordering::Relaxed);
+        self.recipients.fetch_add(r.recipients, Ordering::Relaxed);
+        self.delivered.fetch_add(r.delivered, Ordering::Relaxed);
+        self.queue_full
+            .fetch_add(r.dropped.queue_full, Ordering::Relaxed);
+        self.closed.fetch_add(r.dropped.closed, Ordering::Relaxed);
+        self.no_route
+            .fetch_add(r.dropped.no_route, Ordering::Relaxed);
+        self.lagged.fetch_add(r.dropped.lagged, Ordering::Relaxed);
+    }
+    pub(crate) fn add_lagged(&self, n: u64) {
+        self.lagged.fetch_add(n, Ordering::Relaxed);
+    }
+    /// A consistent-enough copy of the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            publishes: self.publishes.load(Ordering::Relaxed),
+            recipients: self.recipients.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dropped: Dropped {
+                queue_full: self.queue_full.load(Ordering::Relaxed),
+                closed: self.closed.load(Ordering::Relaxed),
+                no_route: self.no_route.load(Ordering::Relaxed),
+                lagged: self.lagged.load(Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+/// A copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Publishes fanned out.
+    pub publishes: u64,
+    /// Recipients over all publishes.
+    pub recipients: u64,
+    /// Deliveries queued.
+    pub delivered: u64,
+    /// Drops by reason.
+    pub dropped: Dropped,
+}
+
+/// The interface every strategy implements. The server holds an
+/// `Arc<dyn Fanout>` and changes strategy by name, nothing else.
+pub trait Fanout: Send + Sync + std::fmt::Debug {
+    /// The strategy's name, as [`by_name`] takes it.
+    fn name(&self) -> &'static str;
+    /// The registry the strategy reads.
+    fn registry(&self) -> &Arc<Registry>;
+    /// Registers a session; the handle is what its writer drains.
+    fn attach(&self, jid: FullJid, queue_capacity: usize) -> OutboundHandle;
+    /// Removes a session and closes its queue.
+    fn detach(&self, jid: &FullJid);
+    /// Fans one event out to the recipients of `publisher`'s node.
+    fn publish(&self, publisher: &BareJid, publish: &Publish<'_>) -> DeliveryReport;
+    /// Cumulative counters.
+    fn stats(&self) -> StatsSnapshot;
+}
+
+/// An unknown strategy name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fan-out strategy {0:?} (expected one of: naive, shared, sharded, broadcast)")]
+pub struct UnknownStrategy(pub String);
+
+/// Settings the strategies take. (`sharded` runs one worker per registry
+/// shard: choose the shard count when building the [`Registry`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// `broadcast`: channel capacity per publisher, in posts.
+    pub broadcast_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            broadcast_capacity: 1024,
+        }
+    }
+}
+
+/// Builds the strategy called `name` over `registry`.
+pub fn by_name(
+    name: &str,
+    registry: Arc<Registry>,
+    config: Config,
+) -> Result<Arc<dyn Fanout>, UnknownStrategy> {
+    Ok(match name {
+        "naive" => Arc::new(naive::Naive::new(registry)),
+        "shared" => Arc::new(shared::Shared::new(registry)),
+        "sharded" => Arc::new(sharded::Sharded::new(registry)),
+        "broadcast" => Arc::new(broadcast::Broadcast::new(
+            registry,
+            config.broadcast_capacity,
+        )),
+        other => return Err(UnknownStrategy(other.to_owned())),
+    })
+}
+
+/// Pushes to one queue and counts the outcome.
+#[inline]
+pub(crate) fn count_push(r: Result<(), PushError>, report: &mut DeliveryReport) {
+    match r {
+        Ok(()) => report.delivered += 1,
+        Err(PushError::Full) => report.dropped.add(DropReason::QueueFull),
+        Err(PushError::Closed) => report.dropped.add(DropReason::Closed),
+    }
+}
+
+/// Delivers to a remote target through its domain's route, serialized for
+/// that one address (remote deliveries are few: one per remote bare JID).
+pub(crate) fn deliver_remote(
+    registry: &Registry,
+    target: Target<'_>,
+    publisher: &BareJid,
+    p: &Publish<'_>,
+    report: &mut DeliveryReport,
+) {
+    let Target::Remote { account, resource } = target else {
+        return;
+    };
+    let Some(route) = registry.route(account.jid().domain()) else {
+        report.dropped.add(DropReason::NoRoute);
+        return;
+    };
+    let to = match resource {
+        Some(r) => format!("{}/{r}", account.jid()),
+        None => account.jid().to_string(),
+    };
+    let bytes = stanza::event_message(publisher.as_str(), &to, p.id, &p.event);
+    count_push(route.push(Frame::Bytes(bytes)), report);
+}
+
+#[cfg(test)]
+mod tests;

@@ -26,7 +26,7 @@ impl OutboundHandle {
     }
 
     /// The queue, for pushing stanzas routed to this session.
-    pub fn queue(&self) -> &Arc<OutboundQueue> {
+    pub fn queue(&self) -> &OutboundQueue {
         self.session.queue()
     }
 

@@ -18,6 +18,7 @@
 
 pub mod handle;
 pub mod map;
+mod prefetch;
 pub mod queue;
 pub mod registry;
 pub mod strategy;

@@ -28,14 +28,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
 use stanza::{BareJid, FullJid, Jid};
 
 use crate::map::{AccountMap, ConcurrentMap};
+use crate::prefetch::prefetch;
 use crate::queue::OutboundQueue;
 
 /// A session's registry id: unique for the registry's lifetime.
@@ -54,20 +55,23 @@ pub struct Presence {
     pub notify: Vec<String>,
 }
 
-const AVAILABLE: u32 = 1 << 31;
+/// In [`SessionEntry::state`]: available with non-negative priority.
+const RECEIVES: u64 = 1 << 63;
+/// Node ids below this have their `+notify` as a bit of the state word.
+const NOTIFY_BITS: NodeId = 63;
 
-/// One connected resource.
+/// One connected resource. A delivery reads the state word and locks the
+/// queue: `repr(C, align(64))` puts both on one cache line.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct SessionEntry {
+    /// [`RECEIVES`] | one `+notify` bit per node id below [`NOTIFY_BITS`].
+    state: AtomicU64,
+    queue: OutboundQueue,
     id: SessionId,
     jid: FullJid,
     resource: Arc<str>,
-    queue: Arc<OutboundQueue>,
-    /// `AVAILABLE` bit | priority as `u8`.
-    presence: AtomicU32,
-    /// `+notify` for node ids below 64, as bits.
-    notify_bits: AtomicU64,
-    /// `+notify` for node ids 64 and up (rare).
+    /// `+notify` for node ids from [`NOTIFY_BITS`] up (rare).
     notify_extra: RwLock<Box<[NodeId]>>,
 }
 
@@ -81,20 +85,19 @@ impl SessionEntry {
         &self.jid
     }
     /// The outbound queue the writer drains.
-    pub fn queue(&self) -> &Arc<OutboundQueue> {
+    pub fn queue(&self) -> &OutboundQueue {
         &self.queue
     }
     /// Available with non-negative priority.
     #[inline]
     pub fn receives(&self) -> bool {
-        let p = self.presence.load(Ordering::Acquire);
-        p & AVAILABLE != 0 && (p as u8 as i8) >= 0
+        self.state.load(Ordering::Acquire) & RECEIVES != 0
     }
     /// `+notify` for `node`.
     #[inline]
     pub fn wants(&self, node: NodeId) -> bool {
-        if node < 64 {
-            self.notify_bits.load(Ordering::Acquire) & (1 << node) != 0
+        if node < NOTIFY_BITS {
+            self.state.load(Ordering::Acquire) & (1 << node) != 0
         } else {
             self.notify_extra.read().contains(&node)
         }
@@ -141,20 +144,28 @@ struct FollowerSet {
     index: HashMap<BareJid, (u32, u32)>,
 }
 
-/// Everything the registry knows about one bare JID.
+/// The sessions of one account: nearly always one or two.
+pub type SessionList = SmallVec<[Arc<SessionEntry>; 2]>;
+
+/// Everything the registry knows about one bare JID. `repr(C)` keeps the
+/// session list and the block flag, which every delivery reads, first.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Account {
+    sessions: RwLock<SessionList>,
+    /// Address of the first session's entry, or 0: only ever prefetched,
+    /// never dereferenced, so it may be stale.
+    session_hint: AtomicUsize,
+    has_blocks: AtomicBool,
     jid: BareJid,
     shard: usize,
     local: bool,
-    sessions: ArcSwap<Vec<Arc<SessionEntry>>>,
     /// Accounts with a `from`/`both` subscription to this one.
     followers: RwLock<FollowerSet>,
     /// Explicit subscriptions to this account's nodes.
     subs: RwLock<HashMap<NodeId, HashMap<BareJid, ExplicitSub>>>,
     has_subs: AtomicBool,
     blocks: RwLock<BlockList>,
-    has_blocks: AtomicBool,
     /// Publishers this account follows by any route (for strategies that
     /// subscribe sessions to publishers, like `broadcast`).
     following: Mutex<HashSet<BareJid>>,
@@ -174,8 +185,12 @@ impl Account {
         self.local
     }
     /// The connected sessions.
-    pub fn sessions(&self) -> arc_swap::Guard<Arc<Vec<Arc<SessionEntry>>>> {
-        self.sessions.load()
+    pub fn sessions(&self) -> parking_lot::RwLockReadGuard<'_, SessionList> {
+        self.sessions.read()
+    }
+    fn set_hint(&self, list: &SessionList) {
+        let addr = list.first().map_or(0, |s| Arc::as_ptr(s) as usize);
+        self.session_hint.store(addr, Ordering::Relaxed);
     }
     fn blocked_by_either(&self, other: &Account, other_session: Option<&SessionEntry>) -> bool {
         (self.has_blocks.load(Ordering::Acquire)
@@ -276,7 +291,8 @@ impl Registry {
                 jid: jid.clone(),
                 shard: (self.hasher.hash_one(jid.as_str()) as usize) % self.shards,
                 local: self.local_domains.iter().any(|d| d == jid.domain()),
-                sessions: ArcSwap::from_pointee(Vec::new()),
+                sessions: RwLock::new(SmallVec::new()),
+                session_hint: AtomicUsize::new(0),
                 followers: RwLock::new(FollowerSet {
                     shards: vec![Vec::new(); self.shards],
                     index: HashMap::new(),
@@ -307,22 +323,19 @@ impl Registry {
         let entry = Arc::new(SessionEntry {
             id: self.next_session.fetch_add(1, Ordering::Relaxed),
             resource: Arc::from(jid.resource()),
-            queue: Arc::new(OutboundQueue::new(jid.as_str(), queue_capacity)),
+            queue: OutboundQueue::new(jid.as_str(), queue_capacity),
             jid: jid.clone(),
-            presence: AtomicU32::new(0),
-            notify_bits: AtomicU64::new(0),
+            state: AtomicU64::new(0),
             notify_extra: RwLock::new(Box::new([])),
         });
         if let Some(old) = self.detach(&jid) {
             old.queue.close();
         }
         let account = self.account(&jid.to_bare());
-        account.sessions.rcu(|list| {
-            let mut v = Vec::with_capacity(list.len() + 1);
-            v.extend(list.iter().cloned());
-            v.push(entry.clone());
-            v
-        });
+        let mut list = account.sessions.write();
+        list.push(entry.clone());
+        account.set_hint(&list);
+        drop(list);
         self.sessions.remove(&jid);
         self.sessions.get_or_insert_with(&jid, || entry.clone());
         entry
@@ -334,28 +347,26 @@ impl Registry {
         let mut extra = Vec::new();
         for node in &p.notify {
             let id = self.node_id(node);
-            if id < 64 {
+            if id < NOTIFY_BITS {
                 bits |= 1 << id;
             } else {
                 extra.push(id);
             }
         }
         *session.notify_extra.write() = extra.into_boxed_slice();
-        session.notify_bits.store(bits, Ordering::Release);
-        let word = if p.available { AVAILABLE } else { 0 } | (p.priority as u8 as u32);
-        session.presence.store(word, Ordering::Release);
+        if p.available && p.priority >= 0 {
+            bits |= RECEIVES;
+        }
+        session.state.store(bits, Ordering::Release);
     }
 
     /// Removes the session with this full JID; returns it.
     pub fn detach(&self, jid: &FullJid) -> Option<Arc<SessionEntry>> {
         let entry = self.sessions.remove(jid)?;
         if let Some(account) = self.find_account(&jid.to_bare()) {
-            account.sessions.rcu(|list| {
-                list.iter()
-                    .filter(|s| s.id != entry.id)
-                    .cloned()
-                    .collect::<Vec<_>>()
-            });
+            let mut list = account.sessions.write();
+            list.retain(|s| s.id != entry.id);
+            account.set_hint(&list);
         }
         Some(entry)
     }
@@ -575,13 +586,25 @@ impl Registry {
         };
 
         // 1. Presence followers, with any explicit subscription they also hold.
+        // How far ahead to prefetch: accounts at +8, their first session at
+        // +4 (whose account line arrived meanwhile).
+        const AHEAD_ACCOUNT: usize = 8;
+        const AHEAD_SESSION: usize = 4;
         for list in lists {
-            for acc in list {
-                if acc.jid == publisher.jid {
-                    continue; // the owner is handled in step 3
+            for (i, acc) in list.iter().enumerate() {
+                if let Some(a) = list.get(i + AHEAD_ACCOUNT) {
+                    prefetch(Arc::as_ptr(a));
+                }
+                if let Some(a) = list.get(i + AHEAD_SESSION) {
+                    prefetch(a.session_hint.load(Ordering::Relaxed) as *const SessionEntry);
+                }
+                // The owner is handled in step 3. Compare addresses: reading
+                // the JID text would cost a cache miss per follower.
+                if std::ptr::eq(&**acc, publisher) {
+                    continue;
                 }
                 let explicit = node_subs.and_then(|m| m.get(&acc.jid));
-                let sessions = acc.sessions.load();
+                let sessions = acc.sessions.read();
                 if sessions.is_empty() || publisher.blocked_by_either(acc, None) {
                     continue;
                 }
@@ -608,7 +631,7 @@ impl Registry {
                 if publisher.blocked_by_either(acc, None) {
                     continue;
                 }
-                let sessions = acc.sessions.load();
+                let sessions = acc.sessions.read();
                 if sessions.is_empty() && !acc.local {
                     if e.bare {
                         count += 1;
@@ -638,7 +661,7 @@ impl Registry {
         // 3. The owner's own resources.
         if in_shard(publisher) {
             let explicit = node_subs.and_then(|m| m.get(&publisher.jid));
-            for s in publisher.sessions.load().iter() {
+            for s in publisher.sessions.read().iter() {
                 if s.receives() && (s.wants(node) || explicit.is_some_and(|e| e.full_match(s))) {
                     count += 1;
                     f(Target::Session(s));
@@ -859,6 +882,13 @@ mod tests {
         r.remove_account(&bare("joe@example.org"));
         online(&r, "joe@example.org/phone", 0, true);
         assert!(recipients(&r, "jane@example.org").is_empty());
+    }
+
+    #[test]
+    fn hot_types_stay_small() {
+        // A delivery touches the first line of a session entry only.
+        assert_eq!(std::mem::align_of::<SessionEntry>(), 64);
+        assert!(std::mem::offset_of!(SessionEntry, queue) + 56 <= 64);
     }
 
     #[test]

@@ -32,7 +32,7 @@ use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::{deliver_remote, DeliveryReport, DropReason, Fanout, Publish, Stats, StatsSnapshot};
 use crate::handle::OutboundHandle;
-use crate::queue::{Frame, OutboundQueue, QueueState};
+use crate::queue::{Frame, QueueState};
 use crate::registry::{Registry, SessionId, Target};
 
 /// One published item on a channel.
@@ -166,7 +166,7 @@ impl Fanout for Broadcast {
         };
         let node = self.registry.node_id(p.event.node);
         let mut ids = Vec::new();
-        let mut wake: Vec<Arc<OutboundQueue>> = Vec::new();
+        let mut wake: Vec<std::task::Waker> = Vec::new();
         report.recipients = self.registry.visit(&account, node, None, |t| match t {
             Target::Session(s) => {
                 let q = s.queue();
@@ -175,9 +175,7 @@ impl Fanout for Broadcast {
                     return;
                 }
                 ids.push(s.id());
-                if q.claim_wake() {
-                    wake.push(q.clone());
-                }
+                wake.extend(q.claim_wake());
             }
             remote => deliver_remote(&self.registry, remote, publisher, p, &mut report),
         });
@@ -198,8 +196,8 @@ impl Fanout for Broadcast {
                 Err(_) => report.dropped.closed += n,
             }
         }
-        for q in wake {
-            q.notify_claimed();
+        for w in wake {
+            w.wake();
         }
         self.stats.record(&report);
         report

@@ -18,7 +18,7 @@ use stanza::{BareJid, FullJid, Notification};
 
 use super::{count_push, deliver_remote, DeliveryReport, Fanout, Publish, Stats, StatsSnapshot};
 use crate::handle::OutboundHandle;
-use crate::queue::{Frame, OutboundQueue, PushError};
+use crate::queue::Frame;
 use crate::registry::{Account, NodeId, Registry, Target};
 
 /// Most jobs a worker takes from its channel before waking writers.
@@ -86,7 +86,7 @@ impl Drop for Sharded {
 
 fn worker(shard: usize, registry: &Registry, rx: &Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(BATCH);
-    let mut to_wake: Vec<Arc<OutboundQueue>> = Vec::new();
+    let mut to_wake: Vec<std::task::Waker> = Vec::new();
     let mut replies = Vec::with_capacity(BATCH);
     while let Ok(job) = rx.recv() {
         batch.push(job);
@@ -101,12 +101,16 @@ fn worker(shard: usize, registry: &Registry, rx: &Receiver<Job>) {
             let mut remotes = Vec::new();
             report.recipients = registry.visit(&job.account, job.node, Some(shard), |t| match t {
                 Target::Session(s) => {
-                    let q = s.queue();
-                    let r = q.push_quiet(Frame::Notification(job.notification.clone()));
-                    if r != Err(PushError::Closed) && q.claim_wake() {
-                        to_wake.push(q.clone());
+                    match s
+                        .queue()
+                        .push_quiet(Frame::Notification(job.notification.clone()))
+                    {
+                        Ok(waker) => {
+                            report.delivered += 1;
+                            to_wake.extend(waker);
+                        }
+                        Err(e) => count_push(Err(e), &mut report),
                     }
-                    count_push(r, &mut report);
                 }
                 Target::Remote { account, resource } => {
                     remotes.push((account.clone(), resource.map(Arc::from)));
@@ -114,8 +118,8 @@ fn worker(shard: usize, registry: &Registry, rx: &Receiver<Job>) {
             });
             replies.push((job.reply, report, remotes));
         }
-        for q in to_wake.drain(..) {
-            q.notify_claimed();
+        for w in to_wake.drain(..) {
+            w.wake();
         }
         for (reply, report, remotes) in replies.drain(..) {
             let _ = reply.send((report, remotes));

@@ -261,6 +261,9 @@ struct Scan {
     /// The header was self-closing: report the close after the open.
     pending_close: bool,
     failed: Option<FrameError>,
+    /// Bytes taken out of the buffer: yielded or discarded (whitespace,
+    /// declarations). `consumed + buffered == fed` always holds.
+    consumed: u64,
 }
 
 impl Default for Framer {
@@ -291,6 +294,7 @@ impl Framer {
                 xml_decl_allowed: true,
                 pending_close: false,
                 failed: None,
+                consumed: 0,
             },
         }
     }
@@ -316,6 +320,13 @@ impl Framer {
         self.buf.len()
     }
 
+    /// Bytes consumed so far: cut into events or discarded as whitespace
+    /// and declarations. With [`Self::buffered`], accounts for every byte
+    /// fed (the fuzz target's invariant).
+    pub fn consumed(&self) -> u64 {
+        self.s.consumed
+    }
+
     /// The header of the current stream, once received.
     pub fn header(&self) -> Option<&StreamHeader> {
         self.s.header.as_ref()
@@ -327,7 +338,9 @@ impl Framer {
     pub fn reset(&mut self) {
         let s = &mut self.s;
         // Drop what was consumed of the old stream.
-        let _ = self.buf.split_to(s.pos.min(self.buf.len()));
+        let n = s.pos.min(self.buf.len());
+        let _ = self.buf.split_to(n);
+        s.consumed += n as u64;
         s.st = St::Prolog;
         s.pos = 0;
         s.start = 0;
@@ -391,6 +404,7 @@ impl Scan {
                     // Whitespace between stanzas is consumed for good, so a
                     // keepalive flood cannot grow the buffer.
                     let _ = buf.split_to(self.pos);
+                    self.consumed += self.pos as u64;
                     self.pos = 0;
                     self.start = 0;
                 }
@@ -773,6 +787,7 @@ impl Scan {
                 return Err(FrameError::NotWellFormed("end tag does not match"));
             }
             let _ = buf.split_to(self.pos);
+            self.consumed += self.pos as u64;
             self.pos = 0;
             self.start = 0;
             self.st = St::Closed;
@@ -794,6 +809,7 @@ impl Scan {
         let _ = buf.split_to(self.start);
         let len = self.pos - self.start;
         let raw = buf.split_to(len);
+        self.consumed += self.pos as u64;
         self.pos = 0;
         self.start = 0;
         self.st = St::Between;
@@ -815,6 +831,7 @@ impl Scan {
     fn finish_header(&mut self, buf: &mut BytesMut, empty: bool) -> Result<Step, FrameError> {
         let _ = buf.split_to(self.start);
         let raw = buf.split_to(self.pos - self.start);
+        self.consumed += self.pos as u64;
         self.pos = 0;
         self.start = 0;
         let text = std::str::from_utf8(&raw).map_err(|_| FrameError::InvalidUtf8)?;
@@ -839,17 +856,25 @@ fn prefix_of(b: &[u8], name: Span) -> Option<Span> {
 /// with `&`). `Ok(Some(len))` when valid, `Ok(None)` when more bytes are needed.
 fn check_entity(s: &[u8]) -> Result<Option<usize>, FrameError> {
     // The longest valid reference is `&#x10FFFF;` or `&#1114111;`, ten bytes.
+    // The verdict depends only on the bytes up to the first one that cannot
+    // be part of a reference name, or on the first MAX bytes: never on how
+    // the input happened to be chunked.
     const MAX: usize = 12;
-    let Some(semi) = memchr::memchr(b';', &s[..s.len().min(MAX)]) else {
-        if s.len() < MAX && s[1..].iter().all(|&c| is_name_byte(c) || c == b'#') {
+    let window = &s[..s.len().min(MAX)];
+    let Some(end) = window[1..]
+        .iter()
+        .position(|&c| !(is_name_byte(c) || c == b'#'))
+        .map(|i| i + 1)
+    else {
+        if s.len() < MAX {
             return Ok(None);
         }
-        return if s.len() > 1 && is_name_start(s[1]) {
-            Err(FrameError::Restricted(Restricted::EntityReference))
-        } else {
-            Err(FrameError::NotWellFormed("bad reference"))
-        };
+        return Err(FrameError::NotWellFormed("bad reference"));
     };
+    if s[end] != b';' {
+        return Err(FrameError::NotWellFormed("bad reference"));
+    }
+    let semi = end;
     let body = &s[1..semi];
     match body {
         b"amp" | b"lt" | b"gt" | b"apos" | b"quot" => return Ok(Some(semi + 1)),
@@ -873,7 +898,7 @@ fn check_entity(s: &[u8]) -> Result<Option<usize>, FrameError> {
             Err(FrameError::NotWellFormed("bad character reference"))
         };
     }
-    if is_name_start(body[0]) && body.iter().all(|&c| is_name_byte(c)) {
+    if is_name_start(body[0]) && !body.contains(&b'#') {
         Err(FrameError::Restricted(Restricted::EntityReference))
     } else {
         Err(FrameError::NotWellFormed("bad reference"))
@@ -1155,6 +1180,22 @@ mod tests {
             frame(&decls),
             Err(FrameError::TooManyNamespaces { limit: 64 })
         );
+    }
+
+    #[test]
+    fn reference_errors_do_not_depend_on_chunking() {
+        // Found by the fuzzer: a verdict made before the `;` arrived.
+        for body in [
+            "<m>&a b;</m>",
+            "<m>&ab</m>",
+            "<m a='&lt x'/>",
+            "<m>&abcdefghijklmnop;</m>",
+        ] {
+            let input = format!("{HEADER}{body}");
+            let whole = frame(&input).unwrap_err();
+            let bytewise = frame_bytewise(input.as_bytes()).unwrap_err();
+            assert_eq!(whole, bytewise, "{body}");
+        }
     }
 
     #[test]

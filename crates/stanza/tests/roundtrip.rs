@@ -133,6 +133,8 @@ proptest! {
             }
         }
         prop_assert!(closed);
+        // Every byte fed is accounted for.
+        prop_assert_eq!(f.consumed() + f.buffered() as u64, wire.len() as u64);
         prop_assert_eq!(got.len(), stanzas.len());
         for (bytes, want) in got.iter().zip(&stanzas) {
             let model = Stanza::parse(bytes.clone()).unwrap();

@@ -3,10 +3,10 @@
 //! A publish computes the recipient set (as every strategy must, PROTOCOL
 //! §6), sends one item carrying the notification and the sorted recipient
 //! session ids, and wakes those sessions' writers. Each session holds a
-//! receiver on the channels of its own account and of every publisher it
-//! follows (kept up to date through the registry's follow hook, before the
+//! receiver on the channel of every publisher it follows (kept up to date through the registry's follow hook, before the
 //! follow change returns). A writer drains its receivers and keeps the items
-//! addressed to it.
+//! addressed to it. The owner's own sessions get their posts through
+//! their queues, so a channel exists only for publishers someone follows.
 //!
 //! What it saves: no per-recipient queue push on the publishing thread. What
 //! it costs: every receiver of a channel sees every item and filters, and a
@@ -27,10 +27,13 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use stanza::{BareJid, FullJid, Notification};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
-use super::{deliver_remote, DeliveryReport, DropReason, Fanout, Publish, Stats, StatsSnapshot};
+use super::{
+    count_push, deliver_remote, DeliveryReport, DropReason, Fanout, Publish, Stats, StatsSnapshot,
+};
 use crate::handle::OutboundHandle;
 use crate::queue::{Frame, QueueState};
 use crate::registry::{Registry, SessionId, Target};
@@ -146,7 +149,9 @@ impl Fanout for Broadcast {
         let bare = jid.to_bare();
         let entry = self.registry.attach(jid, queue_capacity);
         self.subs.insert(entry.id(), subs.clone());
-        subs.add(&bare, &self.channels, self.capacity);
+        // No receiver on its own channel: the owner's sessions get their own
+        // posts through their queues, so a publisher's channel exists only
+        // once someone follows it.
         let account = self.registry.account(&bare);
         for p in self.registry.following(&account) {
             subs.add(&p, &self.channels, self.capacity);
@@ -165,11 +170,20 @@ impl Fanout for Broadcast {
             return report;
         };
         let node = self.registry.node_id(p.event.node);
+        let owner: SmallVec<[SessionId; 4]> = account.sessions().iter().map(|s| s.id()).collect();
+        let notification = Arc::new(Notification::new(publisher.as_str(), p.id, &p.event));
         let mut ids = Vec::new();
         let mut wake: Vec<std::task::Waker> = Vec::new();
         report.recipients = self.registry.visit(&account, node, None, |t| match t {
             Target::Session(s) => {
                 let q = s.queue();
+                if owner.contains(&s.id()) {
+                    count_push(
+                        q.push(Frame::Notification(notification.clone())),
+                        &mut report,
+                    );
+                    return;
+                }
                 if q.state() != QueueState::Open {
                     report.dropped.add(DropReason::Closed);
                     return;
@@ -183,7 +197,7 @@ impl Fanout for Broadcast {
             ids.sort_unstable();
             let n = ids.len() as u64;
             let item = Arc::new(Item {
-                notification: Arc::new(Notification::new(publisher.as_str(), p.id, &p.event)),
+                notification,
                 recipients: ids.into_boxed_slice(),
             });
             let sent = self

@@ -266,3 +266,103 @@ impl World {
         self.online(jid, 0, true, cap)
     }
 }
+
+#[test]
+fn concurrent_publish_login_and_logout() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const POSTS: u64 = 200;
+    for &name in STRATEGIES {
+        let mut w = World::new(name, Config::default());
+        let reg = w.fanout.registry().clone();
+        let publishers = ["p0@example.org", "p1@example.org"];
+        // Stable followers stay online the whole time and must get every post.
+        for i in 0..20 {
+            let f = format!("stable{i}@example.org");
+            for p in publishers {
+                reg.set_presence_follow(&bare(p), &bare(&f), true);
+            }
+            w.online(&format!("{f}/r"), 0, true, 10_000);
+        }
+        // Churning followers log in and out while posts fan out.
+        for i in 0..20 {
+            for p in publishers {
+                reg.set_presence_follow(&bare(p), &bare(&format!("churn{i}@example.org")), true);
+            }
+        }
+        let w = Arc::new(w);
+        let done = AtomicBool::new(false);
+        let reported = AtomicU64::new(0);
+        let received: BTreeMap<String, AtomicU64> = w
+            .handles
+            .keys()
+            .map(|k| (k.clone(), AtomicU64::new(0)))
+            .collect();
+        std::thread::scope(|s| {
+            for p in publishers {
+                let (w, reported) = (&w, &reported);
+                s.spawn(move || {
+                    for i in 0..POSTS {
+                        let r = w.publish(p, &i.to_string());
+                        assert_eq!(
+                            r.delivered + r.dropped.total(),
+                            r.recipients,
+                            "{name}: {r:?}"
+                        );
+                        reported.fetch_add(r.delivered, Ordering::Relaxed);
+                    }
+                });
+            }
+            let (w2, reg2, done2) = (&w, &reg, &done);
+            s.spawn(move || {
+                let presence = Presence {
+                    available: true,
+                    priority: 0,
+                    notify: vec![ns::MICROBLOG.into()],
+                };
+                let mut n = 0;
+                while !done2.load(Ordering::Acquire) || n < 50 {
+                    let jid = FullJid::new(&format!("churn{}@example.org/r", n % 20)).unwrap();
+                    let h = w2.fanout.attach(jid.clone(), 4);
+                    reg2.set_presence(h.session(), &presence);
+                    let mut frames = Vec::new();
+                    h.drain(&mut frames, usize::MAX);
+                    w2.fanout.detach(&jid);
+                    n += 1;
+                }
+            });
+            let (w3, received, done3) = (&w, &received, &done);
+            s.spawn(move || {
+                let mut frames = Vec::new();
+                loop {
+                    let finished = done3.load(Ordering::Acquire);
+                    for (jid, h) in &w3.handles {
+                        frames.clear();
+                        let n = h.drain(&mut frames, usize::MAX) as u64;
+                        received[jid].fetch_add(n, Ordering::Relaxed);
+                    }
+                    if finished {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            });
+            // Publishers finish first; then stop the churn and the drainer.
+            while w.fanout.stats().publishes < 2 * POSTS {
+                std::thread::yield_now();
+            }
+            done.store(true, Ordering::Release);
+        });
+        for (jid, n) in &received {
+            assert_eq!(
+                n.load(Ordering::Relaxed),
+                2 * POSTS,
+                "{name}: {jid} missed posts"
+            );
+        }
+        assert_eq!(
+            w.fanout.stats().delivered,
+            reported.load(Ordering::Relaxed),
+            "{name}"
+        );
+    }
+}

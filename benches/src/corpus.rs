@@ -182,7 +182,7 @@ pub fn frame_and_parse(stream: &[u8]) -> usize {
         f.feed(chunk);
         while let Some(ev) = f.next().expect("corpus is valid") {
             if let stanza::Event::Stanza(b) = ev {
-                let s = stanza::Stanza::parse(b).expect("corpus is valid");
+                let s = stanza::Stanza::from_framed(b).expect("corpus is valid");
                 std::hint::black_box(s.to());
                 n += 1;
             }

@@ -36,7 +36,8 @@ fn run(data: &[u8], chunk: usize, limits: Limits) -> (Vec<Event>, Option<stanza:
                         });
                         assert!(b.len() as u64 <= taken + header as u64, "stanza larger than its input");
                         assert!(std::str::from_utf8(b).is_ok());
-                        stanza::Stanza::parse(b.clone()).expect("framed stanzas parse");
+                        stanza::Stanza::from_framed(b.clone()).expect("framed stanzas parse");
+                        stanza::Stanza::parse(b.clone()).expect("framed stanzas are UTF-8");
                     }
                     last_consumed = f.consumed();
                     events.push(ev);

@@ -80,12 +80,22 @@ impl std::fmt::Debug for Stanza {
 }
 
 impl Stanza {
-    /// Indexes a complete element, normally one the framer yielded.
+    /// Indexes a complete element from anywhere: checks that all of it is
+    /// UTF-8.
     pub fn parse(bytes: Bytes) -> Result<Self, StanzaError> {
+        std::str::from_utf8(&bytes).map_err(|_| StanzaError::Utf8)?;
+        Self::from_framed(bytes)
+    }
+
+    /// Indexes an element the [`crate::Framer`] yielded. The framer already
+    /// checked the whole stanza (UTF-8 included), so only the start tag is
+    /// read again here: the payload is never looked at.
+    pub fn from_framed(bytes: Bytes) -> Result<Self, StanzaError> {
         if bytes.len() > (ESCAPED - 1) as usize {
             return Err(StanzaError::TooLarge);
         }
-        let text = std::str::from_utf8(&bytes).map_err(|_| StanzaError::Utf8)?;
+        let head = &bytes[..start_tag_len(&bytes)];
+        let text = std::str::from_utf8(head).map_err(|_| StanzaError::Utf8)?;
         let base = text.as_ptr() as usize;
         let mut reader = quick_xml::Reader::from_str(text);
         let start = match reader.read_event() {
@@ -147,15 +157,21 @@ impl Stanza {
     }
     /// The qualified name of the top element as written.
     pub fn name(&self) -> &str {
-        &self.as_str()[1..1 + self.name_len as usize]
+        self.head(1, self.name_len as usize)
+    }
+
+    /// Text inside the start tag, which `from_framed` validated.
+    fn head(&self, start: usize, len: usize) -> &str {
+        std::str::from_utf8(&self.bytes[start..start + len]).unwrap_or_default()
     }
     /// The whole stanza.
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
-    /// The whole stanza as text (validated UTF-8).
+    /// The whole stanza as text. Validates on each call (the hot path
+    /// never needs the whole text); bytes that came through the framer or
+    /// [`Self::parse`] are always valid.
     pub fn as_str(&self) -> &str {
-        // Checked in `parse`; `Bytes` is immutable.
         std::str::from_utf8(&self.bytes).unwrap_or_default()
     }
 
@@ -164,7 +180,7 @@ impl Stanza {
             return None;
         }
         let len = (r.len & !ESCAPED) as usize;
-        let raw = &self.as_str()[r.start as usize..r.start as usize + len];
+        let raw = self.head(r.start as usize, len);
         if r.len & ESCAPED == 0 {
             Some(Cow::Borrowed(raw))
         } else {
@@ -242,6 +258,21 @@ impl Stanza {
     }
 }
 
+/// Length of the start tag at the front of `b`, through its `>` (or all of
+/// `b` when there is none). Quotes are honoured: `>` may appear in values.
+fn start_tag_len(b: &[u8]) -> usize {
+    let mut quote = 0u8;
+    for (i, &c) in b.iter().enumerate() {
+        match (quote, c) {
+            (0, b'"' | b'\'') => quote = c,
+            (0, b'>') => return i + 1,
+            (q, c) if q == c => quote = 0,
+            _ => {}
+        }
+    }
+    b.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +307,21 @@ mod tests {
             auth.xmlns().as_deref(),
             Some("urn:ietf:params:xml:ns:xmpp-sasl")
         );
+    }
+
+    #[test]
+    fn framed_reads_only_the_start_tag() {
+        let s = Stanza::from_framed(Bytes::from_static(
+            b"<message to='a>b' id='1'><body>x</body></message>",
+        ))
+        .unwrap();
+        assert_eq!(s.to().as_deref(), Some("a>b"));
+        assert_eq!(s.id().as_deref(), Some("1"));
+        assert_eq!(s.name(), "message");
+        // `parse` checks everything, `from_framed` trusts the framer.
+        let bad = Bytes::from_static(b"<message><body>\xff</body></message>");
+        assert_eq!(Stanza::parse(bad.clone()), Err(StanzaError::Utf8));
+        assert!(Stanza::from_framed(bad).is_ok());
     }
 
     #[test]

@@ -165,6 +165,11 @@ pub struct Account {
     /// Explicit subscriptions to this account's nodes.
     subs: RwLock<HashMap<NodeId, HashMap<BareJid, ExplicitSub>>>,
     has_subs: AtomicBool,
+    /// Nodes whose access model limits who may receive (`roster`,
+    /// `whitelist`): the bare JIDs allowed. Nodes absent here are `open` or
+    /// `presence`, where every follow route that exists is allowed.
+    access: RwLock<HashMap<NodeId, Arc<HashSet<BareJid>>>>,
+    has_access_rules: AtomicBool,
     blocks: RwLock<BlockList>,
     /// Publishers this account follows by any route (for strategies that
     /// subscribe sessions to publishers, like `broadcast`).
@@ -299,6 +304,8 @@ impl Registry {
                 }),
                 subs: RwLock::new(HashMap::new()),
                 has_subs: AtomicBool::new(false),
+                access: RwLock::new(HashMap::new()),
+                has_access_rules: AtomicBool::new(false),
                 blocks: RwLock::new(BlockList::default()),
                 has_blocks: AtomicBool::new(false),
                 following: Mutex::new(HashSet::new()),
@@ -458,6 +465,32 @@ impl Registry {
         }
     }
 
+    /// Sets who may receive `publisher`'s `node` under its access model.
+    /// `None` for `open` and `presence` (every existing route qualifies: the
+    /// server only records explicit subscriptions the model allowed, and
+    /// presence followers are exactly the `presence` audience). `Some(set)`
+    /// for `roster` (the members of the allowed groups) and `whitelist`.
+    pub fn set_node_access(
+        &self,
+        publisher: &BareJid,
+        node: &str,
+        allowed: Option<HashSet<BareJid>>,
+    ) {
+        let node = self.node_id(node);
+        let p = self.account(publisher);
+        let mut access = p.access.write();
+        match allowed {
+            Some(set) => {
+                access.insert(node, Arc::new(set));
+            }
+            None => {
+                access.remove(&node);
+            }
+        }
+        p.has_access_rules
+            .store(!access.is_empty(), Ordering::Release);
+    }
+
     /// Drops every explicit subscription to a node (node deleted).
     pub fn clear_node(&self, publisher: &BareJid, node: &str) {
         let node = self.node_id(node);
@@ -579,6 +612,13 @@ impl Registry {
             .as_ref()
             .and_then(|g| g.get(&node))
             .filter(|m| !m.is_empty());
+        let allowed: Option<Arc<HashSet<BareJid>>> =
+            if publisher.has_access_rules.load(Ordering::Acquire) {
+                publisher.access.read().get(&node).cloned()
+            } else {
+                None
+            };
+        let permitted = |a: &Account| allowed.as_ref().is_none_or(|set| set.contains(&a.jid));
         let followers = publisher.followers.read();
         let lists: &[Vec<Arc<Account>>] = match shard {
             Some(s) => std::slice::from_ref(&followers.shards[s]),
@@ -605,7 +645,8 @@ impl Registry {
                 }
                 let explicit = node_subs.and_then(|m| m.get(&acc.jid));
                 let sessions = acc.sessions.read();
-                if sessions.is_empty() || publisher.blocked_by_either(acc, None) {
+                if sessions.is_empty() || publisher.blocked_by_either(acc, None) || !permitted(acc)
+                {
                     continue;
                 }
                 for s in sessions.iter() {
@@ -628,7 +669,7 @@ impl Registry {
                 if !in_shard(acc) || *bare == publisher.jid || followers.index.contains_key(bare) {
                     continue;
                 }
-                if publisher.blocked_by_either(acc, None) {
+                if publisher.blocked_by_either(acc, None) || !permitted(acc) {
                     continue;
                 }
                 let sessions = acc.sessions.read();
@@ -835,6 +876,40 @@ mod tests {
         assert!(recipients(&r, "jane@example.org").is_empty());
         r.unblock(&p, &Jid::new("a@example.org").unwrap());
         assert_eq!(recipients(&r, "jane@example.org"), ["a@example.org/r"]);
+    }
+
+    #[test]
+    fn access_model_limits_every_route_but_the_owner() {
+        let r = registry();
+        let p = bare("jane@example.org");
+        r.set_presence_follow(&p, &bare("joe@example.org"), true);
+        r.set_presence_follow(&p, &bare("kim@example.org"), true);
+        r.subscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("ann@example.org").unwrap(),
+        );
+        for j in ["joe", "kim", "ann", "jane"] {
+            online(&r, &format!("{j}@example.org/r"), 0, true);
+        }
+        assert_eq!(recipients(&r, "jane@example.org").len(), 4);
+        // Whitelist: only joe (and the owner).
+        let allowed: HashSet<BareJid> = [bare("joe@example.org")].into_iter().collect();
+        r.set_node_access(&p, stanza::ns::MICROBLOG, Some(allowed));
+        assert_eq!(
+            recipients(&r, "jane@example.org"),
+            ["jane@example.org/r", "joe@example.org/r"]
+        );
+        // Another node of the same owner is unaffected.
+        let acc = r.account(&p);
+        let other = r.node_id("urn:xmpp:other");
+        assert_eq!(
+            r.visit(&acc, other, None, |_| {}),
+            0,
+            "no one has +notify for it"
+        );
+        r.set_node_access(&p, stanza::ns::MICROBLOG, None);
+        assert_eq!(recipients(&r, "jane@example.org").len(), 4);
     }
 
     #[test]

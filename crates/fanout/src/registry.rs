@@ -144,6 +144,20 @@ struct FollowerSet {
     index: HashMap<BareJid, (u32, u32)>,
 }
 
+impl FollowerSet {
+    /// Removes `follower` in O(1) by swapping the last entry into its place.
+    fn remove(&mut self, follower: &BareJid) {
+        if let Some((shard, idx)) = self.index.remove(follower) {
+            let list = &mut self.shards[shard as usize];
+            list.swap_remove(idx as usize);
+            if let Some(moved) = list.get(idx as usize) {
+                let jid = moved.jid.clone();
+                self.index.insert(jid, (shard, idx));
+            }
+        }
+    }
+}
+
 /// The sessions of one account: nearly always one or two.
 pub type SessionList = SmallVec<[Arc<SessionEntry>; 2]>;
 
@@ -392,13 +406,8 @@ impl Registry {
                     let pos = (f.shard as u32, (list.len() - 1) as u32);
                     set.index.insert(follower.clone(), pos);
                 }
-            } else if let Some((shard, idx)) = set.index.remove(follower) {
-                let list = &mut set.shards[shard as usize];
-                list.swap_remove(idx as usize);
-                if let Some(moved) = list.get(idx as usize) {
-                    let jid = moved.jid.clone();
-                    set.index.insert(jid, (shard, idx));
-                }
+            } else {
+                set.remove(follower);
             }
         }
         self.update_following(&f, &p);
@@ -531,10 +540,11 @@ impl Registry {
         let Some(a) = self.accounts.remove(jid) else {
             return;
         };
+        // As a follower: leave every publisher it follows, by any route.
         let following: Vec<BareJid> = a.following.lock().drain().collect();
         for p in following {
             if let Some(pa) = self.find_account(&p) {
-                self.set_presence_follow(&p, jid, false);
+                pa.followers.write().remove(jid);
                 let mut subs = pa.subs.write();
                 for by_account in subs.values_mut() {
                     by_account.remove(jid);
@@ -543,6 +553,7 @@ impl Registry {
                 pa.has_subs.store(!subs.is_empty(), Ordering::Release);
             }
         }
+        // As a publisher: nobody follows it any more.
         let mut f = a.followers.write();
         for list in &mut f.shards {
             for follower in list.drain(..) {
@@ -550,7 +561,13 @@ impl Registry {
             }
         }
         f.index.clear();
-        a.subs.write().clear();
+        let mut subs = a.subs.write();
+        for (_, by_account) in subs.drain() {
+            for (_, e) in by_account {
+                e.account.following.lock().remove(jid);
+            }
+        }
+        a.has_subs.store(false, Ordering::Release);
     }
 
     /// Publishers `account` follows by any route.
@@ -954,7 +971,21 @@ mod tests {
             "n",
             &Jid::new("joe@example.org").unwrap(),
         );
+        r.subscribe(
+            &bare("joe@example.org"),
+            "n",
+            &Jid::new("kim@example.org").unwrap(),
+        );
         r.remove_account(&bare("joe@example.org"));
+        assert!(
+            r.find_account(&bare("joe@example.org")).is_none(),
+            "not recreated"
+        );
+        let kim = r.account(&bare("kim@example.org"));
+        assert!(
+            r.following(&kim).is_empty(),
+            "kim's subscription to joe is gone"
+        );
         online(&r, "joe@example.org/phone", 0, true);
         assert!(recipients(&r, "jane@example.org").is_empty());
     }

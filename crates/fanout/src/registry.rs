@@ -994,7 +994,8 @@ mod tests {
     fn hot_types_stay_small() {
         // A delivery touches the first line of a session entry only.
         assert_eq!(std::mem::align_of::<SessionEntry>(), 64);
-        assert!(std::mem::offset_of!(SessionEntry, queue) + 56 <= 64);
+        assert_eq!(std::mem::offset_of!(SessionEntry, queue), 8);
+        // The queue's push path is its first 56 bytes (queue.rs tests it).
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Stanza {
     /// The same stanza with `from` (and, when given, `to`) replaced, as a
     /// server stamps a client's stanza before routing it (RFC 6120 §8.1.2.1).
     /// Copies the stanza once; the payload is not parsed.
-    pub fn with_addresses(&self, from: &str, to: Option<&str>) -> Stanza {
+    pub fn with_addresses(&self, from: &str, to: Option<&str>) -> Result<Stanza, StanzaError> {
         let src = self.as_str().as_bytes();
         let mut cut: Vec<(usize, usize)> = Vec::with_capacity(2);
         for r in [Some(self.from), to.map(|_| self.to)].into_iter().flatten() {
@@ -254,7 +254,7 @@ impl Stanza {
             last = e;
         }
         out.extend_from_slice(&src[last..]);
-        Stanza::parse(Bytes::from(out)).expect("splicing attributes keeps the stanza valid")
+        Stanza::from_framed(Bytes::from(out))
     }
 }
 
@@ -333,17 +333,19 @@ mod tests {
     #[test]
     fn stamps_addresses() {
         let s = parse("<message to='d@e' from='forged@x' type='chat'><body/></message>");
-        let t = s.with_addresses("a@b/c", None);
+        let t = s.with_addresses("a@b/c", None).unwrap();
         assert_eq!(
             t.as_str(),
             "<message from='a@b/c' to='d@e' type='chat'><body/></message>"
         );
         let spaced = parse("<message type='chat'  from = \"f@x\" ><body/></message>");
         assert_eq!(
-            spaced.with_addresses("a@b", None).as_str(),
+            spaced.with_addresses("a@b", None).unwrap().as_str(),
             "<message from='a@b' type='chat'  ><body/></message>"
         );
-        let u = parse("<iq id='1'/>").with_addresses("a'b@c", Some("x@y"));
+        let u = parse("<iq id='1'/>")
+            .with_addresses("a'b@c", Some("x@y"))
+            .unwrap();
         assert_eq!(u.as_str(), "<iq from='a&apos;b@c' to='x@y' id='1'/>");
         assert_eq!(u.from().as_deref(), Some("a'b@c"));
     }

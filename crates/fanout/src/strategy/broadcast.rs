@@ -32,7 +32,8 @@ use stanza::{BareJid, FullJid, Notification};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::{
-    count_push, deliver_remote, DeliveryReport, DropReason, Fanout, Publish, Stats, StatsSnapshot,
+    core_methods, count_push, deliver_remote, Core, DeliveryReport, DropReason, Fanout, Publish,
+    Stats,
 };
 use crate::handle::OutboundHandle;
 use crate::queue::{Frame, QueueState};
@@ -100,11 +101,10 @@ impl Subscriptions {
 /// See the module docs.
 #[derive(Debug)]
 pub struct Broadcast {
-    registry: Arc<Registry>,
+    core: Core,
     capacity: usize,
     channels: Arc<Channels>,
     subs: Arc<DashMap<SessionId, Arc<Subscriptions>>>,
-    stats: Arc<Stats>,
 }
 
 impl Broadcast {
@@ -124,57 +124,50 @@ impl Broadcast {
             }
         });
         Self {
-            registry,
+            core: Core::new(registry),
             capacity,
             channels,
             subs,
-            stats: Arc::new(Stats::default()),
         }
     }
 }
 
 impl Fanout for Broadcast {
-    fn name(&self) -> &'static str {
-        "broadcast"
-    }
-    fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
+    core_methods!("broadcast");
     fn attach(&self, jid: FullJid, queue_capacity: usize) -> OutboundHandle {
         let subs = Arc::new(Subscriptions {
             rxs: Mutex::new(Vec::new()),
             resync: AtomicBool::new(false),
-            stats: self.stats.clone(),
+            stats: self.core.stats.clone(),
         });
         let bare = jid.to_bare();
-        let entry = self.registry.attach(jid, queue_capacity);
+        let entry = self.core.registry.attach(jid, queue_capacity);
         self.subs.insert(entry.id(), subs.clone());
         // No receiver on its own channel: the owner's sessions get their own
         // posts through their queues, so a publisher's channel exists only
         // once someone follows it.
-        let account = self.registry.account(&bare);
-        for p in self.registry.following(&account) {
+        let account = self.core.registry.account(&bare);
+        for p in self.core.registry.following(&account) {
             subs.add(&p, &self.channels, self.capacity);
         }
         OutboundHandle::new(entry, Some(subs))
     }
     fn detach(&self, jid: &FullJid) {
-        if let Some(s) = self.registry.detach(jid) {
+        if let Some(s) = self.core.detach(jid) {
             self.subs.remove(&s.id());
-            s.queue().close();
         }
     }
     fn publish(&self, publisher: &BareJid, p: &Publish<'_>) -> DeliveryReport {
         let mut report = DeliveryReport::default();
-        let Some(account) = self.registry.find_account(publisher) else {
+        let Some((account, node)) = self.core.target(publisher, p) else {
             return report;
         };
-        let node = self.registry.node_id(p.event.node);
+        let registry = &self.core.registry;
         let owner: SmallVec<[SessionId; 4]> = account.sessions().iter().map(|s| s.id()).collect();
         let notification = Arc::new(Notification::new(publisher.as_str(), p.id, &p.event));
         let mut ids = Vec::new();
         let mut wake: Vec<std::task::Waker> = Vec::new();
-        report.recipients = self.registry.visit(&account, node, None, |t| match t {
+        report.recipients = registry.visit(&account, node, None, |t| match t {
             Target::Session(s) => {
                 let q = s.queue();
                 if owner.contains(&s.id()) {
@@ -191,7 +184,7 @@ impl Fanout for Broadcast {
                 ids.push(s.id());
                 wake.extend(q.claim_wake());
             }
-            remote => deliver_remote(&self.registry, remote, publisher, p, &mut report),
+            remote => deliver_remote(registry, remote, publisher, p, &mut report),
         });
         if !ids.is_empty() {
             ids.sort_unstable();
@@ -213,10 +206,6 @@ impl Fanout for Broadcast {
         for w in wake {
             w.wake();
         }
-        self.stats.record(&report);
-        report
-    }
-    fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.core.finish(report)
     }
 }

@@ -27,7 +27,7 @@ use stanza::{BareJid, FullJid, PubsubEvent};
 
 use crate::handle::OutboundHandle;
 use crate::queue::{Frame, PushError};
-use crate::registry::{Registry, Target};
+use crate::registry::{Account, NodeId, Registry, SessionEntry, Target};
 
 /// The names [`by_name`] accepts.
 pub const STRATEGIES: &[&str] = &["naive", "shared", "sharded", "broadcast"];
@@ -222,6 +222,67 @@ pub fn by_name(
         other => return Err(UnknownStrategy(other.to_owned())),
     })
 }
+
+/// What every strategy holds: the registry and its counters.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) stats: Arc<Stats>,
+}
+
+impl Core {
+    pub(crate) fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            stats: Arc::new(Stats::default()),
+        }
+    }
+
+    /// A session whose writer drains only its queue.
+    pub(crate) fn attach_queue(&self, jid: FullJid, queue_capacity: usize) -> OutboundHandle {
+        OutboundHandle::new(self.registry.attach(jid, queue_capacity), None)
+    }
+
+    /// Detaches the session and closes its queue.
+    pub(crate) fn detach(&self, jid: &FullJid) -> Option<Arc<SessionEntry>> {
+        let s = self.registry.detach(jid)?;
+        s.queue().close();
+        Some(s)
+    }
+
+    /// The publisher's account and the node's id; `None` when the registry
+    /// has never heard of the publisher (so nobody can be a recipient).
+    pub(crate) fn target(
+        &self,
+        publisher: &BareJid,
+        p: &Publish<'_>,
+    ) -> Option<(Arc<Account>, NodeId)> {
+        let account = self.registry.find_account(publisher)?;
+        Some((account, self.registry.node_id(p.event.node)))
+    }
+
+    /// Records a finished publish in the counters.
+    pub(crate) fn finish(&self, report: DeliveryReport) -> DeliveryReport {
+        self.stats.record(&report);
+        report
+    }
+}
+
+/// The trait methods every strategy implements the same way.
+macro_rules! core_methods {
+    ($name:literal) => {
+        fn name(&self) -> &'static str {
+            $name
+        }
+        fn registry(&self) -> &std::sync::Arc<crate::registry::Registry> {
+            &self.core.registry
+        }
+        fn stats(&self) -> crate::strategy::StatsSnapshot {
+            self.core.stats.snapshot()
+        }
+    };
+}
+pub(crate) use core_methods;
 
 /// Pushes to one queue and counts the outcome.
 #[inline]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use stanza::{BareJid, FullJid};
 
-use super::{count_push, deliver_remote, DeliveryReport, Fanout, Publish, Stats, StatsSnapshot};
+use super::{core_methods, count_push, deliver_remote, Core, DeliveryReport, Fanout, Publish};
 use crate::handle::OutboundHandle;
 use crate::queue::Frame;
 use crate::registry::{Registry, Target};
@@ -15,53 +15,40 @@ use crate::registry::{Registry, Target};
 /// See the module docs.
 #[derive(Debug)]
 pub struct Naive {
-    registry: Arc<Registry>,
-    stats: Stats,
+    core: Core,
 }
 
 impl Naive {
     /// Over `registry`.
     pub fn new(registry: Arc<Registry>) -> Self {
         Self {
-            registry,
-            stats: Stats::default(),
+            core: Core::new(registry),
         }
     }
 }
 
 impl Fanout for Naive {
-    fn name(&self) -> &'static str {
-        "naive"
-    }
-    fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
+    core_methods!("naive");
     fn attach(&self, jid: FullJid, queue_capacity: usize) -> OutboundHandle {
-        OutboundHandle::new(self.registry.attach(jid, queue_capacity), None)
+        self.core.attach_queue(jid, queue_capacity)
     }
     fn detach(&self, jid: &FullJid) {
-        if let Some(s) = self.registry.detach(jid) {
-            s.queue().close();
-        }
+        self.core.detach(jid);
     }
     fn publish(&self, publisher: &BareJid, p: &Publish<'_>) -> DeliveryReport {
         let mut report = DeliveryReport::default();
-        let Some(account) = self.registry.find_account(publisher) else {
+        let Some((account, node)) = self.core.target(publisher, p) else {
             return report;
         };
-        let node = self.registry.node_id(p.event.node);
-        report.recipients = self.registry.visit(&account, node, None, |t| match t {
+        let registry = &self.core.registry;
+        report.recipients = registry.visit(&account, node, None, |t| match t {
             Target::Session(s) => {
                 let bytes =
                     stanza::event_message(publisher.as_str(), s.jid().as_str(), p.id, &p.event);
                 count_push(s.queue().push(Frame::Bytes(bytes)), &mut report);
             }
-            remote => deliver_remote(&self.registry, remote, publisher, p, &mut report),
+            remote => deliver_remote(registry, remote, publisher, p, &mut report),
         });
-        self.stats.record(&report);
-        report
-    }
-    fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.core.finish(report)
     }
 }

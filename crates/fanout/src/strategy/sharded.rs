@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use stanza::{BareJid, FullJid, Notification};
 
-use super::{count_push, deliver_remote, DeliveryReport, Fanout, Publish, Stats, StatsSnapshot};
+use super::{core_methods, count_push, deliver_remote, Core, DeliveryReport, Fanout, Publish};
 use crate::handle::OutboundHandle;
 use crate::queue::Frame;
 use crate::registry::{Account, NodeId, Registry, Target};
@@ -35,10 +35,9 @@ struct Job {
 
 /// See the module docs.
 pub struct Sharded {
-    registry: Arc<Registry>,
+    core: Core,
     workers: Vec<Sender<Job>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    stats: Stats,
 }
 
 impl std::fmt::Debug for Sharded {
@@ -67,10 +66,9 @@ impl Sharded {
             workers.push(tx);
         }
         Self {
-            registry,
+            core: Core::new(registry),
             workers,
             threads: Mutex::new(threads),
-            stats: Stats::default(),
         }
     }
 }
@@ -128,26 +126,18 @@ fn worker(shard: usize, registry: &Registry, rx: &Receiver<Job>) {
 }
 
 impl Fanout for Sharded {
-    fn name(&self) -> &'static str {
-        "sharded"
-    }
-    fn registry(&self) -> &Arc<Registry> {
-        &self.registry
-    }
+    core_methods!("sharded");
     fn attach(&self, jid: FullJid, queue_capacity: usize) -> OutboundHandle {
-        OutboundHandle::new(self.registry.attach(jid, queue_capacity), None)
+        self.core.attach_queue(jid, queue_capacity)
     }
     fn detach(&self, jid: &FullJid) {
-        if let Some(s) = self.registry.detach(jid) {
-            s.queue().close();
-        }
+        self.core.detach(jid);
     }
     fn publish(&self, publisher: &BareJid, p: &Publish<'_>) -> DeliveryReport {
         let mut report = DeliveryReport::default();
-        let Some(account) = self.registry.find_account(publisher) else {
+        let Some((account, node)) = self.core.target(publisher, p) else {
             return report;
         };
-        let node = self.registry.node_id(p.event.node);
         let notification = Arc::new(Notification::new(publisher.as_str(), p.id, &p.event));
         let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
         for w in &self.workers {
@@ -171,15 +161,11 @@ impl Fanout for Sharded {
                     account,
                     resource: resource.as_deref(),
                 };
-                deliver_remote(&self.registry, t, publisher, p, &mut remote_report);
+                deliver_remote(&self.core.registry, t, publisher, p, &mut remote_report);
             }
             report.delivered += remote_report.delivered;
             report.dropped.merge(&remote_report.dropped);
         }
-        self.stats.record(&report);
-        report
-    }
-    fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+        self.core.finish(report)
     }
 }

@@ -1,0 +1,623 @@
+//! Client-to-server connections (RFC 6120).
+//!
+//! One task reads: it feeds the framer and drives the stream through its
+//! steps, each of which must complete before the next:
+//!
+//! 1. stream header: check `to`, the namespaces and the version; answer with
+//!    our header and the features of the current step;
+//! 2. SASL: SCRAM-SHA-256, SCRAM-SHA-1, and PLAIN when the operator allowed
+//!    it; failures are slowed down exponentially and capped;
+//! 3. stream restart, then resource binding: the session joins the fan-out
+//!    registry and a writer task starts draining its outbound queue;
+//! 4. the session: stanzas are handled and answered through that queue.
+//!
+//! Before binding, the reader writes its answers itself; after, everything
+//! goes through the queue, so answers and deliveries keep one order and are
+//! written with one vectored write per batch.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::Bytes;
+use fanout::{Fanout, Frame, OutboundHandle, QueueState};
+use stanza::ser::{self, Features, SaslFailure, StanzaError};
+use stanza::{
+    ns, BareJid, Element, Event, FullJid, Kind, Stanza, StanzaErrorCondition, StreamErrorCondition,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::sasl::{self, Hash, ScramKeys, ScramServer};
+use crate::Shared;
+
+/// Most frames one vectored write takes.
+const WRITE_BATCH: usize = 256;
+
+enum Step {
+    /// Waiting for a stream header that will start SASL.
+    Connected,
+    /// SCRAM after the server-first message.
+    Scram(Box<ScramServer>, BareJid),
+    /// Authenticated; waiting for the restart and the bind.
+    Authenticated(BareJid),
+    /// Bound: a live session.
+    Bound(Session),
+}
+
+struct Session {
+    jid: FullJid,
+    handle: OutboundHandle,
+    writer: JoinHandle<()>,
+    /// Set when this side closes the stream, so the writer can tell a
+    /// normal close from a replacement by a newer session (`conflict`).
+    closing: Arc<AtomicBool>,
+}
+
+/// Why the reader stops.
+enum Stop {
+    /// Send this stream error, then close.
+    Error(StreamErrorCondition, Option<&'static str>),
+    /// The peer closed the stream; answer with our close.
+    PeerClosed,
+    /// The socket is gone or the writer ended the stream.
+    Gone,
+}
+
+type Flow = Result<(), Stop>;
+
+struct Conn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    rd: OwnedReadHalf,
+    wr: Option<OwnedWriteHalf>,
+    framer: stanza::Framer,
+    domain: Option<String>,
+    header_sent: bool,
+    step: Step,
+    auth_failures: u32,
+}
+
+/// Serves one client connection until it ends.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut conn = Conn {
+        framer: stanza::Framer::new(shared.config.limits.framer()),
+        shared,
+        peer,
+        rd,
+        wr: Some(wr),
+        domain: None,
+        header_sent: false,
+        step: Step::Connected,
+        auth_failures: 0,
+    };
+    let stop = conn.run().await;
+    conn.finish(stop).await;
+}
+
+impl Conn {
+    async fn run(&mut self) -> Stop {
+        let limits = &self.shared.config.limits;
+        let handshake_deadline = Instant::now() + limits.handshake_timeout();
+        let idle = limits.idle_timeout();
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            loop {
+                match self.framer.next() {
+                    Ok(Some(ev)) => {
+                        if let Err(stop) = self.on_event(ev).await {
+                            return stop;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(peer = %self.peer, error = %e, "framing error");
+                        return Stop::Error(e.condition(), None);
+                    }
+                }
+            }
+            let bound = matches!(self.step, Step::Bound(_));
+            let deadline = if bound {
+                Instant::now() + idle
+            } else {
+                handshake_deadline.min(Instant::now() + idle)
+            };
+            self.framer.buffer_mut().reserve(4096);
+            let writer_done = async {
+                match &mut self.step {
+                    Step::Bound(s) => {
+                        let _ = (&mut s.writer).await;
+                    }
+                    _ => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, self.rd.read_buf(self.framer.buffer_mut())) => match r {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Stop::Gone,
+                    Ok(Ok(_)) => {}
+                    Err(_) => return Stop::Error(StreamErrorCondition::ConnectionTimeout, None),
+                },
+                () = crate::stopped(&mut shutdown) => {
+                    return Stop::Error(StreamErrorCondition::SystemShutdown, None);
+                }
+                () = writer_done => return Stop::Gone,
+            }
+        }
+    }
+
+    /// Sends the last bytes, leaves the registry, and closes.
+    async fn finish(&mut self, stop: Stop) {
+        let tail: Option<Bytes> = match stop {
+            Stop::Error(cond, text) => {
+                let mut out = Vec::new();
+                if !self.header_sent {
+                    out.extend_from_slice(&self.header_bytes());
+                }
+                out.extend_from_slice(&ser::stream_error(cond, text));
+                Some(Bytes::from(out))
+            }
+            Stop::PeerClosed => Some(ser::stream_close()),
+            Stop::Gone => None,
+        };
+        match std::mem::replace(&mut self.step, Step::Connected) {
+            Step::Bound(s) => {
+                s.closing.store(true, Ordering::Release);
+                if let Some(t) = tail {
+                    let _ = s.handle.queue().push(Frame::Bytes(t));
+                }
+                self.leave(&s);
+                // The writer drains what is queued, then closes the socket.
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.writer).await;
+            }
+            _ => {
+                if let (Some(t), Some(wr)) = (tail, self.wr.as_mut()) {
+                    let _ = wr.write_all(&t).await;
+                }
+                if let Some(mut wr) = self.wr.take() {
+                    let _ = wr.shutdown().await;
+                }
+            }
+        }
+    }
+
+    /// Detaches from the registry unless a newer session took the JID.
+    fn leave(&self, s: &Session) {
+        let fanout = &self.shared.fanout;
+        let ours = fanout
+            .registry()
+            .session(&s.jid)
+            .is_some_and(|e| e.id() == s.handle.session().id());
+        if ours {
+            fanout.detach(&s.jid);
+        } else {
+            s.handle.queue().close();
+        }
+        info!(jid = %s.jid, "session ended");
+    }
+
+    fn header_bytes(&self) -> Bytes {
+        let from = self
+            .domain
+            .as_deref()
+            .unwrap_or(&self.shared.config.domains[0]);
+        let id: [u8; 16] = rand::random();
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        ser::stream_header(ns::CLIENT, from, None, &id)
+    }
+
+    /// Sends bytes: through the queue once bound, directly before.
+    async fn send(&mut self, bytes: Bytes) -> Flow {
+        match &self.step {
+            Step::Bound(s) => {
+                // A full queue overflows the session: the writer ends it.
+                let _ = s.handle.queue().push(Frame::Bytes(bytes));
+                Ok(())
+            }
+            _ => {
+                let wr = self.wr.as_mut().ok_or(Stop::Gone)?;
+                wr.write_all(&bytes).await.map_err(|_| Stop::Gone)
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) -> Flow {
+        match ev {
+            Event::StreamOpen(h) => self.on_header(&h).await,
+            Event::StreamClose => Err(Stop::PeerClosed),
+            Event::Stanza(bytes) => {
+                let stanza = Stanza::from_framed(bytes)
+                    .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+                match &self.step {
+                    Step::Connected | Step::Scram(..) => self.on_sasl(&stanza).await,
+                    Step::Authenticated(_) => self.on_unbound(&stanza).await,
+                    Step::Bound(_) => self.on_session(&stanza).await,
+                }
+            }
+        }
+    }
+
+    async fn on_header(&mut self, h: &stanza::StreamHeader) -> Flow {
+        // Find the domain first: our answering header names it.
+        let to = h
+            .attr("to")
+            .and_then(|t| self.shared.config.served_domain(t))
+            .map(str::to_owned);
+        if let Some(d) = &to {
+            self.domain = Some(d.clone());
+        }
+        let (prefix, local) = h.name.split_once(':').unwrap_or(("", h.name.as_str()));
+        if local != "stream" || h.namespace(prefix) != Some(ns::STREAM) {
+            return Err(Stop::Error(StreamErrorCondition::InvalidNamespace, None));
+        }
+        if prefix != "stream" {
+            return Err(Stop::Error(StreamErrorCondition::BadNamespacePrefix, None));
+        }
+        if h.namespace("") != Some(ns::CLIENT) {
+            return Err(Stop::Error(StreamErrorCondition::InvalidNamespace, None));
+        }
+        if to.is_none() {
+            return Err(Stop::Error(StreamErrorCondition::HostUnknown, None));
+        }
+        if h.attr("version").is_none_or(|v| !v.starts_with("1.")) {
+            return Err(Stop::Error(StreamErrorCondition::UnsupportedVersion, None));
+        }
+        let mut out = self.header_bytes().to_vec();
+        self.header_sent = true;
+        let config = &self.shared.config;
+        match &self.step {
+            Step::Connected => {
+                let mut mechs = vec![Hash::Sha256.mechanism(), Hash::Sha1.mechanism()];
+                if config.allow_plaintext_auth {
+                    mechs.push("PLAIN");
+                }
+                out.extend_from_slice(&ser::features(&Features {
+                    mechanisms: &mechs,
+                    ..Features::default()
+                }));
+            }
+            Step::Authenticated(jid) => {
+                if Some(jid.domain()) != self.domain.as_deref() {
+                    return Err(Stop::Error(StreamErrorCondition::HostUnknown, None));
+                }
+                out.extend_from_slice(&ser::features(&Features {
+                    bind: true,
+                    session: true,
+                    ..Features::default()
+                }));
+            }
+            // A header in the middle of SASL or of a session.
+            _ => return Err(Stop::Error(StreamErrorCondition::BadFormat, None)),
+        }
+        self.send(Bytes::from(out)).await
+    }
+
+    async fn on_sasl(&mut self, stanza: &Stanza) -> Flow {
+        let el = Element::from_stanza(stanza.bytes())
+            .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+        if el.ns != ns::SASL {
+            return Err(Stop::Error(StreamErrorCondition::NotAuthorized, None));
+        }
+        let payload = || -> Result<Vec<u8>, SaslFailure> {
+            let t = el.text();
+            let t = t.trim();
+            if t == "=" || t.is_empty() {
+                return Ok(Vec::new());
+            }
+            B64.decode(t).map_err(|_| SaslFailure::IncorrectEncoding)
+        };
+        let step = std::mem::replace(&mut self.step, Step::Connected);
+        let result: Result<(), SaslFailure> = match (el.name.as_str(), step) {
+            ("auth", Step::Connected) => match payload() {
+                Err(f) => Err(f),
+                Ok(data) => {
+                    self.start_auth(el.attr("mechanism").unwrap_or(""), &data)
+                        .await
+                }
+            },
+            ("response", Step::Scram(server, jid)) => match payload() {
+                Err(f) => Err(f),
+                Ok(data) => match server.finish(&data) {
+                    Ok(server_final) => {
+                        self.succeed(jid, Some(&server_final)).await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.failure()),
+                },
+            },
+            ("abort", _) => Err(SaslFailure::Aborted),
+            _ => Err(SaslFailure::MalformedRequest),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(f) => self.fail_auth(f).await,
+        }
+    }
+
+    /// Handles `<auth/>`; answers a challenge or success itself.
+    async fn start_auth(&mut self, mechanism: &str, data: &[u8]) -> Result<(), SaslFailure> {
+        let domain = self.domain.clone().unwrap_or_default();
+        let store = self.shared.store.clone();
+        let iterations = self.shared.config.scram_iterations;
+        match mechanism {
+            "PLAIN" if self.shared.config.allow_plaintext_auth => {
+                let (authz, user, pass) = sasl::parse_plain(data).map_err(|e| e.failure())?;
+                let jid = BareJid::from_parts(Some(&user), &domain)
+                    .map_err(|_| SaslFailure::NotAuthorized)?;
+                if authz.is_some_and(|a| a != jid.as_str()) {
+                    return Err(SaslFailure::InvalidAuthzid);
+                }
+                let j = jid.clone();
+                let ok = tokio::task::spawn_blocking(move || {
+                    store
+                        .account(&j)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.keys(Hash::Sha1).cloned())
+                        .is_some_and(|k| k.verify_password(&pass))
+                })
+                .await
+                .unwrap_or(false);
+                if !ok {
+                    return Err(SaslFailure::NotAuthorized);
+                }
+                self.succeed(jid, None)
+                    .await
+                    .map_err(|_| SaslFailure::TemporaryAuthFailure)
+            }
+            "SCRAM-SHA-1" | "SCRAM-SHA-256" => {
+                let hash = if mechanism == "SCRAM-SHA-1" {
+                    Hash::Sha1
+                } else {
+                    Hash::Sha256
+                };
+                let first = sasl::parse_client_first(data).map_err(|e| e.failure())?;
+                let jid = BareJid::from_parts(Some(&first.username), &domain)
+                    .map_err(|_| SaslFailure::NotAuthorized)?;
+                if first.authzid.as_deref().is_some_and(|a| a != jid.as_str()) {
+                    return Err(SaslFailure::InvalidAuthzid);
+                }
+                let j = jid.clone();
+                let keys = tokio::task::spawn_blocking(move || {
+                    // An unknown user gets a full exchange with keys no
+                    // password matches, so the answer does not reveal
+                    // which accounts exist.
+                    store
+                        .account(&j)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| r.keys(hash).cloned())
+                        .unwrap_or_else(|| ScramKeys::generate(hash, &random_token(), iterations))
+                })
+                .await
+                .map_err(|_| SaslFailure::TemporaryAuthFailure)?;
+                let (server, server_first) = ScramServer::start(keys, first, &random_token());
+                self.step = Step::Scram(Box::new(server), jid);
+                self.send(ser::sasl_challenge(&server_first))
+                    .await
+                    .map_err(|_| SaslFailure::TemporaryAuthFailure)
+            }
+            _ => Err(SaslFailure::InvalidMechanism),
+        }
+    }
+
+    async fn succeed(&mut self, jid: BareJid, data: Option<&[u8]>) -> Flow {
+        self.send(ser::sasl_success(data)).await?;
+        info!(peer = %self.peer, %jid, "authenticated");
+        self.step = Step::Authenticated(jid);
+        self.framer.reset();
+        self.header_sent = false;
+        Ok(())
+    }
+
+    /// A failed attempt: back off, answer `<failure/>`, and end the stream
+    /// after too many.
+    async fn fail_auth(&mut self, f: SaslFailure) -> Flow {
+        self.step = Step::Connected;
+        if f != SaslFailure::Aborted {
+            self.auth_failures += 1;
+            // 250 ms, 500 ms, 1 s, ... : guessing gets slower, not easier.
+            let delay = Duration::from_millis(250) * 2u32.pow(self.auth_failures.min(6) - 1);
+            tokio::time::sleep(delay).await;
+        }
+        self.send(ser::sasl_failure(f, None)).await?;
+        if self.auth_failures >= self.shared.config.limits.max_auth_failures {
+            return Err(Stop::Error(
+                StreamErrorCondition::PolicyViolation,
+                Some("too many failed logins"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn on_unbound(&mut self, stanza: &Stanza) -> Flow {
+        if stanza.kind() != Kind::Iq {
+            return Err(Stop::Error(StreamErrorCondition::NotAuthorized, None));
+        }
+        let el = Element::from_stanza(stanza.bytes())
+            .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+        let id = el.attr("id").unwrap_or("").to_owned();
+        if let Some(bind) = el
+            .child("bind", ns::BIND)
+            .filter(|_| el.attr("type") == Some("set"))
+        {
+            let Step::Authenticated(bare) = &self.step else {
+                return Err(Stop::Gone);
+            };
+            let bare = bare.clone();
+            let resource = bind
+                .child("resource", ns::BIND)
+                .map(|r| r.text().trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .unwrap_or_else(|| format!("starling-{}", &random_token()[..12]));
+            let Ok(jid) = bare.with_resource(&resource) else {
+                let err = StanzaError::new(StanzaErrorCondition::BadRequest)
+                    .with_text("invalid resource");
+                return self
+                    .send(ser::stanza_error("iq", Some(&id), None, None, &err))
+                    .await;
+            };
+            return self.bind(jid, &id).await;
+        }
+        if el.child("session", ns::SESSION).is_some() {
+            return self.send(ser::iq_result(&id, None, None, None)).await;
+        }
+        Err(Stop::Error(StreamErrorCondition::NotAuthorized, None))
+    }
+
+    async fn bind(&mut self, jid: FullJid, id: &str) -> Flow {
+        let fanout: &Arc<dyn Fanout> = &self.shared.fanout;
+        let handle = fanout.attach(jid.clone(), self.shared.config.limits.outbound_queue);
+        let closing = Arc::new(AtomicBool::new(false));
+        let wr = self.wr.take().ok_or(Stop::Gone)?;
+        let writer = tokio::spawn(write_loop(wr, handle.clone(), closing.clone()));
+        info!(peer = %self.peer, %jid, "bound");
+        self.step = Step::Bound(Session {
+            jid: jid.clone(),
+            handle,
+            writer,
+            closing,
+        });
+        self.send(ser::bind_result(id, jid.as_str())).await
+    }
+
+    async fn on_session(&mut self, stanza: &Stanza) -> Flow {
+        let Step::Bound(session) = &self.step else {
+            return Err(Stop::Gone);
+        };
+        let me = session.jid.clone();
+        match stanza.kind() {
+            Kind::Iq => {
+                let ty = stanza.type_();
+                if matches!(ty.as_deref(), Some("result" | "error")) {
+                    return Ok(());
+                }
+                let el = Element::from_stanza(stanza.bytes())
+                    .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+                let id = el.attr("id").unwrap_or("").to_owned();
+                let to = el.attr("to").map(str::to_owned);
+                let to_server = to.as_deref().is_none_or(|t| {
+                    Some(t) == self.domain.as_deref() || t == me.to_bare().as_str()
+                });
+                let payload = el.first_element();
+                let known = to_server
+                    && payload.is_some_and(|p| {
+                        (p.is("session", ns::SESSION) && ty.as_deref() == Some("set"))
+                            || (p.is("ping", ns::PING) && ty.as_deref() == Some("get"))
+                    });
+                if known {
+                    return self
+                        .send(ser::iq_result(&id, to.as_deref(), Some(me.as_str()), None))
+                        .await;
+                }
+                let err = StanzaError::new(StanzaErrorCondition::ServiceUnavailable);
+                self.send(ser::stanza_error(
+                    "iq",
+                    Some(&id),
+                    to.as_deref(),
+                    Some(me.as_str()),
+                    &err,
+                ))
+                .await
+            }
+            Kind::Message => {
+                // Routing arrives with roster and presence; until then a
+                // message is bounced, never dropped silently.
+                if stanza.type_().as_deref() == Some("error") {
+                    return Ok(());
+                }
+                let id = stanza.id().map(|s| s.into_owned());
+                let to = stanza.to().map(|s| s.into_owned());
+                let err = StanzaError::new(StanzaErrorCondition::ServiceUnavailable);
+                self.send(ser::stanza_error(
+                    "message",
+                    id.as_deref(),
+                    to.as_deref(),
+                    Some(me.as_str()),
+                    &err,
+                ))
+                .await
+            }
+            Kind::Presence => Ok(()),
+            Kind::Other => Err(Stop::Error(
+                StreamErrorCondition::UnsupportedStanzaType,
+                None,
+            )),
+        }
+    }
+}
+
+/// Drains a session's queue into the socket, one vectored write per batch,
+/// until the session ends; then writes what is left and closes.
+async fn write_loop(mut wr: OwnedWriteHalf, handle: OutboundHandle, closing: Arc<AtomicBool>) {
+    let mut frames: Vec<Frame> = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        handle.notified().await;
+        loop {
+            frames.clear();
+            if handle.drain(&mut frames, WRITE_BATCH) == 0 {
+                break;
+            }
+            if write_frames(&mut wr, &frames, handle.to_escaped())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        match handle.state() {
+            QueueState::Open => {}
+            QueueState::Overflowed => {
+                debug!(jid = %handle.session().jid(), "outbound queue overflowed");
+                let _ = wr
+                    .write_all(&ser::stream_error(
+                        StreamErrorCondition::PolicyViolation,
+                        Some("outbound queue full"),
+                    ))
+                    .await;
+                break;
+            }
+            QueueState::Closed => {
+                if !closing.load(Ordering::Acquire) {
+                    // Detached by someone else: a newer session bound the
+                    // same full JID (RFC 6120 §7.7.2.2).
+                    let _ = wr
+                        .write_all(&ser::stream_error(StreamErrorCondition::Conflict, None))
+                        .await;
+                }
+                break;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn write_frames(wr: &mut OwnedWriteHalf, frames: &[Frame], to: &[u8]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 3);
+    for f in frames {
+        f.io_slices(to, &mut slices);
+    }
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let n = wr.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 18] = rand::random();
+    B64.encode(bytes).replace(['+', '/'], "x")
+}

@@ -1,0 +1,278 @@
+//! Server configuration: a TOML file, with CLI overrides applied by `main`.
+//!
+//! Every limit is here, with its default and what exceeding it does; the
+//! README's limits table mirrors this file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown keys.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A value is out of range; the text names the key.
+    #[error("invalid setting `{key}`: {why}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Limits, each an operator setting with a documented default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest stanza in bytes (256 KiB). Exceeded: `policy-violation`.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting in a stanza (64). Exceeded: `policy-violation`.
+    pub max_depth: usize,
+    /// Most attributes on one element (64). Exceeded: `policy-violation`.
+    pub max_attributes: usize,
+    /// Most namespace declarations in one stanza (64). Exceeded:
+    /// `policy-violation`.
+    pub max_namespace_decls: usize,
+    /// Frames a session's outbound queue holds (1024). Exceeded: the
+    /// session is disconnected with `policy-violation`; history keeps the
+    /// posts it missed.
+    pub outbound_queue: usize,
+    /// Seconds a connection has to finish the stream negotiation through
+    /// resource binding (30). Exceeded: `connection-timeout`.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without any byte from the client (whitespace keepalives
+    /// count) before the stream is closed (300). Exceeded:
+    /// `connection-timeout`.
+    pub idle_timeout_secs: u64,
+    /// Failed SASL attempts allowed on one connection (3). Exceeded: the
+    /// stream is closed with `policy-violation`.
+    pub max_auth_failures: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let f = stanza::Limits::default();
+        Self {
+            max_stanza_bytes: f.max_stanza_bytes,
+            max_depth: f.max_depth,
+            max_attributes: f.max_attributes,
+            max_namespace_decls: f.max_namespace_decls,
+            outbound_queue: 1024,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 300,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The framer's share of the limits.
+    pub fn framer(&self) -> stanza::Limits {
+        stanza::Limits {
+            max_stanza_bytes: self.max_stanza_bytes,
+            max_depth: self.max_depth,
+            max_attributes: self.max_attributes,
+            max_namespace_decls: self.max_namespace_decls,
+        }
+    }
+    /// The handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Domains served here. The first is the default.
+    pub domains: Vec<String>,
+    /// Client-to-server listen addresses (5222).
+    pub c2s_listen: Vec<SocketAddr>,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// Offer SASL PLAIN without TLS. Off by default; loopback benchmarks
+    /// turn it on.
+    pub allow_plaintext_auth: bool,
+    /// Open in-band registration (XEP-0077).
+    pub allow_registration: bool,
+    /// PBKDF2 iterations for new SCRAM keys (4096, RFC 5802's minimum;
+    /// Prosody uses 10000).
+    pub scram_iterations: u32,
+    /// Most concurrent client connections. Default: the process's open-file
+    /// limit minus 64 for the store, listeners and logs.
+    pub max_connections: usize,
+    /// The fan-out strategy (`naive`, `shared`, `sharded`, `broadcast`).
+    pub fanout: String,
+    /// Limits.
+    pub limits: LimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            domains: vec!["localhost".into()],
+            c2s_listen: vec!["0.0.0.0:5222".parse().expect("literal address")],
+            data_dir: PathBuf::from("data"),
+            allow_plaintext_auth: false,
+            allow_registration: false,
+            scram_iterations: 4096,
+            max_connections: open_file_limit().saturating_sub(64).max(1),
+            fanout: "shared".into(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; keys left out keep their defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, why: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                why: why.to_owned(),
+            })
+        };
+        if self.domains.is_empty() {
+            return invalid("domains", "at least one domain is required");
+        }
+        for d in &self.domains {
+            if stanza::BareJid::new(d)
+                .map(|j| j.node().is_some())
+                .unwrap_or(true)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "domains",
+                    why: format!("{d:?} is not a domain"),
+                });
+            }
+        }
+        if self.scram_iterations < 4096 {
+            return invalid("scram_iterations", "RFC 5802 requires at least 4096");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if !fanout::STRATEGIES.contains(&self.fanout.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "fanout",
+                why: format!(
+                    "unknown strategy {:?}; one of {}",
+                    self.fanout,
+                    fanout::STRATEGIES.join(", ")
+                ),
+            });
+        }
+        if self.limits.max_stanza_bytes < 1024 {
+            return invalid("limits.max_stanza_bytes", "must be at least 1024");
+        }
+        if self.limits.outbound_queue == 0 {
+            return invalid("limits.outbound_queue", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The served domain matching `to`, normalised.
+    pub fn served_domain(&self, to: &str) -> Option<&str> {
+        let to = stanza::BareJid::new(to).ok()?;
+        self.domains
+            .iter()
+            .find(|d| d.as_str() == to.as_str())
+            .map(String::as_str)
+    }
+}
+
+/// The soft open-file limit of this process (Linux), or 1024.
+pub fn open_file_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let c: Config = toml::from_str(
+            "domains = ['example.org']\nallow_plaintext_auth = true\n[limits]\nmax_stanza_bytes = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(c.domains, ["example.org"]);
+        assert!(c.allow_plaintext_auth);
+        assert_eq!(c.limits.max_stanza_bytes, 4096);
+        assert_eq!(c.limits.max_depth, 64);
+        c.validate().unwrap();
+        assert!(toml::from_str::<Config>("domian = 'x'").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let c = Config {
+            fanout: "fastest".into(),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("`fanout`") && e.contains("fastest"), "{e}");
+        let c = Config {
+            scram_iterations: 10,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("scram_iterations"));
+        let c = Config {
+            domains: vec!["a@b".into()],
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("domains"));
+    }
+
+    #[test]
+    fn max_connections_defaults_below_the_file_limit() {
+        assert!(Config::default().max_connections < open_file_limit());
+    }
+}

@@ -1,0 +1,160 @@
+//! # starling-server
+//!
+//! The `starling` XMPP server: listeners, stream negotiation, SASL,
+//! storage, and delivery through `starling-fanout`. The binary is a thin
+//! `main`; everything runs through [`run`], which tests call on port 0.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration and every limit, with defaults.
+//! - [`store`]: the durable store (redb): accounts with SCRAM keys.
+//! - [`sasl`]: SCRAM-SHA-1, SCRAM-SHA-256 and PLAIN on stored keys.
+//! - `c2s`: client connections, from the stream header to a bound session.
+
+mod c2s;
+pub mod config;
+pub mod sasl;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use config::{Config, ConfigError};
+pub use store::{AccountRecord, Store, StoreError};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The fan-out strategy is unknown.
+    #[error(transparent)]
+    Fanout(#[from] fanout::UnknownStrategy),
+    /// A socket operation failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The sockets the server accepts on, bound by the caller (so tests can use
+/// port 0 and read the address back).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Client-to-server (5222).
+    pub c2s: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every address in the configuration.
+    pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        let mut c2s = Vec::new();
+        for addr in &config.c2s_listen {
+            c2s.push(TcpListener::bind(addr).await?);
+        }
+        Ok(Self { c2s })
+    }
+
+    /// The bound client-to-server addresses.
+    pub fn c2s_addrs(&self) -> Vec<SocketAddr> {
+        self.c2s
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+}
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<Store>,
+    pub(crate) fanout: Arc<dyn fanout::Fanout>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// Resolves once shutdown was signalled. (Wrapping `wait_for` keeps its
+/// non-`Send` guard out of the callers' futures.)
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|&s| s).await;
+}
+
+/// Runs the server until `shutdown` completes, then tells every client
+/// `<system-shutdown/>`, waits (up to 5 s) for the sessions to close, and
+/// returns. Every acknowledged write is already durable.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let registry = Arc::new(fanout::Registry::new(config.domains.clone(), shards));
+    let fanout = fanout::by_name(&config.fanout, registry, fanout::Config::default())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    info!(
+        domains = ?config.domains,
+        c2s = ?listeners.c2s_addrs(),
+        fanout = %config.fanout,
+        max_connections = config.max_connections,
+        "starling running"
+    );
+    let shared = Arc::new(Shared {
+        config,
+        store,
+        fanout,
+        shutdown: stop_rx.clone(),
+    });
+    let mut accept_loops = JoinSet::new();
+    for listener in listeners.c2s {
+        let (shared, permits, mut stop) = (shared.clone(), permits.clone(), stop_rx.clone());
+        accept_loops.spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok((stream, peer)) => {
+                            while conns.try_join_next().is_some() {}
+                            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                                // At max_connections: refuse at once rather
+                                // than hold a socket nobody will serve.
+                                warn!(%peer, "max_connections reached, refusing");
+                                drop(stream);
+                                continue;
+                            };
+                            let shared = shared.clone();
+                            conns.spawn(async move {
+                                c2s::serve(stream, peer, shared).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    () = stopped(&mut stop) => break,
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while conns.join_next().await.is_some() {}
+            })
+            .await;
+        });
+    }
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    while accept_loops.join_next().await.is_some() {}
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The `starling` binary: parse the command line, then call the library.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use server::{AccountRecord, Config, Listeners, Store};
+use stanza::BareJid;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Starling: an XMPP server built for microblog fan-out.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Settings every subcommand reads (they override the config file).
+#[derive(Debug, Args)]
+struct Common {
+    /// A TOML configuration file; flags override its values.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where the store lives.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// A domain to serve (repeatable); replaces the file's list.
+    #[arg(long = "domain", global = true)]
+    domains: Vec<String>,
+    /// PBKDF2 iterations for new SCRAM keys (at least 4096).
+    #[arg(long, global = true)]
+    scram_iterations: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(Serve),
+    /// Create an account; the password is read from stdin (prompted on a terminal).
+    Adduser {
+        /// The account, e.g. jane@example.org.
+        jid: String,
+    },
+    /// Change an account's password (read like adduser's).
+    Passwd {
+        /// The account.
+        jid: String,
+    },
+    /// Delete an account.
+    Deluser {
+        /// The account.
+        jid: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Serve {
+    /// Client-to-server listen address (repeatable); default 0.0.0.0:5222.
+    #[arg(long = "c2s-listen")]
+    c2s_listen: Vec<SocketAddr>,
+    /// The fan-out strategy: naive, shared, sharded or broadcast.
+    #[arg(long)]
+    fanout: Option<String>,
+    /// Offer SASL PLAIN without TLS (loopback benchmarks only).
+    #[arg(long)]
+    allow_plaintext_auth: bool,
+    /// Most concurrent client connections.
+    #[arg(long)]
+    max_connections: Option<usize>,
+}
+
+fn load(common: &Common) -> Result<Config> {
+    let mut config = match &common.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &common.data_dir {
+        config.data_dir = d.clone();
+    }
+    if !common.domains.is_empty() {
+        config.domains = common.domains.clone();
+    }
+    if let Some(i) = common.scram_iterations {
+        config.scram_iterations = i;
+    }
+    Ok(config)
+}
+
+fn read_password(prompt: &str) -> Result<String> {
+    let pass = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt)?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if pass.is_empty() {
+        bail!("empty password");
+    }
+    Ok(pass)
+}
+
+fn account_jid(jid: &str, config: &Config) -> Result<BareJid> {
+    let jid = BareJid::new(jid).with_context(|| format!("JID argument {jid:?}"))?;
+    if jid.node().is_none() {
+        bail!("JID argument {jid}: an account needs a localpart (user@domain)");
+    }
+    if !config.domains.iter().any(|d| d == jid.domain()) {
+        bail!(
+            "JID argument {jid}: domain {} is not served (--domain)",
+            jid.domain()
+        );
+    }
+    Ok(jid)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = load(&cli.common)?;
+    match cli.command {
+        Command::Serve(s) => {
+            if !s.c2s_listen.is_empty() {
+                config.c2s_listen = s.c2s_listen;
+            }
+            if let Some(f) = s.fanout {
+                config.fanout = f;
+            }
+            if s.allow_plaintext_auth {
+                config.allow_plaintext_auth = true;
+            }
+            if let Some(m) = s.max_connections {
+                config.max_connections = m;
+            }
+            config.validate()?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let listeners = Listeners::bind(&config)
+                    .await
+                    .context("binding listeners")?;
+                server::run(listeners, config, shutdown_signal()).await?;
+                anyhow::Ok(())
+            })
+        }
+        Command::Adduser { jid } => {
+            config.validate()?;
+            let jid = account_jid(&jid, &config)?;
+            let pass = read_password("password: ")?;
+            let store = Store::open(&config.data_dir)?;
+            store.create_account(&jid, &AccountRecord::new(&pass, config.scram_iterations))?;
+            eprintln!("created {jid}");
+            Ok(())
+        }
+        Command::Passwd { jid } => {
+            config.validate()?;
+            let jid = account_jid(&jid, &config)?;
+            let pass = read_password("new password: ")?;
+            let store = Store::open(&config.data_dir)?;
+            store.set_account(&jid, &AccountRecord::new(&pass, config.scram_iterations))?;
+            eprintln!("password changed for {jid}");
+            Ok(())
+        }
+        Command::Deluser { jid } => {
+            config.validate()?;
+            let jid = account_jid(&jid, &config)?;
+            Store::open(&config.data_dir)?.delete_account(&jid)?;
+            eprintln!("deleted {jid}");
+            Ok(())
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

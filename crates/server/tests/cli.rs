@@ -1,0 +1,83 @@
+//! The `starling` binary's account commands and its errors for bad input.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn starling(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args([
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--domain",
+            "example.org",
+        ])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn account_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = starling(dir.path(), &["adduser", "jane@example.org"], "secret\n");
+    assert!(ok, "{err}");
+    let (ok, err) = starling(dir.path(), &["adduser", "jane@example.org"], "other\n");
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, err) = starling(dir.path(), &["passwd", "jane@example.org"], "new\n");
+    assert!(ok, "{err}");
+    let store = server::Store::open(dir.path()).unwrap();
+    let rec = store
+        .account(&stanza::BareJid::new("jane@example.org").unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(rec
+        .keys(server::sasl::Hash::Sha1)
+        .unwrap()
+        .verify_password("new"));
+    drop(store);
+    let (ok, err) = starling(dir.path(), &["deluser", "jane@example.org"], "");
+    assert!(ok, "{err}");
+    let (ok, err) = starling(dir.path(), &["deluser", "jane@example.org"], "");
+    assert!(!ok && err.contains("no account"), "{err}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_error_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["adduser", "jane@elsewhere.org"], "secret\n", "not served"),
+        (&["adduser", "not a jid"], "secret\n", "JID argument"),
+        (&["adduser", "jane@example.org"], "\n", "empty password"),
+        (
+            &[
+                "serve",
+                "--fanout",
+                "fastest",
+                "--c2s-listen",
+                "127.0.0.1:0",
+            ],
+            "",
+            "`fanout`",
+        ),
+    ];
+    for (args, stdin, want) in cases {
+        let (ok, err) = starling(dir.path(), args, stdin);
+        assert!(!ok, "{args:?} should fail");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

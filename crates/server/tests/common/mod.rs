@@ -1,0 +1,262 @@
+//! A minimal XMPP client and an in-process server on port 0, for the
+//! integration tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use server::sasl::{Hash, ScramClient};
+use server::{AccountRecord, Config, Listeners, Store};
+use stanza::element::{Element, NsContext};
+use stanza::{ns, BareJid, Event, Framer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const DOMAIN: &str = "example.org";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), server::ServerError>>>,
+}
+
+impl TestServer {
+    /// Starts a server with `accounts` (user, password) and `tweak` applied
+    /// to the configuration.
+    pub async fn start(accounts: &[(&str, &str)], tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            domains: vec![DOMAIN.into()],
+            c2s_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
+        tweak(&mut config);
+        {
+            let store = Store::open(&config.data_dir).unwrap();
+            for (user, pass) in accounts {
+                let jid = BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
+                store
+                    .create_account(&jid, &AccountRecord::new(pass, 4096))
+                    .unwrap();
+            }
+        }
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let addr = listeners.c2s_addrs()[0];
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server::run(listeners, config, async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            dir,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown and waits for `run` to return.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let r = tokio::time::timeout(Duration::from_secs(10), self.task.take().unwrap())
+            .await
+            .expect("server stops within 10 s");
+        r.unwrap().unwrap();
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    framer: Framer,
+}
+
+pub fn stream_ctx() -> NsContext {
+    NsContext {
+        bindings: vec![
+            (None, ns::CLIENT.to_owned()),
+            (Some("stream".to_owned()), ns::STREAM.to_owned()),
+        ],
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        Self {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            framer: Framer::default(),
+        }
+    }
+
+    pub async fn send(&mut self, xml: &str) {
+        self.stream.write_all(xml.as_bytes()).await.unwrap();
+    }
+
+    /// The next event, or `None` when the server closed the connection.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            match self.framer.next() {
+                Ok(Some(ev)) => return Some(ev),
+                Ok(None) => {}
+                Err(e) => panic!("server sent bad XML: {e}"),
+            }
+            self.framer.buffer_mut().reserve(4096);
+            let n = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.stream.read_buf(self.framer.buffer_mut()),
+            )
+            .await
+            .expect("server answers within 10 s")
+            .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// The next stanza as an element (stream-level ones included).
+    pub async fn element(&mut self) -> Element {
+        loop {
+            match self.next().await.expect("connection open") {
+                Event::Stanza(b) => {
+                    return Element::parse_in(std::str::from_utf8(&b).unwrap(), &stream_ctx())
+                        .unwrap();
+                }
+                Event::StreamOpen(_) => continue,
+                Event::StreamClose => panic!("stream closed"),
+            }
+        }
+    }
+
+    /// Opens a stream to `to`; returns the features.
+    pub async fn open(&mut self, to: &str) -> Element {
+        self.framer.reset();
+        self.send(&format!(
+            "<?xml version='1.0'?><stream:stream to='{to}' version='1.0' xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams'>"
+        ))
+        .await;
+        match self.next().await {
+            Some(Event::StreamOpen(h)) => assert_eq!(h.attr("from"), Some(to)),
+            other => panic!("expected a stream header, got {other:?}"),
+        }
+        let f = self.element().await;
+        assert!(f.is("features", ns::STREAM), "{f:?}");
+        f
+    }
+
+    pub async fn plain(&mut self, user: &str, pass: &str) -> Element {
+        let msg = B64.encode(format!("\0{user}\0{pass}"));
+        self.send(&format!(
+            "<auth xmlns='{}' mechanism='PLAIN'>{msg}</auth>",
+            ns::SASL
+        ))
+        .await;
+        self.element().await
+    }
+
+    /// A SCRAM exchange; returns the final element (success or failure).
+    pub async fn scram(&mut self, hash: Hash, user: &str, pass: &str) -> Element {
+        let (client, first) = ScramClient::new(hash, user, pass, "clientnonce123");
+        self.send(&format!(
+            "<auth xmlns='{}' mechanism='{}'>{}</auth>",
+            ns::SASL,
+            hash.mechanism(),
+            B64.encode(first)
+        ))
+        .await;
+        let challenge = self.element().await;
+        assert!(challenge.is("challenge", ns::SASL), "{challenge:?}");
+        let server_first = B64.decode(challenge.text().trim()).unwrap();
+        let (fin, expect) = client.respond(&server_first).unwrap();
+        self.send(&format!(
+            "<response xmlns='{}'>{}</response>",
+            ns::SASL,
+            B64.encode(fin)
+        ))
+        .await;
+        let out = self.element().await;
+        if out.is("success", ns::SASL) {
+            assert_eq!(
+                B64.decode(out.text().trim()).unwrap(),
+                expect,
+                "server signature"
+            );
+        }
+        out
+    }
+
+    /// Restarts the stream and binds; returns the full JID.
+    pub async fn bind(&mut self, resource: Option<&str>) -> String {
+        let f = self.open(DOMAIN).await;
+        assert!(f.child("bind", ns::BIND).is_some(), "{f:?}");
+        let res = resource.map_or(String::new(), |r| format!("<resource>{r}</resource>"));
+        self.send(&format!(
+            "<iq type='set' id='b1'><bind xmlns='{}'>{res}</bind></iq>",
+            ns::BIND
+        ))
+        .await;
+        let r = self.element().await;
+        assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+        r.child("bind", ns::BIND)
+            .unwrap()
+            .child("jid", ns::BIND)
+            .unwrap()
+            .text()
+            .into_owned()
+    }
+
+    /// A full login with PLAIN: open, auth, bind.
+    pub async fn login_plain(
+        addr: SocketAddr,
+        user: &str,
+        pass: &str,
+        resource: &str,
+    ) -> (Self, String) {
+        let mut c = Self::connect(addr).await;
+        c.open(DOMAIN).await;
+        let s = c.plain(user, pass).await;
+        assert!(s.is("success", ns::SASL), "{s:?}");
+        let jid = c.bind(Some(resource)).await;
+        (c, jid)
+    }
+
+    /// A full login with SCRAM-SHA-1 and a generated resource.
+    pub async fn login_plain_scram(addr: SocketAddr, user: &str, pass: &str) -> (Self, String) {
+        let mut c = Self::connect(addr).await;
+        c.open(DOMAIN).await;
+        let s = c.scram(Hash::Sha1, user, pass).await;
+        assert!(s.is("success", ns::SASL), "{s:?}");
+        let jid = c.bind(None).await;
+        (c, jid)
+    }
+
+    /// Reads until the stream error, then expects the close; returns the
+    /// condition's element name.
+    pub async fn stream_error(&mut self) -> String {
+        loop {
+            match self.next().await {
+                Some(Event::Stanza(b)) => {
+                    let e =
+                        Element::parse_in(std::str::from_utf8(&b).unwrap(), &stream_ctx()).unwrap();
+                    if e.is("error", ns::STREAM) {
+                        let cond = e.first_element().unwrap();
+                        assert_eq!(cond.ns, ns::STREAM_ERRORS);
+                        let name = cond.name.clone();
+                        assert!(
+                            matches!(self.next().await, Some(Event::StreamClose) | None),
+                            "stream must close after an error"
+                        );
+                        return name;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("closed without a stream error"),
+            }
+        }
+    }
+}

@@ -150,26 +150,27 @@ impl Store {
 
     /// Creates an account; fails if it exists. Durable when it returns.
     pub fn create_account(&self, jid: &BareJid, record: &AccountRecord) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(ACCOUNTS)?;
-            if t.get(jid.as_str())?.is_some() {
-                return Err(StoreError::Exists(jid.to_string()));
-            }
-            let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Db(e.to_string()))?;
-            t.insert(jid.as_str(), bytes.as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.put_account(jid, record, false)
     }
 
     /// Replaces an account's keys; fails if it does not exist.
     pub fn set_account(&self, jid: &BareJid, record: &AccountRecord) -> Result<(), StoreError> {
+        self.put_account(jid, record, true)
+    }
+
+    fn put_account(
+        &self,
+        jid: &BareJid,
+        record: &AccountRecord,
+        must_exist: bool,
+    ) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(ACCOUNTS)?;
-            if t.get(jid.as_str())?.is_none() {
-                return Err(StoreError::NotFound(jid.to_string()));
+            match (t.get(jid.as_str())?.is_some(), must_exist) {
+                (true, false) => return Err(StoreError::Exists(jid.to_string())),
+                (false, true) => return Err(StoreError::NotFound(jid.to_string())),
+                _ => {}
             }
             let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Db(e.to_string()))?;
             t.insert(jid.as_str(), bytes.as_slice())?;

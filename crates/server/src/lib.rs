@@ -12,6 +12,7 @@
 
 mod c2s;
 pub mod config;
+pub mod pubsub;
 pub mod sasl;
 pub mod store;
 

@@ -18,13 +18,65 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use stanza::BareJid;
 
+use crate::pubsub::{NodeConfig, Options, StoredItem};
 use crate::sasl::{Hash, ScramKeys};
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const ACCOUNTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("accounts");
+/// `owner NUL node` -> [`NodeRecord`] (JSON).
+const NODES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("nodes");
+/// (`owner NUL node`, sequence) -> [`StoredItem`] (JSON); the sequence
+/// orders items oldest to newest.
+const ITEMS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("items");
+/// (`owner NUL node`, item id) -> sequence.
+const ITEM_IDS: TableDefinition<'_, (&str, &str), u64> = TableDefinition::new("item_ids");
 
-/// The schema this build writes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The schema this build writes. 1: accounts. 2: PEP nodes and items.
+pub const SCHEMA_VERSION: u64 = 2;
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Its configuration.
+    pub config: NodeConfig,
+    /// The next item's sequence number.
+    pub next_seq: u64,
+    /// Items stored now.
+    pub count: u64,
+}
+
+/// One publish for [`Store::publish_batch`].
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    /// The node's owner.
+    pub owner: BareJid,
+    /// The node.
+    pub node: String,
+    /// The item.
+    pub item: StoredItem,
+    /// `<publish-options/>`, if sent.
+    pub options: Option<Options>,
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// publish-options disagree with the existing node.
+    #[error("publish-options do not match the node configuration")]
+    PreconditionNotMet,
+    /// The store failed; nothing of the batch was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn node_key(owner: &BareJid, node: &str) -> String {
+    // NUL cannot occur in a JID or in XML text, so the key is unambiguous.
+    format!("{owner}\u{0}{node}")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(what.to_owned(), e.to_string()))
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +119,12 @@ db_err!(
     redb::StorageError,
     redb::CommitError
 );
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
 
 /// One account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,11 +186,18 @@ impl Store {
                     })
                 }
                 Some(v) if v == SCHEMA_VERSION => {}
-                // Version 1 is the first schema: a fresh file has no
-                // version yet. Later versions add their steps here, each
-                // upgrading from the one before.
-                _ => {
-                    tx.open_table(ACCOUNTS)?;
+                // Each step upgrades from the version before it; a fresh
+                // file (no version) runs them all.
+                found => {
+                    let from = found.unwrap_or(0);
+                    if from < 1 {
+                        tx.open_table(ACCOUNTS)?;
+                    }
+                    if from < 2 {
+                        tx.open_table(NODES)?;
+                        tx.open_table(ITEMS)?;
+                        tx.open_table(ITEM_IDS)?;
+                    }
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
             }
@@ -192,6 +257,128 @@ impl Store {
         Ok(())
     }
 
+    /// Applies publishes in one write transaction: one fsync for the whole
+    /// batch (group commit). Each result says whether that publish was
+    /// applied; a refused publish writes nothing.
+    pub fn publish_batch(
+        &self,
+        reqs: &[PublishRequest],
+    ) -> Result<Vec<Result<NodeConfig, PublishError>>, StoreError> {
+        let tx = self.db.begin_write()?;
+        let mut out = Vec::with_capacity(reqs.len());
+        {
+            let mut nodes = tx.open_table(NODES)?;
+            let mut items = tx.open_table(ITEMS)?;
+            let mut ids = tx.open_table(ITEM_IDS)?;
+            for r in reqs {
+                let key = node_key(&r.owner, &r.node);
+                let existing: Option<NodeRecord> = match nodes.get(key.as_str())? {
+                    Some(v) => Some(decode(&key, v.value())?),
+                    None => None,
+                };
+                let mut rec = match existing {
+                    Some(rec) => {
+                        if r.options.as_ref().is_some_and(|o| !o.met_by(&rec.config)) {
+                            out.push(Err(PublishError::PreconditionNotMet));
+                            continue;
+                        }
+                        rec
+                    }
+                    None => NodeRecord {
+                        config: r
+                            .options
+                            .clone()
+                            .unwrap_or_default()
+                            .apply(NodeConfig::default()),
+                        next_seq: 0,
+                        count: 0,
+                    },
+                };
+                // Publishing an existing id replaces it; it becomes newest.
+                let old = ids
+                    .get((key.as_str(), r.item.id.as_str()))?
+                    .map(|v| v.value());
+                if let Some(old) = old {
+                    items.remove((key.as_str(), old))?;
+                    rec.count -= 1;
+                }
+                let seq = rec.next_seq;
+                rec.next_seq += 1;
+                items.insert((key.as_str(), seq), serde_json::to_vec(&r.item)?.as_slice())?;
+                ids.insert((key.as_str(), r.item.id.as_str()), seq)?;
+                rec.count += 1;
+                while rec.count > rec.config.item_limit() {
+                    let oldest = items
+                        .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
+                        .next()
+                        .transpose()?
+                        .map(|(k, v)| (k.value().1, v.value().to_vec()));
+                    let Some((seq, bytes)) = oldest else { break };
+                    let item: StoredItem = decode(&key, &bytes)?;
+                    items.remove((key.as_str(), seq))?;
+                    ids.remove((key.as_str(), item.id.as_str()))?;
+                    rec.count -= 1;
+                }
+                nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+                out.push(Ok(rec.config.clone()));
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// A node's record.
+    pub fn node(&self, owner: &BareJid, node: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(NODES)?;
+        let v = t.get(key.as_str())?;
+        v.map(|v| decode(&key, v.value())).transpose()
+    }
+
+    /// The newest `newest` items (all when `None`), oldest first.
+    pub fn items(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        newest: Option<usize>,
+    ) -> Result<Vec<StoredItem>, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ITEMS)?;
+        let mut out = Vec::new();
+        for entry in t.range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?.rev() {
+            if newest.is_some_and(|n| out.len() >= n) {
+                break;
+            }
+            let (_, v) = entry?;
+            out.push(decode(&key, v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// One item by id.
+    pub fn item(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        id: &str,
+    ) -> Result<Option<StoredItem>, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_read()?;
+        let Some(seq) = tx
+            .open_table(ITEM_IDS)?
+            .get((key.as_str(), id))?
+            .map(|v| v.value())
+        else {
+            return Ok(None);
+        };
+        let t = tx.open_table(ITEMS)?;
+        let v = t.get((key.as_str(), seq))?;
+        v.map(|v| decode(&key, v.value())).transpose()
+    }
+
     /// An account's record.
     pub fn account(&self, jid: &BareJid) -> Result<Option<AccountRecord>, StoreError> {
         let tx = self.db.begin_read()?;
@@ -199,9 +386,7 @@ impl Store {
         let Some(v) = t.get(jid.as_str())? else {
             return Ok(None);
         };
-        serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(jid.to_string(), e.to_string()))
+        decode(jid.as_str(), v.value()).map(Some)
     }
 }
 
@@ -245,6 +430,96 @@ mod tests {
             s.delete_account(&jane),
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    fn item(id: &str) -> StoredItem {
+        StoredItem {
+            id: id.into(),
+            publisher: "jane@example.org".into(),
+            payload: format!(
+                "<entry xmlns='http://www.w3.org/2005/Atom'><title>{id}</title></entry>"
+            ),
+            published_ms: 1,
+        }
+    }
+
+    fn publish(s: &Store, id: &str, options: Option<Options>) -> Result<NodeConfig, PublishError> {
+        let req = PublishRequest {
+            owner: BareJid::new("jane@example.org").unwrap(),
+            node: "urn:xmpp:microblog:0".into(),
+            item: item(id),
+            options,
+        };
+        s.publish_batch(std::slice::from_ref(&req))
+            .unwrap()
+            .pop()
+            .unwrap()
+    }
+
+    #[test]
+    fn items_replace_trim_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let jane = BareJid::new("jane@example.org").unwrap();
+        let node = "urn:xmpp:microblog:0";
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let opts = Options {
+                max_items: Some(Some(3)),
+                ..Options::default()
+            };
+            publish(&s, "a", Some(opts.clone())).unwrap();
+            for id in ["b", "c", "a", "d"] {
+                publish(&s, id, None).unwrap();
+            }
+            // "a" was republished (newest then), and max_items is 3.
+            let ids: Vec<_> = s
+                .items(&jane, node, None)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.id)
+                .collect();
+            assert_eq!(ids, ["c", "a", "d"]);
+            assert!(s.item(&jane, node, "b").unwrap().is_none());
+            // Options that disagree are refused and write nothing.
+            let bad = Options {
+                max_items: Some(Some(5)),
+                ..Options::default()
+            };
+            assert!(matches!(
+                publish(&s, "e", Some(bad)),
+                Err(PublishError::PreconditionNotMet)
+            ));
+            assert!(publish(&s, "e", Some(opts)).is_ok());
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let ids: Vec<_> = s
+            .items(&jane, node, Some(2))
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids, ["d", "e"]);
+        assert_eq!(s.item(&jane, node, "a").unwrap().unwrap().id, "a");
+        assert!(s.item(&jane, node, "c").unwrap().is_none(), "evicted by e");
+        assert_eq!(s.node(&jane, node).unwrap().unwrap().count, 3);
+    }
+
+    #[test]
+    fn migrates_a_version_1_file() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join("starling.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(ACCOUNTS).unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 1)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 2);
+        assert!(publish(&s, "a", None).is_ok());
     }
 
     #[test]

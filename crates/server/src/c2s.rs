@@ -509,6 +509,10 @@ impl Conn {
                     Some(t) == self.domain.as_deref() || t == me.to_bare().as_str()
                 });
                 let payload = el.first_element();
+                if payload.is_some_and(|p| p.ns == ns::PUBSUB) {
+                    let reply = crate::pep::iq(&self.shared, &me, &el).await;
+                    return self.send(reply).await;
+                }
                 let known = to_server
                     && payload.is_some_and(|p| {
                         (p.is("session", ns::SESSION) && ty.as_deref() == Some("set"))

@@ -11,7 +11,9 @@
 //! - `c2s`: client connections, from the stream header to a bound session.
 
 mod c2s;
+mod commit;
 pub mod config;
+mod pep;
 pub mod pubsub;
 pub mod sasl;
 pub mod store;
@@ -78,6 +80,7 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) store: Arc<Store>,
     pub(crate) fanout: Arc<dyn fanout::Fanout>,
+    pub(crate) committer: commit::Committer,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -109,10 +112,12 @@ pub async fn run(
         max_connections = config.max_connections,
         "starling running"
     );
+    let committer = commit::Committer::start(store.clone());
     let shared = Arc::new(Shared {
         config,
         store,
         fanout,
+        committer,
         shutdown: stop_rx.clone(),
     });
     let mut accept_loops = JoinSet::new();
@@ -157,5 +162,12 @@ pub async fn run(
     info!("shutting down");
     let _ = stop_tx.send(true);
     while accept_loops.join_next().await.is_some() {}
+    // Flush: commit what is queued, then close the store (its file lock is
+    // released once the last connection task has let go of it).
+    shared.committer.close();
+    if Arc::strong_count(&shared) > 1 {
+        warn!("connections outlived the shutdown grace period; the store closes when they end");
+    }
+    drop(shared);
     Ok(())
 }

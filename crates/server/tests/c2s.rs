@@ -50,7 +50,7 @@ async fn plain_login_bind_session_and_ping() {
         c.next().await,
         Some(stanza::Event::StreamClose) | None
     ));
-    srv.stop().await;
+    let _ = srv.stop().await;
 }
 
 #[tokio::test]
@@ -70,7 +70,7 @@ async fn scram_sha1_and_sha256_with_a_generated_resource() {
         assert!(jid.starts_with("joe@example.org/"), "{jid}");
         assert!(jid.len() > "joe@example.org/".len());
     }
-    srv.stop().await;
+    let _ = srv.stop().await;
 }
 
 #[tokio::test]
@@ -93,7 +93,7 @@ async fn wrong_passwords_fail_slower_and_then_end_the_stream() {
         t0.elapsed()
     );
     assert_eq!(c.stream_error().await, "policy-violation");
-    srv.stop().await;
+    let _ = srv.stop().await;
 }
 
 #[tokio::test]
@@ -126,7 +126,7 @@ async fn stream_errors_for_bad_headers_and_input() {
     // The server keeps serving everyone else.
     let (_c, jid) = Client::login_plain_scram(srv.addr, "jane", "secret").await;
     assert!(jid.starts_with("jane@"));
-    srv.stop().await;
+    let _ = srv.stop().await;
 }
 
 #[tokio::test]
@@ -141,7 +141,7 @@ async fn oversized_stanza_is_a_policy_violation() {
     ))
     .await;
     assert_eq!(c.stream_error().await, "policy-violation");
-    srv.stop().await;
+    let _ = srv.stop().await;
 }
 
 #[tokio::test]
@@ -155,7 +155,7 @@ async fn binding_the_same_resource_replaces_the_old_session() {
     new.send("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
     assert_eq!(new.element().await.attr("type"), Some("result"));
-    srv.stop().await;
+    let _ = srv.stop().await;
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn idle_connections_time_out() {
     let mut c = Client::connect(srv.addr).await;
     c.open(DOMAIN).await;
     assert_eq!(c.stream_error().await, "connection-timeout");
-    srv.stop().await;
+    let _ = srv.stop().await;
 }
 
 #[tokio::test]

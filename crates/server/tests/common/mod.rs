@@ -29,7 +29,15 @@ impl TestServer {
     /// Starts a server with `accounts` (user, password) and `tweak` applied
     /// to the configuration.
     pub async fn start(accounts: &[(&str, &str)], tweak: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), accounts, tweak).await
+    }
+
+    /// Starts on an existing data directory (a restart).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        accounts: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config {
             domains: vec![DOMAIN.into()],
             c2s_listen: vec!["127.0.0.1:0".parse().unwrap()],
@@ -61,12 +69,13 @@ impl TestServer {
     }
 
     /// Signals shutdown and waits for `run` to return.
-    pub async fn stop(mut self) {
+    pub async fn stop(mut self) -> tempfile::TempDir {
         let _ = self.stop.take().unwrap().send(());
         let r = tokio::time::timeout(Duration::from_secs(10), self.task.take().unwrap())
             .await
             .expect("server stops within 10 s");
         r.unwrap().unwrap();
+        self.dir
     }
 }
 

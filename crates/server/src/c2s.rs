@@ -60,6 +60,12 @@ struct Session {
     /// Set when this side closes the stream, so the writer can tell a
     /// normal close from a replacement by a newer session (`conflict`).
     closing: Arc<AtomicBool>,
+    /// What the fan-out knows of this resource's presence.
+    presence: fanout::Presence,
+    /// The caps `ver` of the last available presence.
+    caps_ver: Option<String>,
+    /// Outstanding disco#info queries for caps: iq id -> ver.
+    caps_pending: std::collections::HashMap<String, String>,
 }
 
 /// Why the reader stops.
@@ -486,6 +492,9 @@ impl Conn {
             handle,
             writer,
             closing,
+            presence: fanout::Presence::default(),
+            caps_ver: None,
+            caps_pending: std::collections::HashMap::new(),
         });
         self.send(ser::bind_result(id, jid.as_str())).await
     }
@@ -499,7 +508,7 @@ impl Conn {
             Kind::Iq => {
                 let ty = stanza.type_();
                 if matches!(ty.as_deref(), Some("result" | "error")) {
-                    return Ok(());
+                    return self.on_iq_response(stanza);
                 }
                 let el = Element::from_stanza(stanza.bytes())
                     .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
@@ -551,12 +560,117 @@ impl Conn {
                 ))
                 .await
             }
-            Kind::Presence => Ok(()),
+            Kind::Presence => {
+                // Directed presence and subscriptions arrive with the roster.
+                if stanza.to().is_some() {
+                    return Ok(());
+                }
+                self.on_own_presence(stanza).await
+            }
             Kind::Other => Err(Stop::Error(
                 StreamErrorCondition::UnsupportedStanzaType,
                 None,
             )),
         }
+    }
+}
+
+impl Conn {
+    /// Broadcast presence: availability, priority and caps, which decide
+    /// what the fan-out delivers to this resource.
+    async fn on_own_presence(&mut self, stanza: &Stanza) -> Flow {
+        let el = Element::from_stanza(stanza.bytes())
+            .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+        let domain = self.domain.clone().unwrap_or_default();
+        let caps = self.shared.caps.clone();
+        let Step::Bound(s) = &mut self.step else {
+            return Err(Stop::Gone);
+        };
+        let mut query = None;
+        match el.attr("type") {
+            None => {
+                s.presence.available = true;
+                s.presence.priority = el
+                    .child("priority", ns::CLIENT)
+                    .and_then(|p| p.text().trim().parse::<i32>().ok())
+                    .map_or(0, |p| p.clamp(-128, 127) as i8);
+                let c = el.child("c", ns::CAPS);
+                let ver = c
+                    .filter(|c| c.attr("hash") == Some("sha-1"))
+                    .and_then(|c| c.attr("ver"));
+                s.caps_ver = ver.map(str::to_owned);
+                match ver {
+                    Some(ver) => match caps.get(ver) {
+                        Some(interests) => s.presence.notify = interests.to_vec(),
+                        None => {
+                            // Unknown: ask, and verify the answer's hash.
+                            s.presence.notify.clear();
+                            let id = format!("caps-{}", &random_token()[..10]);
+                            let node =
+                                format!("{}#{ver}", c.and_then(|c| c.attr("node")).unwrap_or(""));
+                            let mut w = ser::XmlWriter::with_capacity(128);
+                            w.open("query")
+                                .attr("xmlns", ns::DISCO_INFO)
+                                .attr("node", &node)
+                                .close_empty();
+                            query = Some(ser::iq_request(
+                                "get",
+                                &id,
+                                Some(&domain),
+                                Some(s.jid.as_str()),
+                                w.as_bytes(),
+                            ));
+                            s.caps_pending.insert(id, ver.to_owned());
+                        }
+                    },
+                    None => s.presence.notify.clear(),
+                }
+            }
+            Some("unavailable") => s.presence.available = false,
+            _ => return Ok(()),
+        }
+        self.shared
+            .fanout
+            .registry()
+            .set_presence(s.handle.session(), &s.presence);
+        match query {
+            Some(q) => self.send(q).await,
+            None => Ok(()),
+        }
+    }
+
+    /// An iq result or error from the client: answers to our caps queries.
+    fn on_iq_response(&mut self, stanza: &Stanza) -> Flow {
+        let Step::Bound(s) = &mut self.step else {
+            return Err(Stop::Gone);
+        };
+        let Some(ver) = stanza
+            .id()
+            .and_then(|id| s.caps_pending.remove(id.as_ref()))
+        else {
+            return Ok(());
+        };
+        if stanza.type_().as_deref() != Some("result") {
+            return Ok(());
+        }
+        let Ok(el) = Element::from_stanza(stanza.bytes()) else {
+            return Ok(());
+        };
+        let Some(query) = el.child("query", ns::DISCO_INFO) else {
+            return Ok(());
+        };
+        match self.shared.caps.verify(&ver, query) {
+            Some(interests) if s.caps_ver.as_deref() == Some(ver.as_str()) => {
+                s.presence.notify = interests.to_vec();
+                self.shared
+                    .fanout
+                    .registry()
+                    .set_presence(s.handle.session(), &s.presence);
+            }
+            Some(_) => {}
+            None => debug!(jid = %s.jid, %ver, "caps answer does not match its ver; not cached"),
+        }
+        Ok(())
     }
 }
 

@@ -11,6 +11,7 @@
 //! - `c2s`: client connections, from the stream header to a bound session.
 
 mod c2s;
+pub mod caps;
 mod commit;
 pub mod config;
 mod pep;
@@ -81,6 +82,7 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
     pub(crate) fanout: Arc<dyn fanout::Fanout>,
     pub(crate) committer: commit::Committer,
+    pub(crate) caps: Arc<caps::CapsCache>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -118,6 +120,7 @@ pub async fn run(
         store,
         fanout,
         committer,
+        caps: Arc::new(caps::CapsCache::default()),
         shutdown: stop_rx.clone(),
     });
     let mut accept_loops = JoinSet::new();

@@ -519,8 +519,10 @@ impl Conn {
                 });
                 let payload = el.first_element();
                 if payload.is_some_and(|p| p.ns == ns::PUBSUB) {
-                    let reply = crate::pep::iq(&self.shared, &me, &el).await;
-                    return self.send(reply).await;
+                    for out in crate::pep::iq(&self.shared, &me, &el).await {
+                        self.send(out).await?;
+                    }
+                    return Ok(());
                 }
                 let known = to_server
                     && payload.is_some_and(|p| {

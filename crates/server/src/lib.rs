@@ -104,6 +104,13 @@ pub async fn run(
     let store = Arc::new(Store::open(&config.data_dir)?);
     let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     let registry = Arc::new(fanout::Registry::new(config.domains.clone(), shards));
+    // The store is the authority: rebuild the fan-out index from it.
+    for sub in store.all_subscriptions()? {
+        registry.subscribe(&sub.owner, &sub.node, &sub.jid);
+    }
+    for (owner, node, node_config) in store.all_nodes()? {
+        registry.set_node_access(&owner, &node, pep::allowed_for(node_config.access_model));
+    }
     let fanout = fanout::by_name(&config.fanout, registry, fanout::Config::default())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(config.max_connections));

@@ -31,8 +31,23 @@ const ITEMS: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("ite
 /// (`owner NUL node`, item id) -> sequence.
 const ITEM_IDS: TableDefinition<'_, (&str, &str), u64> = TableDefinition::new("item_ids");
 
+/// (`owner NUL node`, subscriber JID, bare or full) -> subscription state.
+const SUBS: TableDefinition<'_, (&str, &str), &str> = TableDefinition::new("subscriptions");
+
 /// The schema this build writes. 1: accounts. 2: PEP nodes and items.
-pub const SCHEMA_VERSION: u64 = 2;
+/// 3: explicit subscriptions.
+pub const SCHEMA_VERSION: u64 = 3;
+
+/// One stored explicit subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The node's owner.
+    pub owner: BareJid,
+    /// The node.
+    pub node: String,
+    /// The subscribed JID, bare or full.
+    pub jid: stanza::Jid,
+}
 
 /// A node as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +212,9 @@ impl Store {
                         tx.open_table(NODES)?;
                         tx.open_table(ITEMS)?;
                         tx.open_table(ITEM_IDS)?;
+                    }
+                    if from < 3 {
+                        tx.open_table(SUBS)?;
                     }
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
@@ -379,6 +397,79 @@ impl Store {
         v.map(|v| decode(&key, v.value())).transpose()
     }
 
+    /// Records an explicit subscription. Durable when it returns.
+    pub fn subscribe(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        jid: &stanza::Jid,
+    ) -> Result<(), StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_write()?;
+        tx.open_table(SUBS)?
+            .insert((key.as_str(), jid.as_str()), "subscribed")?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes an explicit subscription; false when there was none.
+    pub fn unsubscribe(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        jid: &stanza::Jid,
+    ) -> Result<bool, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_write()?;
+        let existed = tx
+            .open_table(SUBS)?
+            .remove((key.as_str(), jid.as_str()))?
+            .is_some();
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// Every explicit subscription, to rebuild the fan-out registry at start.
+    pub fn all_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SUBS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, _) = entry?;
+            let (node_key, jid) = k.value();
+            let corrupt =
+                || StoreError::Corrupt(node_key.to_owned(), "bad subscription key".into());
+            let (owner, node) = node_key.split_once('\u{0}').ok_or_else(corrupt)?;
+            out.push(Subscription {
+                owner: BareJid::new(owner).map_err(|_| corrupt())?,
+                node: node.to_owned(),
+                jid: stanza::Jid::new(jid).map_err(|_| corrupt())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every node, with its owner and configuration, to rebuild access
+    /// rules at start.
+    pub fn all_nodes(&self) -> Result<Vec<(BareJid, String, NodeConfig)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(NODES)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let key = k.value();
+            let corrupt = || StoreError::Corrupt(key.to_owned(), "bad node key".into());
+            let (owner, node) = key.split_once('\u{0}').ok_or_else(corrupt)?;
+            let rec: NodeRecord = decode(key, v.value())?;
+            out.push((
+                BareJid::new(owner).map_err(|_| corrupt())?,
+                node.to_owned(),
+                rec.config,
+            ));
+        }
+        Ok(out)
+    }
+
     /// An account's record.
     pub fn account(&self, jid: &BareJid) -> Result<Option<AccountRecord>, StoreError> {
         let tx = self.db.begin_read()?;
@@ -518,8 +609,24 @@ mod tests {
             tx.commit().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         assert!(publish(&s, "a", None).is_ok());
+        let jane = BareJid::new("jane@example.org").unwrap();
+        let joe = stanza::Jid::new("joe@example.org/phone").unwrap();
+        s.subscribe(&jane, "n", &joe).unwrap();
+        let all = s.all_subscriptions().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (
+                all[0].owner.as_str(),
+                all[0].node.as_str(),
+                all[0].jid.as_str()
+            ),
+            ("jane@example.org", "n", "joe@example.org/phone")
+        );
+        assert!(s.unsubscribe(&jane, "n", &joe).unwrap());
+        assert!(!s.unsubscribe(&jane, "n", &joe).unwrap());
+        assert_eq!(s.all_nodes().unwrap().len(), 1);
     }
 
     #[test]

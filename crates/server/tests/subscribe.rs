@@ -1,0 +1,132 @@
+//! Following by explicit XEP-0060 subscription, as Movim does.
+
+mod common;
+
+use common::{Client, TestServer};
+use stanza::{ns, Element};
+
+const OPEN_NODE: &str = "urn:xmpp:microblog:0";
+
+fn open_options() -> &'static str {
+    "<publish-options><x xmlns='jabber:x:data' type='submit'>\
+     <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+     <field var='pubsub#access_model'><value>open</value></field></x></publish-options>"
+}
+
+async fn publish(c: &mut Client, id: &str, options: &str) {
+    c.send(&format!(
+        "<iq type='set' id='pub-{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <publish node='{OPEN_NODE}'><item id='{id}'><entry xmlns='http://www.w3.org/2005/Atom'>\
+         <title>{id}</title></entry></item></publish>{options}</pubsub></iq>"
+    ))
+    .await;
+    let r = c.element().await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+}
+
+async fn request(c: &mut Client, verb: &str, jid: &str) -> Element {
+    c.send(&format!(
+        "<iq type='set' id='s1' to='jane@example.org'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <{verb} node='{OPEN_NODE}' jid='{jid}'/></pubsub></iq>"
+    ))
+    .await;
+    c.element().await
+}
+
+async fn ping(c: &mut Client) {
+    c.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let r = c.element().await;
+    assert_eq!(r.attr("id"), Some("ping"), "unexpected {r:?}");
+}
+
+/// The next headline event's item id, and whether it carried a delay.
+async fn event(c: &mut Client) -> (String, bool) {
+    let m = c.element().await;
+    assert_eq!(m.attr("type"), Some("headline"), "{m:?}");
+    let id = m
+        .child("event", ns::PUBSUB_EVENT)
+        .and_then(|e| e.child("items", ns::PUBSUB_EVENT))
+        .and_then(|i| i.child("item", ns::PUBSUB_EVENT))
+        .and_then(|i| i.attr("id"))
+        .unwrap()
+        .to_owned();
+    (id, m.child("delay", ns::DELAY).is_some())
+}
+
+fn conditions(r: &Element) -> Vec<String> {
+    assert_eq!(r.attr("type"), Some("error"), "{r:?}");
+    r.child("error", ns::CLIENT)
+        .unwrap()
+        .elements()
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn subscribe_receive_unsubscribe_and_survive_a_restart() {
+    let accounts = [("jane", "secret"), ("joe", "secret")];
+    let srv = TestServer::start(&accounts, |c| c.allow_plaintext_auth = true).await;
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "secret", "a").await;
+    publish(&mut jane, "first", open_options()).await;
+    let (mut joe, joe_jid) = Client::login_plain(srv.addr, "joe", "secret", "movim").await;
+    joe.send("<presence/>").await;
+    ping(&mut joe).await;
+
+    let r = request(&mut joe, "subscribe", &joe_jid).await;
+    let sub = r
+        .child("pubsub", ns::PUBSUB)
+        .and_then(|p| p.child("subscription", ns::PUBSUB))
+        .expect("a subscription");
+    assert_eq!(sub.attr("subscription"), Some("subscribed"));
+    assert_eq!(sub.attr("jid"), Some(joe_jid.as_str()));
+    // The last item at once, marked as a replay.
+    assert_eq!(event(&mut joe).await, ("first".to_owned(), true));
+    // A live post: no delay. (A full-JID subscription needs no caps.)
+    publish(&mut jane, "second", "").await;
+    assert_eq!(event(&mut joe).await, ("second".to_owned(), false));
+
+    // The subscription is durable: restart, log in again, still delivered.
+    drop((jane, joe));
+    let dir = srv.stop().await;
+    let srv = TestServer::start_in(dir, &[], |c| c.allow_plaintext_auth = true).await;
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "secret", "a").await;
+    let (mut joe, _) = Client::login_plain(srv.addr, "joe", "secret", "movim").await;
+    joe.send("<presence/>").await;
+    ping(&mut joe).await;
+    publish(&mut jane, "third", "").await;
+    assert_eq!(event(&mut joe).await, ("third".to_owned(), false));
+
+    let r = request(&mut joe, "unsubscribe", &joe_jid).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    publish(&mut jane, "fourth", "").await;
+    ping(&mut joe).await;
+    let r = request(&mut joe, "unsubscribe", &joe_jid).await;
+    assert_eq!(conditions(&r), ["unexpected-request", "not-subscribed"]);
+    let _ = srv.stop().await;
+}
+
+#[tokio::test]
+async fn subscribe_errors() {
+    let accounts = [("jane", "secret"), ("joe", "secret")];
+    let srv = TestServer::start(&accounts, |c| c.allow_plaintext_auth = true).await;
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "secret", "a").await;
+    let (mut joe, joe_jid) = Client::login_plain(srv.addr, "joe", "secret", "b").await;
+    // No such node yet.
+    assert_eq!(
+        conditions(&request(&mut joe, "subscribe", &joe_jid).await),
+        ["item-not-found"]
+    );
+    // The default access model is presence.
+    publish(&mut jane, "1", "").await;
+    assert_eq!(
+        conditions(&request(&mut joe, "subscribe", &joe_jid).await),
+        ["not-authorized", "presence-subscription-required"]
+    );
+    // Subscribing someone else.
+    assert_eq!(
+        conditions(&request(&mut joe, "subscribe", "kim@example.org").await),
+        ["bad-request", "invalid-jid"]
+    );
+    let _ = srv.stop().await;
+}

@@ -43,19 +43,7 @@ async fn announce(c: &mut Client, features: &str, claim_other_ver: bool) {
         "<iq type='result' id='{id}' to='{from}'>{query}</iq>"
     ))
     .await;
-    ping(c).await;
-}
-
-/// A ping round trip: everything the server sent before it comes first.
-async fn ping(c: &mut Client) {
-    c.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await;
-    let r = c.element().await;
-    assert_eq!(
-        (r.attr("type"), r.attr("id")),
-        (Some("result"), Some("ping")),
-        "unexpected {r:?}"
-    );
+    c.ping().await;
 }
 
 #[tokio::test]
@@ -72,7 +60,7 @@ async fn publish_reaches_notify_resources_through_every_strategy() {
         announce(&mut liar, NOTIFY, true).await;
         let (mut laptop, _) = Client::login_plain(srv.addr, "jane", "secret", "laptop").await;
         laptop.send("<presence/>").await;
-        ping(&mut laptop).await;
+        laptop.ping().await;
 
         laptop
             .send(
@@ -110,11 +98,11 @@ async fn publish_reaches_notify_resources_through_every_strategy() {
             "hanging out"
         );
         // No +notify (laptop), or caps that did not verify (liar): nothing.
-        ping(&mut laptop).await;
-        ping(&mut liar).await;
+        laptop.ping().await;
+        liar.ping().await;
         // Unavailable resources receive nothing either.
         phone.send("<presence type='unavailable'/>").await;
-        ping(&mut phone).await;
+        phone.ping().await;
         laptop
             .send(
                 "<iq type='set' id='p2'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
@@ -123,7 +111,7 @@ async fn publish_reaches_notify_resources_through_every_strategy() {
             )
             .await;
         assert_eq!(laptop.element().await.attr("type"), Some("result"));
-        ping(&mut phone).await;
+        phone.ping().await;
         let _ = srv.stop().await;
     }
 }

@@ -33,13 +33,6 @@ async fn request(c: &mut Client, verb: &str, jid: &str) -> Element {
     c.element().await
 }
 
-async fn ping(c: &mut Client) {
-    c.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await;
-    let r = c.element().await;
-    assert_eq!(r.attr("id"), Some("ping"), "unexpected {r:?}");
-}
-
 /// The next headline event's item id, and whether it carried a delay.
 async fn event(c: &mut Client) -> (String, bool) {
     let m = c.element().await;
@@ -71,7 +64,7 @@ async fn subscribe_receive_unsubscribe_and_survive_a_restart() {
     publish(&mut jane, "first", open_options()).await;
     let (mut joe, joe_jid) = Client::login_plain(srv.addr, "joe", "secret", "movim").await;
     joe.send("<presence/>").await;
-    ping(&mut joe).await;
+    joe.ping().await;
 
     let r = request(&mut joe, "subscribe", &joe_jid).await;
     let sub = r
@@ -93,14 +86,14 @@ async fn subscribe_receive_unsubscribe_and_survive_a_restart() {
     let (mut jane, _) = Client::login_plain(srv.addr, "jane", "secret", "a").await;
     let (mut joe, _) = Client::login_plain(srv.addr, "joe", "secret", "movim").await;
     joe.send("<presence/>").await;
-    ping(&mut joe).await;
+    joe.ping().await;
     publish(&mut jane, "third", "").await;
     assert_eq!(event(&mut joe).await, ("third".to_owned(), false));
 
     let r = request(&mut joe, "unsubscribe", &joe_jid).await;
     assert_eq!(r.attr("type"), Some("result"), "{r:?}");
     publish(&mut jane, "fourth", "").await;
-    ping(&mut joe).await;
+    joe.ping().await;
     let r = request(&mut joe, "unsubscribe", &joe_jid).await;
     assert_eq!(conditions(&r), ["unexpected-request", "not-subscribed"]);
     let _ = srv.stop().await;

@@ -234,6 +234,19 @@ impl Client {
         (c, jid)
     }
 
+    /// A ping round trip: everything the server sent before the answer is
+    /// read first, so a test can assert that nothing else arrived.
+    pub async fn ping(&mut self) {
+        self.send("<iq type='get' id='ping'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+        let r = self.element().await;
+        assert_eq!(
+            (r.attr("type"), r.attr("id")),
+            (Some("result"), Some("ping")),
+            "unexpected {r:?}"
+        );
+    }
+
     /// A full login with SCRAM-SHA-1 and a generated resource.
     pub async fn login_plain_scram(addr: SocketAddr, user: &str, pass: &str) -> (Self, String) {
         let mut c = Self::connect(addr).await;

@@ -71,6 +71,8 @@ pub struct SessionEntry {
     id: SessionId,
     jid: FullJid,
     resource: Arc<str>,
+    /// The presence priority, for routing messages to a bare JID.
+    priority: std::sync::atomic::AtomicI8,
     /// `+notify` for node ids from [`NOTIFY_BITS`] up (rare).
     notify_extra: RwLock<Box<[NodeId]>>,
 }
@@ -87,6 +89,10 @@ impl SessionEntry {
     /// The outbound queue the writer drains.
     pub fn queue(&self) -> &OutboundQueue {
         &self.queue
+    }
+    /// The priority of its last presence (0 before any).
+    pub fn priority(&self) -> i8 {
+        self.priority.load(Ordering::Relaxed)
     }
     /// Available with non-negative priority.
     #[inline]
@@ -347,6 +353,7 @@ impl Registry {
             queue: OutboundQueue::new(jid.as_str(), queue_capacity),
             jid: jid.clone(),
             state: AtomicU64::new(0),
+            priority: std::sync::atomic::AtomicI8::new(0),
             notify_extra: RwLock::new(Box::new([])),
         });
         if let Some(old) = self.detach(&jid) {
@@ -378,6 +385,7 @@ impl Registry {
         if p.available && p.priority >= 0 {
             bits |= RECEIVES;
         }
+        session.priority.store(p.priority, Ordering::Relaxed);
         session.state.store(bits, Ordering::Release);
     }
 

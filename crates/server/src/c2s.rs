@@ -544,24 +544,10 @@ impl Conn {
                 ))
                 .await
             }
-            Kind::Message => {
-                // Routing arrives with roster and presence; until then a
-                // message is bounced, never dropped silently.
-                if stanza.type_().as_deref() == Some("error") {
-                    return Ok(());
-                }
-                let id = stanza.id().map(|s| s.into_owned());
-                let to = stanza.to().map(|s| s.into_owned());
-                let err = StanzaError::new(StanzaErrorCondition::ServiceUnavailable);
-                self.send(ser::stanza_error(
-                    "message",
-                    id.as_deref(),
-                    to.as_deref(),
-                    Some(me.as_str()),
-                    &err,
-                ))
-                .await
-            }
+            Kind::Message => match crate::route::message(&self.shared, &me, stanza) {
+                Some(error) => self.send(error).await,
+                None => Ok(()),
+            },
             Kind::Presence => {
                 // Directed presence and subscriptions arrive with the roster.
                 if stanza.to().is_some() {

@@ -29,8 +29,7 @@ use stanza::ser::{self, Features, SaslFailure, StanzaError};
 use stanza::{
     ns, BareJid, Element, Event, FullJid, Kind, Stanza, StanzaErrorCondition, StreamErrorCondition,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -76,15 +75,23 @@ enum Stop {
     PeerClosed,
     /// The socket is gone or the writer ended the stream.
     Gone,
+    /// The client sent `<starttls/>`: answer `<proceed/>` and hand over.
+    StartTls,
 }
 
 type Flow = Result<(), Stop>;
 
-struct Conn {
+/// What a connection runs on: plain TCP, or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+struct Conn<S: Io> {
     shared: Arc<Shared>,
     peer: SocketAddr,
-    rd: OwnedReadHalf,
-    wr: Option<OwnedWriteHalf>,
+    /// Whether the stream is encrypted (STARTTLS done, or direct TLS).
+    tls: bool,
+    rd: ReadHalf<S>,
+    wr: Option<WriteHalf<S>>,
     framer: stanza::Framer,
     domain: Option<String>,
     header_sent: bool,
@@ -92,26 +99,89 @@ struct Conn {
     auth_failures: u32,
 }
 
-/// Serves one client connection until it ends.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+impl<S: Io> Conn<S> {
+    fn new(stream: S, peer: SocketAddr, shared: Arc<Shared>, tls: bool) -> Self {
+        let (rd, wr) = tokio::io::split(stream);
+        Self {
+            framer: stanza::Framer::new(shared.config.limits.framer()),
+            shared,
+            peer,
+            tls,
+            rd,
+            wr: Some(wr),
+            domain: None,
+            header_sent: false,
+            step: Step::Connected,
+            auth_failures: 0,
+        }
+    }
+}
+
+/// Serves one client connection until it ends. `direct_tls`: the
+/// connection came to the XEP-0368 port, and TLS starts at once.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    direct_tls: bool,
+) {
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    let mut conn = Conn {
-        framer: stanza::Framer::new(shared.config.limits.framer()),
-        shared,
-        peer,
-        rd,
-        wr: Some(wr),
-        domain: None,
-        header_sent: false,
-        step: Step::Connected,
-        auth_failures: 0,
+    if direct_tls {
+        let Some(acceptor) = shared.tls.clone() else {
+            return;
+        };
+        let handshake = tokio::time::timeout(
+            shared.config.limits.handshake_timeout(),
+            acceptor.accept(stream),
+        );
+        if let Ok(Ok(tls)) = handshake.await {
+            serve_on(tls, peer, shared, true).await;
+        }
+        return;
+    }
+    let mut conn = Conn::new(stream, peer, shared.clone(), false);
+    let stop = conn.run().await;
+    if !matches!(stop, Stop::StartTls) {
+        conn.finish(stop).await;
+        return;
+    }
+    // RFC 6120 §5.4.3.3: nothing may follow <starttls/> until the handshake.
+    // Bytes already buffered were sent in the clear and would be read as if
+    // encrypted: the STARTTLS injection attack. Refuse, don't process.
+    let tls_failure =
+        Bytes::from_static(b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>");
+    if conn.framer.buffered() > 0 {
+        debug!(%peer, bytes = conn.framer.buffered(), "data after <starttls/>: refused");
+        if let Some(wr) = conn.wr.as_mut() {
+            let _ = wr.write_all(&tls_failure).await;
+            let _ = wr.shutdown().await;
+        }
+        return;
+    }
+    let (Some(acceptor), Some(mut wr)) = (shared.tls.clone(), conn.wr.take()) else {
+        return;
     };
+    if wr.write_all(&ser::tls_proceed()).await.is_err() {
+        return;
+    }
+    let tcp = conn.rd.unsplit(wr);
+    let handshake = tokio::time::timeout(
+        shared.config.limits.handshake_timeout(),
+        acceptor.accept(tcp),
+    );
+    match handshake.await {
+        Ok(Ok(tls)) => serve_on(tls, peer, shared, true).await,
+        _ => debug!(%peer, "TLS handshake failed"),
+    }
+}
+
+async fn serve_on<S: Io>(stream: S, peer: SocketAddr, shared: Arc<Shared>, tls: bool) {
+    let mut conn = Conn::new(stream, peer, shared, tls);
     let stop = conn.run().await;
     conn.finish(stop).await;
 }
 
-impl Conn {
+impl<S: Io> Conn<S> {
     async fn run(&mut self) -> Stop {
         let limits = &self.shared.config.limits;
         let handshake_deadline = Instant::now() + limits.handshake_timeout();
@@ -173,7 +243,7 @@ impl Conn {
                 Some(Bytes::from(out))
             }
             Stop::PeerClosed => Some(ser::stream_close()),
-            Stop::Gone => None,
+            Stop::Gone | Stop::StartTls => None,
         };
         match std::mem::replace(&mut self.step, Step::Connected) {
             Step::Bound(s) => {
@@ -282,11 +352,16 @@ impl Conn {
         let config = &self.shared.config;
         match &self.step {
             Step::Connected => {
-                let mut mechs = vec![Hash::Sha256.mechanism(), Hash::Sha1.mechanism()];
-                if config.allow_plaintext_auth {
-                    mechs.push("PLAIN");
+                let offer_tls = !self.tls && self.shared.tls.is_some();
+                let mut mechs = Vec::new();
+                if self.tls || !config.require_encryption {
+                    mechs.extend([Hash::Sha256.mechanism(), Hash::Sha1.mechanism()]);
+                    if self.tls || config.allow_plaintext_auth {
+                        mechs.push("PLAIN");
+                    }
                 }
                 out.extend_from_slice(&ser::features(&Features {
+                    starttls: offer_tls.then_some(config.require_encryption),
                     mechanisms: &mechs,
                     ..Features::default()
                 }));
@@ -310,8 +385,23 @@ impl Conn {
     async fn on_sasl(&mut self, stanza: &Stanza) -> Flow {
         let el = Element::from_stanza(stanza.bytes())
             .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+        if el.is("starttls", ns::TLS)
+            && !self.tls
+            && self.shared.tls.is_some()
+            && matches!(self.step, Step::Connected)
+        {
+            return Err(Stop::StartTls);
+        }
         if el.ns != ns::SASL {
             return Err(Stop::Error(StreamErrorCondition::NotAuthorized, None));
+        }
+        if !self.tls && self.shared.config.require_encryption {
+            self.send(ser::sasl_failure(SaslFailure::EncryptionRequired, None))
+                .await?;
+            return Err(Stop::Error(
+                StreamErrorCondition::PolicyViolation,
+                Some("STARTTLS first"),
+            ));
         }
         let payload = || -> Result<Vec<u8>, SaslFailure> {
             let t = el.text();
@@ -355,7 +445,7 @@ impl Conn {
         let store = self.shared.store.clone();
         let iterations = self.shared.config.scram_iterations;
         match mechanism {
-            "PLAIN" if self.shared.config.allow_plaintext_auth => {
+            "PLAIN" if self.tls || self.shared.config.allow_plaintext_auth => {
                 let (authz, user, pass) = sasl::parse_plain(data).map_err(|e| e.failure())?;
                 let jid = BareJid::from_parts(Some(&user), &domain)
                     .map_err(|_| SaslFailure::NotAuthorized)?;
@@ -563,7 +653,7 @@ impl Conn {
     }
 }
 
-impl Conn {
+impl<S: Io> Conn<S> {
     /// Broadcast presence: availability, priority and caps, which decide
     /// what the fan-out delivers to this resource.
     async fn on_own_presence(&mut self, stanza: &Stanza) -> Flow {
@@ -664,7 +754,11 @@ impl Conn {
 
 /// Drains a session's queue into the socket, one vectored write per batch,
 /// until the session ends; then writes what is left and closes.
-async fn write_loop(mut wr: OwnedWriteHalf, handle: OutboundHandle, closing: Arc<AtomicBool>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    handle: OutboundHandle,
+    closing: Arc<AtomicBool>,
+) {
     let mut frames: Vec<Frame> = Vec::with_capacity(WRITE_BATCH);
     loop {
         handle.notified().await;
@@ -707,7 +801,11 @@ async fn write_loop(mut wr: OwnedWriteHalf, handle: OutboundHandle, closing: Arc
     let _ = wr.shutdown().await;
 }
 
-async fn write_frames(wr: &mut OwnedWriteHalf, frames: &[Frame], to: &[u8]) -> std::io::Result<()> {
+async fn write_frames<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    frames: &[Frame],
+    to: &[u8],
+) -> std::io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 3);
     for f in frames {
         f.io_slices(to, &mut slices);

@@ -111,8 +111,20 @@ pub struct Config {
     pub domains: Vec<String>,
     /// Client-to-server listen addresses (5222).
     pub c2s_listen: Vec<SocketAddr>,
+    /// Client-to-server listen addresses with direct TLS (XEP-0368, 5223).
+    pub c2s_tls_listen: Vec<SocketAddr>,
     /// Where the store lives.
     pub data_dir: PathBuf,
+    /// Offer TLS (STARTTLS and direct TLS). On by default.
+    pub tls: bool,
+    /// Require TLS before authentication (RFC 6120 §5.3.1). On by default;
+    /// loopback benchmarks turn it off.
+    pub require_encryption: bool,
+    /// PEM certificate chain. With `tls_key`; when both are unset a
+    /// self-signed pair is generated in `data_dir/tls/` on first start.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Offer SASL PLAIN without TLS. Off by default; loopback benchmarks
     /// turn it on.
     pub allow_plaintext_auth: bool,
@@ -135,7 +147,12 @@ impl Default for Config {
         Self {
             domains: vec!["localhost".into()],
             c2s_listen: vec!["0.0.0.0:5222".parse().expect("literal address")],
+            c2s_tls_listen: vec!["0.0.0.0:5223".parse().expect("literal address")],
             data_dir: PathBuf::from("data"),
+            tls: true,
+            require_encryption: true,
+            tls_cert: None,
+            tls_key: None,
             allow_plaintext_auth: false,
             allow_registration: false,
             scram_iterations: 4096,
@@ -183,6 +200,12 @@ impl Config {
         }
         if self.scram_iterations < 4096 {
             return invalid("scram_iterations", "RFC 5802 requires at least 4096");
+        }
+        if self.require_encryption && !self.tls {
+            return invalid("require_encryption", "needs tls = true");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert", "tls_cert and tls_key go together");
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");

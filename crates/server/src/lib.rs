@@ -19,6 +19,7 @@ pub mod pubsub;
 mod route;
 pub mod sasl;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,6 +46,9 @@ pub enum ServerError {
     /// The fan-out strategy is unknown.
     #[error(transparent)]
     Fanout(#[from] fanout::UnknownStrategy),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     /// A socket operation failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -56,6 +60,8 @@ pub enum ServerError {
 pub struct Listeners {
     /// Client-to-server (5222).
     pub c2s: Vec<TcpListener>,
+    /// Client-to-server with direct TLS (XEP-0368, 5223).
+    pub c2s_tls: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -65,12 +71,24 @@ impl Listeners {
         for addr in &config.c2s_listen {
             c2s.push(TcpListener::bind(addr).await?);
         }
-        Ok(Self { c2s })
+        let mut c2s_tls = Vec::new();
+        for addr in &config.c2s_tls_listen {
+            c2s_tls.push(TcpListener::bind(addr).await?);
+        }
+        Ok(Self { c2s, c2s_tls })
     }
 
     /// The bound client-to-server addresses.
     pub fn c2s_addrs(&self) -> Vec<SocketAddr> {
         self.c2s
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound direct-TLS addresses.
+    pub fn c2s_tls_addrs(&self) -> Vec<SocketAddr> {
+        self.c2s_tls
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
@@ -84,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) fanout: Arc<dyn fanout::Fanout>,
     pub(crate) committer: commit::Committer,
     pub(crate) caps: Arc<caps::CapsCache>,
+    /// `None` when TLS is off (`tls = false` in the configuration).
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -122,6 +142,17 @@ pub async fn run(
         max_connections = config.max_connections,
         "starling running"
     );
+    let tls = if config.tls {
+        let c = tls::server_config(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+            &config.domains,
+            &config.data_dir,
+        )?;
+        Some(tokio_rustls::TlsAcceptor::from(c))
+    } else {
+        None
+    };
     let committer = commit::Committer::start(store.clone());
     let shared = Arc::new(Shared {
         config,
@@ -129,10 +160,16 @@ pub async fn run(
         fanout,
         committer,
         caps: Arc::new(caps::CapsCache::default()),
+        tls,
         shutdown: stop_rx.clone(),
     });
     let mut accept_loops = JoinSet::new();
-    for listener in listeners.c2s {
+    let all = listeners
+        .c2s
+        .into_iter()
+        .map(|l| (l, false))
+        .chain(listeners.c2s_tls.into_iter().map(|l| (l, true)));
+    for (listener, direct_tls) in all {
         let (shared, permits, mut stop) = (shared.clone(), permits.clone(), stop_rx.clone());
         accept_loops.spawn(async move {
             let mut conns = JoinSet::new();
@@ -150,7 +187,7 @@ pub async fn run(
                             };
                             let shared = shared.clone();
                             conns.spawn(async move {
-                                c2s::serve(stream, peer, shared).await;
+                                c2s::serve(stream, peer, shared, direct_tls).await;
                                 drop(permit);
                             });
                         }

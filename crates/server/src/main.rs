@@ -65,10 +65,14 @@ struct Serve {
     /// Client-to-server listen address (repeatable); default 0.0.0.0:5222.
     #[arg(long = "c2s-listen")]
     c2s_listen: Vec<SocketAddr>,
+    /// Direct-TLS (XEP-0368) listen address (repeatable); default 0.0.0.0:5223.
+    #[arg(long = "c2s-tls-listen")]
+    c2s_tls_listen: Vec<SocketAddr>,
     /// The fan-out strategy: naive, shared, sharded or broadcast.
     #[arg(long)]
     fanout: Option<String>,
-    /// Offer SASL PLAIN without TLS (loopback benchmarks only).
+    /// Allow authentication without TLS, PLAIN included (loopback
+    /// benchmarks only).
     #[arg(long)]
     allow_plaintext_auth: bool,
     /// Most concurrent client connections.
@@ -138,8 +142,12 @@ fn main() -> Result<()> {
             if let Some(f) = s.fanout {
                 config.fanout = f;
             }
+            if !s.c2s_tls_listen.is_empty() {
+                config.c2s_tls_listen = s.c2s_tls_listen;
+            }
             if s.allow_plaintext_auth {
                 config.allow_plaintext_auth = true;
+                config.require_encryption = false;
             }
             if let Some(m) = s.max_connections {
                 config.max_connections = m;

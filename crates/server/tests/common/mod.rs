@@ -20,6 +20,8 @@ pub const DOMAIN: &str = "example.org";
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The direct-TLS port.
+    pub tls_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServerError>>>,
@@ -41,7 +43,10 @@ impl TestServer {
         let mut config = Config {
             domains: vec![DOMAIN.into()],
             c2s_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            c2s_tls_listen: vec!["127.0.0.1:0".parse().unwrap()],
             data_dir: dir.path().to_owned(),
+            // Most tests speak plaintext; the TLS tests turn this back on.
+            require_encryption: false,
             ..Config::default()
         };
         tweak(&mut config);
@@ -56,12 +61,14 @@ impl TestServer {
         }
         let listeners = Listeners::bind(&config).await.unwrap();
         let addr = listeners.c2s_addrs()[0];
+        let tls_addr = listeners.c2s_tls_addrs()[0];
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::run(listeners, config, async {
             let _ = rx.await;
         }));
         Self {
             addr,
+            tls_addr,
             dir,
             stop: Some(tx),
             task: Some(task),
@@ -79,8 +86,52 @@ impl TestServer {
     }
 }
 
+/// Plain TCP, or TLS over it after STARTTLS or on the direct-TLS port.
+pub enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Only while STARTTLS swaps one for the other.
+    Swapping,
+}
+
+impl Stream {
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(b).await,
+            Stream::Tls(s) => s.write_all(b).await,
+            Stream::Swapping => unreachable!("no I/O during the swap"),
+        }
+    }
+    async fn read_buf(&mut self, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read_buf(buf).await,
+            Stream::Tls(s) => s.read_buf(buf).await,
+            Stream::Swapping => unreachable!("no I/O during the swap"),
+        }
+    }
+}
+
+/// A TLS client that trusts the test server's generated certificate.
+pub fn tls_connector(data_dir: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(data_dir.join("tls/cert.pem")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
 pub struct Client {
-    pub stream: TcpStream,
+    pub stream: Stream,
     framer: Framer,
 }
 
@@ -96,9 +147,37 @@ pub fn stream_ctx() -> NsContext {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
         Self {
-            stream: TcpStream::connect(addr).await.unwrap(),
+            stream: Stream::Tcp(TcpStream::connect(addr).await.unwrap()),
             framer: Framer::default(),
         }
+    }
+
+    /// Connects to the direct-TLS port.
+    pub async fn connect_tls(addr: SocketAddr, data_dir: &std::path::Path) -> Self {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+        let tls = tls_connector(data_dir).connect(name, tcp).await.unwrap();
+        Self {
+            stream: Stream::Tls(Box::new(tls)),
+            framer: Framer::default(),
+        }
+    }
+
+    /// `<starttls/>`, `<proceed/>`, the handshake (verifying the server's
+    /// certificate), then a new stream; returns the features.
+    pub async fn starttls(&mut self, data_dir: &std::path::Path) -> Element {
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await;
+        let p = self.element().await;
+        assert!(p.is("proceed", ns::TLS), "{p:?}");
+        let Stream::Tcp(tcp) = std::mem::replace(&mut self.stream, Stream::Swapping) else {
+            panic!("TLS already on");
+        };
+        let name = rustls::pki_types::ServerName::try_from(DOMAIN).unwrap();
+        let tls = tls_connector(data_dir).connect(name, tcp).await.unwrap();
+        self.stream = Stream::Tls(Box::new(tls));
+        self.framer = Framer::default();
+        self.open(DOMAIN).await
     }
 
     pub async fn send(&mut self, xml: &str) {

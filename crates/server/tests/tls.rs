@@ -3,16 +3,9 @@
 
 mod common;
 
-use common::{Client, TestServer, DOMAIN};
+use common::{mechanisms, Client, TestServer, DOMAIN};
 use server::sasl::Hash;
 use stanza::ns;
-
-fn mechanisms(features: &stanza::Element) -> Vec<String> {
-    features
-        .child("mechanisms", ns::SASL)
-        .map(|m| m.elements().map(|e| e.text().into_owned()).collect())
-        .unwrap_or_default()
-}
 
 #[tokio::test]
 async fn starttls_then_scram_sha1_then_bind() {

@@ -18,6 +18,14 @@ use tokio::task::JoinHandle;
 
 pub const DOMAIN: &str = "example.org";
 
+/// The SASL mechanisms a `<stream:features/>` offers, in order.
+pub fn mechanisms(features: &Element) -> Vec<String> {
+    features
+        .child("mechanisms", ns::SASL)
+        .map(|m| m.elements().map(|e| e.text().into_owned()).collect())
+        .unwrap_or_default()
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The direct-TLS port.

@@ -363,6 +363,7 @@ impl<S: Io> Conn<S> {
                 out.extend_from_slice(&ser::features(&Features {
                     starttls: offer_tls.then_some(config.require_encryption),
                     mechanisms: &mechs,
+                    register: config.allow_registration,
                     ..Features::default()
                 }));
             }
@@ -391,6 +392,18 @@ impl<S: Io> Conn<S> {
             && matches!(self.step, Step::Connected)
         {
             return Err(Stop::StartTls);
+        }
+        if el.is("iq", ns::CLIENT) && el.child("query", ns::REGISTER).is_some() {
+            // XEP-0077 before authentication, over TLS when it is required.
+            if !self.tls && self.shared.config.require_encryption {
+                return Err(Stop::Error(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("STARTTLS first"),
+                ));
+            }
+            let domain = self.domain.clone().unwrap_or_default();
+            let reply = crate::register::iq(&self.shared, None, &domain, &el).await;
+            return self.send(reply).await;
         }
         if el.ns != ns::SASL {
             return Err(Stop::Error(StreamErrorCondition::NotAuthorized, None));
@@ -608,6 +621,12 @@ impl<S: Io> Conn<S> {
                     Some(t) == self.domain.as_deref() || t == me.to_bare().as_str()
                 });
                 let payload = el.first_element();
+                if to_server && payload.is_some_and(|p| p.is("query", ns::REGISTER)) {
+                    let domain = self.domain.clone().unwrap_or_default();
+                    let reply =
+                        crate::register::iq(&self.shared, Some(&me.to_bare()), &domain, &el).await;
+                    return self.send(reply).await;
+                }
                 if payload.is_some_and(|p| p.ns == ns::PUBSUB) {
                     for out in crate::pep::iq(&self.shared, &me, &el).await {
                         self.send(out).await?;

@@ -16,6 +16,7 @@ mod commit;
 pub mod config;
 mod pep;
 pub mod pubsub;
+mod register;
 mod route;
 pub mod sasl;
 pub mod store;

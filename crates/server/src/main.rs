@@ -78,6 +78,9 @@ struct Serve {
     /// Most concurrent client connections.
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Open in-band registration (XEP-0077).
+    #[arg(long)]
+    allow_registration: bool,
 }
 
 fn load(common: &Common) -> Result<Config> {
@@ -148,6 +151,9 @@ fn main() -> Result<()> {
             if s.allow_plaintext_auth {
                 config.allow_plaintext_auth = true;
                 config.require_encryption = false;
+            }
+            if s.allow_registration {
+                config.allow_registration = true;
             }
             if let Some(m) = s.max_connections {
                 config.max_connections = m;

@@ -1,0 +1,89 @@
+//! XEP-0077 in-band registration: account creation before authentication
+//! (when the operator opened it) and password change after.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use stanza::ser::{self, StanzaError, XmlWriter};
+use stanza::{ns, BareJid, Element, StanzaErrorCondition as C};
+use tracing::info;
+
+use crate::{AccountRecord, Shared, StoreError};
+
+fn fields<'a>(query: &'a Element, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    query.child(name, ns::REGISTER).map(|e| e.text())
+}
+
+/// Answers a `jabber:iq:register` iq. `me` is the authenticated account,
+/// `None` before authentication; `domain` is the stream's.
+pub(crate) async fn iq(
+    shared: &Arc<Shared>,
+    me: Option<&BareJid>,
+    domain: &str,
+    iq: &Element,
+) -> Bytes {
+    let id = iq.attr("id").unwrap_or("");
+    let err = |e: StanzaError<'_>| ser::stanza_error("iq", Some(id), None, None, &e);
+    let Some(query) = iq.child("query", ns::REGISTER) else {
+        return err(StanzaError::new(C::BadRequest));
+    };
+    match (iq.attr("type"), me) {
+        (Some("get"), _) => {
+            let mut w = XmlWriter::with_capacity(200);
+            w.open("query").attr("xmlns", ns::REGISTER).close_start();
+            match me {
+                Some(jid) => {
+                    w.raw(b"<registered/>");
+                    w.text_element("username", None, jid.node().unwrap_or(""));
+                }
+                None => {
+                    w.text_element("instructions", None, "Choose a username and password.");
+                    w.raw(b"<username/>");
+                }
+            }
+            w.raw(b"<password/>").end("query");
+            ser::iq_result(id, None, None, Some(w.as_bytes()))
+        }
+        (Some("set"), None) if !shared.config.allow_registration => {
+            err(StanzaError::new(C::NotAllowed))
+        }
+        (Some("set"), who) => {
+            let (Some(user), Some(pass)) = (fields(query, "username"), fields(query, "password"))
+            else {
+                return err(StanzaError::new(C::NotAcceptable)
+                    .with_text("username and password are required"));
+            };
+            if pass.is_empty() {
+                return err(StanzaError::new(C::NotAcceptable).with_text("empty password"));
+            }
+            let Ok(jid) = BareJid::from_parts(Some(user.trim()), domain) else {
+                return err(StanzaError::new(C::JidMalformed));
+            };
+            if who.is_some_and(|me| *me != jid) {
+                // A password change names the authenticated account only.
+                return err(StanzaError::new(C::NotAllowed));
+            }
+            let store = shared.store.clone();
+            let iterations = shared.config.scram_iterations;
+            let (j, p, change) = (jid.clone(), pass.into_owned(), who.is_some());
+            let r = tokio::task::spawn_blocking(move || {
+                let record = AccountRecord::new(&p, iterations);
+                if change {
+                    store.set_account(&j, &record)
+                } else {
+                    store.create_account(&j, &record)
+                }
+            })
+            .await;
+            match r {
+                Ok(Ok(())) => {
+                    info!(%jid, change = who.is_some(), "registration");
+                    ser::iq_result(id, None, None, None)
+                }
+                Ok(Err(StoreError::Exists(_))) => err(StanzaError::new(C::Conflict)),
+                _ => err(StanzaError::new(C::InternalServerError)),
+            }
+        }
+        _ => err(StanzaError::new(C::BadRequest)),
+    }
+}

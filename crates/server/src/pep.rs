@@ -1,6 +1,6 @@
-//! PEP requests from a bound session: publish, items retrieval, subscribe
-//! and unsubscribe (XEP-0163; XEP-0060 §6.1, §6.2, §6.5, §7.1). Retract,
-//! RSM and the owner use cases arrive in later steps.
+//! PEP requests from a bound session: publish, retract, items retrieval,
+//! subscribe and unsubscribe (XEP-0163; XEP-0060 §6.1, §6.2, §6.5, §7.1,
+//! §7.2). RSM and the owner use cases arrive in later steps.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -63,6 +63,9 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Vec<
         }
         (Some("set"), Some(u)) if u.is("unsubscribe", ns::PUBSUB) => {
             unsubscribe(shared, me, &owner, u).await
+        }
+        (Some("set"), Some(r)) if r.is("retract", ns::PUBSUB) => {
+            retract(shared, me, &owner, r).await
         }
         _ => {
             Err(StanzaError::new(C::FeatureNotImplemented)
@@ -193,6 +196,56 @@ async fn subscribe(
         .close_empty();
     w.end("pubsub");
     Ok(w.as_bytes().to_vec())
+}
+
+/// Retracts one item (XEP-0060 §7.2) and, when notification is on, tells
+/// the same recipients a publish would reach.
+async fn retract(shared: &Arc<Shared>, me: &FullJid, owner: &BareJid, r: &Element) -> Reply {
+    if *owner != me.to_bare() {
+        return Err(StanzaError::new(C::Forbidden));
+    }
+    let Some(node) = r.attr("node").map(str::to_owned) else {
+        return Err(app(C::BadRequest, "nodeid-required"));
+    };
+    let Some(id) = r
+        .child("item", ns::PUBSUB)
+        .and_then(|i| i.attr("id"))
+        .map(str::to_owned)
+    else {
+        return Err(app(C::BadRequest, "item-required"));
+    };
+    let store = shared.store.clone();
+    let (o, n, i) = (owner.clone(), node.clone(), id.clone());
+    let config = match tokio::task::spawn_blocking(move || store.retract(&o, &n, &i)).await {
+        Ok(Ok(Some(c))) => c,
+        Ok(Ok(None)) => return Err(StanzaError::new(C::ItemNotFound)),
+        _ => return Err(StanzaError::new(C::InternalServerError)),
+    };
+    let notify = match r.attr("notify") {
+        Some(v) => v == "true" || v == "1",
+        None => config.notify_retract,
+    };
+    if notify {
+        let fanout = shared.fanout.clone();
+        let owner = owner.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let ids = [id.as_str()];
+            let notif_id = format!("r-{id}");
+            fanout.publish(
+                &owner,
+                &Publish {
+                    id: &notif_id,
+                    event: PubsubEvent {
+                        node: &node,
+                        kind: EventKind::Retract(&ids),
+                        delay: None,
+                    },
+                },
+            )
+        })
+        .await;
+    }
+    Ok(Vec::new())
 }
 
 async fn unsubscribe(

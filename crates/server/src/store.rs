@@ -345,6 +345,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes one item. `Ok(None)` when the node or the item does not
+    /// exist; otherwise the node's configuration. Durable when it returns.
+    pub fn retract(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        id: &str,
+    ) -> Result<Option<NodeConfig>, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_write()?;
+        let config = {
+            let mut nodes = tx.open_table(NODES)?;
+            let mut items = tx.open_table(ITEMS)?;
+            let mut ids = tx.open_table(ITEM_IDS)?;
+            let rec: Option<NodeRecord> = match nodes.get(key.as_str())? {
+                Some(v) => Some(decode(&key, v.value())?),
+                None => None,
+            };
+            let Some(mut rec) = rec else { return Ok(None) };
+            let seq = ids.remove((key.as_str(), id))?.map(|v| v.value());
+            let Some(seq) = seq else { return Ok(None) };
+            items.remove((key.as_str(), seq))?;
+            rec.count = rec.count.saturating_sub(1);
+            nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+            rec.config
+        };
+        tx.commit()?;
+        Ok(Some(config))
+    }
+
     /// A node's record.
     pub fn node(&self, owner: &BareJid, node: &str) -> Result<Option<NodeRecord>, StoreError> {
         let key = node_key(owner, node);
@@ -593,6 +623,20 @@ mod tests {
         assert_eq!(s.item(&jane, node, "a").unwrap().unwrap().id, "a");
         assert!(s.item(&jane, node, "c").unwrap().is_none(), "evicted by e");
         assert_eq!(s.node(&jane, node).unwrap().unwrap().count, 3);
+        assert!(s.retract(&jane, node, "a").unwrap().is_some());
+        assert!(
+            s.retract(&jane, node, "a").unwrap().is_none(),
+            "already gone"
+        );
+        assert!(s.retract(&jane, "urn:example:none", "a").unwrap().is_none());
+        let ids: Vec<_> = s
+            .items(&jane, node, None)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(ids, ["d", "e"]);
+        assert_eq!(s.node(&jane, node).unwrap().unwrap().count, 2);
     }
 
     #[test]

@@ -90,6 +90,27 @@ async fn subscribe_receive_unsubscribe_and_survive_a_restart() {
     publish(&mut jane, "third", "").await;
     assert_eq!(event(&mut joe).await, ("third".to_owned(), false));
 
+    // Retract with notification: the follower is told, history forgets.
+    let retract = format!(
+        "<iq type='set' id='rt'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <retract node='{OPEN_NODE}' notify='true'><item id='third'/></retract></pubsub></iq>"
+    );
+    jane.send(&retract).await;
+    assert_eq!(jane.element().await.attr("type"), Some("result"));
+    let m = joe.element().await;
+    let retracted = m
+        .child("event", ns::PUBSUB_EVENT)
+        .and_then(|e| e.child("items", ns::PUBSUB_EVENT))
+        .and_then(|i| i.child("retract", ns::PUBSUB_EVENT))
+        .and_then(|r| r.attr("id"));
+    assert_eq!(retracted, Some("third"), "{m:?}");
+    jane.send(&retract).await;
+    assert_eq!(conditions(&jane.element().await), ["item-not-found"]);
+    // Only the owner retracts.
+    joe.send(&retract.replace("<iq ", "<iq to='jane@example.org' "))
+        .await;
+    assert_eq!(conditions(&joe.element().await), ["forbidden"]);
+
     let r = request(&mut joe, "unsubscribe", &joe_jid).await;
     assert_eq!(r.attr("type"), Some("result"), "{r:?}");
     publish(&mut jane, "fourth", "").await;

@@ -11,9 +11,10 @@ required, registration open), then, with two slixmpp clients:
   4. follows it with an explicit XEP-0060 subscribe, as Movim does, and
      receives the last item at once;
   5. receives a live post as a headline pubsub event;
-  6. fetches the newest item with max_items.
-The presence-subscription and caps steps of the flow, RSM paging and
-retract arrive with the server's roster, history and retract steps.
+  6. fetches the newest item with max_items;
+  7. retracts an item; the follower is notified and history forgets it.
+The presence-subscription and caps steps of the flow and RSM paging arrive
+with the server's roster and history steps.
 Exits non-zero on the first failure. Bounded: every wait has a timeout.
 """
 
@@ -65,6 +66,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("register", self.on_register)
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("pubsub_publish", self.events.put_nowait)
+        self.retracts = asyncio.Queue()
+        self.add_event_handler("pubsub_retract", self.retracts.put_nowait)
 
     async def on_register(self, _iq):
         resp = self.Iq()
@@ -112,6 +115,12 @@ async def flow(port):
     r = await joe.plugin["xep_0060"].get_items(jane.boundjid.bare, NODE, max_items=1, timeout=TIMEOUT)
     ids = [i["id"] for i in r["pubsub"]["items"]]
     check(ids == ["second"], "max_items=1 returns the newest item")
+
+    await jane.plugin["xep_0060"].retract(jane.boundjid.bare, NODE, "second", notify=True, timeout=TIMEOUT)
+    msg = await asyncio.wait_for(joe.retracts.get(), TIMEOUT)
+    check(msg["pubsub_event"]["items"]["retract"]["id"] == "second", "retract notified to the follower")
+    r = await joe.plugin["xep_0060"].get_items(jane.boundjid.bare, NODE, timeout=TIMEOUT)
+    check([i["id"] for i in r["pubsub"]["items"]] == ["first"], "retracted item gone from history")
     for c in (jane, joe):
         c.disconnect()
 

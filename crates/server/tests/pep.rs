@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use common::{error_conditions, Client, TestServer};
 use stanza::{ns, Element};
 
 const MB: &str = "urn:xmpp:microblog:0";
@@ -51,16 +51,6 @@ fn item_ids(reply: &Element) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn error_conditions(reply: &Element) -> Vec<String> {
-    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
-    reply
-        .child("error", ns::CLIENT)
-        .unwrap()
-        .elements()
-        .map(|e| e.name.clone())
-        .collect()
 }
 
 #[tokio::test]

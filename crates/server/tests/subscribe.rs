@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Client, TestServer};
+use common::{error_conditions, Client, TestServer};
 use stanza::{ns, Element};
 
 const OPEN_NODE: &str = "urn:xmpp:microblog:0";
@@ -45,15 +45,6 @@ async fn event(c: &mut Client) -> (String, bool) {
         .unwrap()
         .to_owned();
     (id, m.child("delay", ns::DELAY).is_some())
-}
-
-fn conditions(r: &Element) -> Vec<String> {
-    assert_eq!(r.attr("type"), Some("error"), "{r:?}");
-    r.child("error", ns::CLIENT)
-        .unwrap()
-        .elements()
-        .map(|e| e.name.clone())
-        .collect()
 }
 
 #[tokio::test]
@@ -105,18 +96,21 @@ async fn subscribe_receive_unsubscribe_and_survive_a_restart() {
         .and_then(|r| r.attr("id"));
     assert_eq!(retracted, Some("third"), "{m:?}");
     jane.send(&retract).await;
-    assert_eq!(conditions(&jane.element().await), ["item-not-found"]);
+    assert_eq!(error_conditions(&jane.element().await), ["item-not-found"]);
     // Only the owner retracts.
     joe.send(&retract.replace("<iq ", "<iq to='jane@example.org' "))
         .await;
-    assert_eq!(conditions(&joe.element().await), ["forbidden"]);
+    assert_eq!(error_conditions(&joe.element().await), ["forbidden"]);
 
     let r = request(&mut joe, "unsubscribe", &joe_jid).await;
     assert_eq!(r.attr("type"), Some("result"), "{r:?}");
     publish(&mut jane, "fourth", "").await;
     joe.ping().await;
     let r = request(&mut joe, "unsubscribe", &joe_jid).await;
-    assert_eq!(conditions(&r), ["unexpected-request", "not-subscribed"]);
+    assert_eq!(
+        error_conditions(&r),
+        ["unexpected-request", "not-subscribed"]
+    );
     let _ = srv.stop().await;
 }
 
@@ -128,18 +122,18 @@ async fn subscribe_errors() {
     let (mut joe, joe_jid) = Client::login_plain(srv.addr, "joe", "secret", "b").await;
     // No such node yet.
     assert_eq!(
-        conditions(&request(&mut joe, "subscribe", &joe_jid).await),
+        error_conditions(&request(&mut joe, "subscribe", &joe_jid).await),
         ["item-not-found"]
     );
     // The default access model is presence.
     publish(&mut jane, "1", "").await;
     assert_eq!(
-        conditions(&request(&mut joe, "subscribe", &joe_jid).await),
+        error_conditions(&request(&mut joe, "subscribe", &joe_jid).await),
         ["not-authorized", "presence-subscription-required"]
     );
     // Subscribing someone else.
     assert_eq!(
-        conditions(&request(&mut joe, "subscribe", "kim@example.org").await),
+        error_conditions(&request(&mut joe, "subscribe", "kim@example.org").await),
         ["bad-request", "invalid-jid"]
     );
     let _ = srv.stop().await;

@@ -284,6 +284,23 @@ macro_rules! core_methods {
 }
 pub(crate) use core_methods;
 
+/// `attach` and `detach` for strategies whose writers drain only the queue.
+macro_rules! queue_sessions {
+    () => {
+        fn attach(
+            &self,
+            jid: stanza::FullJid,
+            queue_capacity: usize,
+        ) -> crate::handle::OutboundHandle {
+            self.core.attach_queue(jid, queue_capacity)
+        }
+        fn detach(&self, jid: &stanza::FullJid) {
+            self.core.detach(jid);
+        }
+    };
+}
+pub(crate) use queue_sessions;
+
 /// Pushes to one queue and counts the outcome.
 #[inline]
 pub(crate) fn count_push(r: Result<(), PushError>, report: &mut DeliveryReport) {

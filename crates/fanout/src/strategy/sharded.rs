@@ -14,10 +14,11 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
-use stanza::{BareJid, FullJid, Notification};
+use stanza::{BareJid, Notification};
 
-use super::{core_methods, count_push, deliver_remote, Core, DeliveryReport, Fanout, Publish};
-use crate::handle::OutboundHandle;
+use super::{
+    core_methods, count_push, deliver_remote, queue_sessions, Core, DeliveryReport, Fanout, Publish,
+};
 use crate::queue::Frame;
 use crate::registry::{Account, NodeId, Registry, Target};
 
@@ -127,12 +128,7 @@ fn worker(shard: usize, registry: &Registry, rx: &Receiver<Job>) {
 
 impl Fanout for Sharded {
     core_methods!("sharded");
-    fn attach(&self, jid: FullJid, queue_capacity: usize) -> OutboundHandle {
-        self.core.attach_queue(jid, queue_capacity)
-    }
-    fn detach(&self, jid: &FullJid) {
-        self.core.detach(jid);
-    }
+    queue_sessions!();
     fn publish(&self, publisher: &BareJid, p: &Publish<'_>) -> DeliveryReport {
         let mut report = DeliveryReport::default();
         let Some((account, node)) = self.core.target(publisher, p) else {

@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use stanza::{BareJid, FullJid, Notification};
+use stanza::{BareJid, Notification};
 
-use super::{core_methods, count_push, deliver_remote, Core, DeliveryReport, Fanout, Publish};
-use crate::handle::OutboundHandle;
+use super::{
+    core_methods, count_push, deliver_remote, queue_sessions, Core, DeliveryReport, Fanout, Publish,
+};
 use crate::queue::Frame;
 use crate::registry::{Registry, Target};
 
@@ -31,12 +32,7 @@ impl Shared {
 
 impl Fanout for Shared {
     core_methods!("shared");
-    fn attach(&self, jid: FullJid, queue_capacity: usize) -> OutboundHandle {
-        self.core.attach_queue(jid, queue_capacity)
-    }
-    fn detach(&self, jid: &FullJid) {
-        self.core.detach(jid);
-    }
+    queue_sessions!();
     fn publish(&self, publisher: &BareJid, p: &Publish<'_>) -> DeliveryReport {
         let mut report = DeliveryReport::default();
         let Some((account, node)) = self.core.target(publisher, p) else {

@@ -26,6 +26,18 @@ pub fn mechanisms(features: &Element) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The element names inside an iq or message error reply: the defined
+/// condition first, then any application condition.
+pub fn error_conditions(reply: &Element) -> Vec<String> {
+    assert_eq!(reply.attr("type"), Some("error"), "{reply:?}");
+    reply
+        .child("error", ns::CLIENT)
+        .expect("an <error/>")
+        .elements()
+        .map(|e| e.name.clone())
+        .collect()
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The direct-TLS port.

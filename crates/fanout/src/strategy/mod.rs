@@ -261,6 +261,28 @@ impl Core {
         Some((account, self.registry.node_id(p.event.node)))
     }
 
+    /// The walk `naive` and `shared` share: push `frame_for(session)` into
+    /// every recipient's queue (remote targets through their route), count,
+    /// record. Generic, so the per-recipient closure is inlined.
+    #[inline]
+    pub(crate) fn push_each(
+        &self,
+        publisher: &BareJid,
+        p: &Publish<'_>,
+        frame_for: impl Fn(&SessionEntry) -> Frame,
+    ) -> DeliveryReport {
+        let mut report = DeliveryReport::default();
+        let Some((account, node)) = self.target(publisher, p) else {
+            return report;
+        };
+        let registry = &self.registry;
+        report.recipients = registry.visit(&account, node, None, |t| match t {
+            Target::Session(s) => count_push(s.queue().push(frame_for(s)), &mut report),
+            remote => deliver_remote(registry, remote, publisher, p, &mut report),
+        });
+        self.finish(report)
+    }
+
     /// Records a finished publish in the counters.
     pub(crate) fn finish(&self, report: DeliveryReport) -> DeliveryReport {
         self.stats.record(&report);

@@ -9,11 +9,9 @@ use std::sync::Arc;
 
 use stanza::{BareJid, Notification};
 
-use super::{
-    core_methods, count_push, deliver_remote, queue_sessions, Core, DeliveryReport, Fanout, Publish,
-};
+use super::{core_methods, queue_sessions, Core, DeliveryReport, Fanout, Publish};
 use crate::queue::Frame;
-use crate::registry::{Registry, Target};
+use crate::registry::Registry;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -34,19 +32,8 @@ impl Fanout for Shared {
     core_methods!("shared");
     queue_sessions!();
     fn publish(&self, publisher: &BareJid, p: &Publish<'_>) -> DeliveryReport {
-        let mut report = DeliveryReport::default();
-        let Some((account, node)) = self.core.target(publisher, p) else {
-            return report;
-        };
-        let registry = &self.core.registry;
         let notification = Arc::new(Notification::new(publisher.as_str(), p.id, &p.event));
-        report.recipients = registry.visit(&account, node, None, |t| match t {
-            Target::Session(s) => count_push(
-                s.queue().push(Frame::Notification(notification.clone())),
-                &mut report,
-            ),
-            remote => deliver_remote(registry, remote, publisher, p, &mut report),
-        });
-        self.core.finish(report)
+        self.core
+            .push_each(publisher, p, |_| Frame::Notification(notification.clone()))
     }
 }

@@ -617,6 +617,42 @@ impl Registry {
         }
     }
 
+    /// Whether `session` is a recipient of `publisher`'s `node` under the
+    /// same rules as [`Self::visit`], checked for one session in O(1): for
+    /// replaying the last item to a resource that just became available.
+    pub fn delivers_to(&self, publisher: &Account, node: NodeId, session: &SessionEntry) -> bool {
+        if !session.receives() {
+            return false;
+        }
+        let bare = session.jid.to_bare();
+        let wants = session.wants(node);
+        let explicit = publisher
+            .has_subs
+            .load(Ordering::Acquire)
+            .then(|| {
+                let subs = publisher.subs.read();
+                subs.get(&node)
+                    .and_then(|m| m.get(&bare))
+                    .map(|e| (e.bare && wants) || e.full_match(session))
+            })
+            .flatten()
+            .unwrap_or(false);
+        if publisher.jid == bare {
+            return wants || explicit;
+        }
+        let permitted = !publisher.has_access_rules.load(Ordering::Acquire)
+            || publisher
+                .access
+                .read()
+                .get(&node)
+                .is_none_or(|set| set.contains(&bare));
+        let blocked = self
+            .find_account(&bare)
+            .is_some_and(|a| publisher.blocked_by_either(&a, Some(session)));
+        let presence = wants && publisher.followers.read().index.contains_key(&bare);
+        permitted && !blocked && (presence || explicit)
+    }
+
     /// Calls `f` once per recipient of a publish to `publisher`'s `node`.
     /// With `shard`, only recipients whose account lives in that shard.
     /// Returns the number of recipients.
@@ -935,6 +971,45 @@ mod tests {
         );
         r.set_node_access(&p, stanza::ns::MICROBLOG, None);
         assert_eq!(recipients(&r, "jane@example.org").len(), 4);
+    }
+
+    #[test]
+    fn delivers_to_agrees_with_visit() {
+        let r = registry();
+        let p = bare("jane@example.org");
+        r.set_presence_follow(&p, &bare("joe@example.org"), true);
+        r.subscribe(
+            &p,
+            stanza::ns::MICROBLOG,
+            &Jid::new("ann@example.org/movim").unwrap(),
+        );
+        r.set_presence_follow(&p, &bare("mal@example.org"), true);
+        r.block(&p, &Jid::new("mal@example.org").unwrap());
+        let sessions = [
+            online(&r, "joe@example.org/a", 0, true),
+            online(&r, "joe@example.org/b", 0, false),
+            online(&r, "ann@example.org/movim", 0, false),
+            online(&r, "ann@example.org/other", 0, true),
+            online(&r, "mal@example.org/r", 0, true),
+            online(&r, "jane@example.org/me", 0, true),
+            online(&r, "eve@example.org/r", 0, true),
+        ];
+        let acc = r.account(&p);
+        let node = r.node_id(stanza::ns::MICROBLOG);
+        let mut by_visit = Vec::new();
+        r.visit(&acc, node, None, |t| {
+            if let Target::Session(s) = t {
+                by_visit.push(s.id());
+            }
+        });
+        let by_check: Vec<_> = sessions
+            .iter()
+            .filter(|s| r.delivers_to(&acc, node, s))
+            .map(|s| s.id())
+            .collect();
+        by_visit.sort_unstable();
+        assert_eq!(by_check, by_visit);
+        assert_eq!(by_check.len(), 3, "joe/a, ann/movim, jane/me");
     }
 
     #[test]

@@ -65,6 +65,8 @@ struct Session {
     caps_ver: Option<String>,
     /// Outstanding disco#info queries for caps: iq id -> ver.
     caps_pending: std::collections::HashMap<String, String>,
+    /// The interests the last items were replayed for, while available.
+    replayed_for: Option<Vec<String>>,
 }
 
 /// Why the reader stops.
@@ -598,6 +600,7 @@ impl<S: Io> Conn<S> {
             presence: fanout::Presence::default(),
             caps_ver: None,
             caps_pending: std::collections::HashMap::new(),
+            replayed_for: None,
         });
         self.send(ser::bind_result(id, jid.as_str())).await
     }
@@ -611,7 +614,7 @@ impl<S: Io> Conn<S> {
             Kind::Iq => {
                 let ty = stanza.type_();
                 if matches!(ty.as_deref(), Some("result" | "error")) {
-                    return self.on_iq_response(stanza);
+                    return self.on_iq_response(stanza).await;
                 }
                 let el = Element::from_stanza(stanza.bytes())
                     .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
@@ -730,14 +733,84 @@ impl<S: Io> Conn<S> {
             .fanout
             .registry()
             .set_presence(s.handle.session(), &s.presence);
-        match query {
-            Some(q) => self.send(q).await,
-            None => Ok(()),
+        if let Some(q) = query {
+            self.send(q).await?;
         }
+        self.replay_last_items().await
+    }
+
+    /// A resource that became available with `+notify` (or whose interests
+    /// just became known) gets the last item of every node it would receive
+    /// now, marked with `<delay>` as a replay (PROTOCOL §6).
+    async fn replay_last_items(&mut self) -> Flow {
+        let Step::Bound(s) = &mut self.step else {
+            return Ok(());
+        };
+        if !s.presence.available || s.presence.notify.is_empty() {
+            s.replayed_for = None;
+            return Ok(());
+        }
+        if s.replayed_for.as_ref() == Some(&s.presence.notify) {
+            return Ok(());
+        }
+        s.replayed_for = Some(s.presence.notify.clone());
+        let registry = self.shared.fanout.registry();
+        let session = s.handle.session().clone();
+        let me = s.jid.to_bare();
+        let mut publishers = registry.following(&registry.account(&me));
+        publishers.push(me);
+        let mut wanted = Vec::new();
+        for p in publishers {
+            let Some(account) = registry.find_account(&p) else {
+                continue;
+            };
+            for node in &s.presence.notify {
+                if registry.delivers_to(&account, registry.node_id(node), &session) {
+                    wanted.push((p.clone(), node.clone()));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let store = self.shared.store.clone();
+        let last = tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .filter_map(|(p, n)| {
+                    let item = store.items(&p, &n, Some(1)).ok()?.pop()?;
+                    Some((p, n, item))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        let to = s.jid.clone();
+        for (publisher, node, it) in last {
+            let stamp = crate::pep::datetime(it.published_ms);
+            let items = [stanza::EventItem {
+                id: &it.id,
+                publisher: Some(&it.publisher),
+                payload: it.payload.as_bytes(),
+            }];
+            let ev = stanza::PubsubEvent {
+                node: &node,
+                kind: stanza::EventKind::Items(&items),
+                delay: Some((publisher.as_str(), &stamp)),
+            };
+            let msg = stanza::event_message(
+                publisher.as_str(),
+                to.as_str(),
+                &format!("last-{}", it.id),
+                &ev,
+            );
+            self.send(msg).await?;
+        }
+        Ok(())
     }
 
     /// An iq result or error from the client: answers to our caps queries.
-    fn on_iq_response(&mut self, stanza: &Stanza) -> Flow {
+    async fn on_iq_response(&mut self, stanza: &Stanza) -> Flow {
         let Step::Bound(s) = &mut self.step else {
             return Err(Stop::Gone);
         };
@@ -763,6 +836,7 @@ impl<S: Io> Conn<S> {
                     .fanout
                     .registry()
                     .set_presence(s.handle.session(), &s.presence);
+                return self.replay_last_items().await;
             }
             Some(_) => {}
             None => debug!(jid = %s.jid, %ver, "caps answer does not match its ver; not cached"),

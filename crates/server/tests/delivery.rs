@@ -4,47 +4,9 @@
 mod common;
 
 use common::{Client, TestServer};
-use stanza::{ns, Element};
+use stanza::ns;
 
-const NOTIFY: &str = "<feature var='urn:xmpp:microblog:0+notify'/>";
-const EXODUS_VER: &str = "QgayPKawpkPSDYmwT/WM94uAlu0=";
-
-/// Sends available presence with caps for `features`, answers the server's
-/// disco#info query, and waits until the server has processed it.
-async fn announce(c: &mut Client, features: &str, claim_other_ver: bool) {
-    let query = format!(
-        "<query xmlns='http://jabber.org/protocol/disco#info'>\
-         <identity category='client' type='pc' name='starling-test'/>\
-         <feature var='http://jabber.org/protocol/caps'/>{features}</query>"
-    );
-    let real = server::caps::verification_string_hash(&Element::parse(&query).unwrap());
-    let ver = if claim_other_ver {
-        EXODUS_VER.to_owned()
-    } else {
-        real
-    };
-    c.send(&format!(
-        "<presence><priority>1</priority><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
-         node='https://starling.test' ver='{ver}'/></presence>"
-    ))
-    .await;
-    let iq = c.element().await;
-    assert_eq!(iq.attr("type"), Some("get"), "{iq:?}");
-    let q = iq
-        .child("query", ns::DISCO_INFO)
-        .expect("a disco#info query");
-    assert_eq!(
-        q.attr("node"),
-        Some(format!("https://starling.test#{ver}").as_str())
-    );
-    let id = iq.attr("id").unwrap().to_owned();
-    let from = iq.attr("from").unwrap().to_owned();
-    c.send(&format!(
-        "<iq type='result' id='{id}' to='{from}'>{query}</iq>"
-    ))
-    .await;
-    c.ping().await;
-}
+use common::NOTIFY;
 
 #[tokio::test]
 async fn publish_reaches_notify_resources_through_every_strategy() {
@@ -55,9 +17,9 @@ async fn publish_reaches_notify_resources_through_every_strategy() {
         })
         .await;
         let (mut phone, _) = Client::login_plain(srv.addr, "jane", "secret", "phone").await;
-        announce(&mut phone, NOTIFY, false).await;
+        phone.announce(NOTIFY, false, None).await;
         let (mut liar, _) = Client::login_plain(srv.addr, "jane", "secret", "liar").await;
-        announce(&mut liar, NOTIFY, true).await;
+        liar.announce(NOTIFY, true, None).await;
         let (mut laptop, _) = Client::login_plain(srv.addr, "jane", "secret", "laptop").await;
         laptop.send("<presence/>").await;
         laptop.ping().await;
@@ -114,4 +76,29 @@ async fn publish_reaches_notify_resources_through_every_strategy() {
         phone.ping().await;
         let _ = srv.stop().await;
     }
+}
+
+#[tokio::test]
+async fn last_item_replayed_when_a_notify_resource_comes_online() {
+    let srv = TestServer::start(&[("jane", "secret")], |c| c.allow_plaintext_auth = true).await;
+    let (mut laptop, _) = Client::login_plain(srv.addr, "jane", "secret", "laptop").await;
+    for id in ["old", "newest"] {
+        laptop
+            .send(&format!(
+                "<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+                 <publish node='urn:xmpp:microblog:0'><item id='{id}'><entry xmlns='http://www.w3.org/2005/Atom'/></item>\
+                 </publish></pubsub></iq>"
+            ))
+            .await;
+        assert_eq!(laptop.element().await.attr("type"), Some("result"));
+    }
+    // The phone comes online with +notify: it gets the newest item, once,
+    // marked as a replay.
+    let (mut phone, _) = Client::login_plain(srv.addr, "jane", "secret", "phone").await;
+    phone.announce(NOTIFY, false, Some("newest")).await;
+    phone
+        .send("<presence><priority>1</priority></presence>")
+        .await;
+    phone.ping().await;
+    let _ = srv.stop().await;
 }

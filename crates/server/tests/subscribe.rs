@@ -102,6 +102,16 @@ async fn subscribe_receive_unsubscribe_and_survive_a_restart() {
         .await;
     assert_eq!(error_conditions(&joe.element().await), ["forbidden"]);
 
+    // A bare-JID subscriber that comes online with +notify gets the last
+    // item replayed.
+    let r = request(&mut joe, "subscribe", "joe@example.org").await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    assert_eq!(event(&mut joe).await, ("second".to_owned(), true));
+    let (mut joe2, _) = Client::login_plain(srv.addr, "joe", "secret", "phone").await;
+    joe2.announce(common::NOTIFY, false, Some("second")).await;
+    let r = request(&mut joe2, "unsubscribe", "joe@example.org").await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+
     let r = request(&mut joe, "unsubscribe", &joe_jid).await;
     assert_eq!(r.attr("type"), Some("result"), "{r:?}");
     publish(&mut jane, "fourth", "").await;

@@ -17,6 +17,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const DOMAIN: &str = "example.org";
+/// The caps feature that asks for microblog notifications.
+pub const NOTIFY: &str = "<feature var='urn:xmpp:microblog:0+notify'/>";
+const EXODUS_VER: &str = "QgayPKawpkPSDYmwT/WM94uAlu0=";
 
 /// The SASL mechanisms a `<stream:features/>` offers, in order.
 pub fn mechanisms(features: &Element) -> Vec<String> {
@@ -344,6 +347,58 @@ impl Client {
             (Some("result"), Some("ping")),
             "unexpected {r:?}"
         );
+    }
+
+    /// Sends available presence with caps for `features` (claiming another
+    /// client's `ver` when `claim_other_ver`), answers the server's
+    /// disco#info query, expects the replay of item `replay` if given, and
+    /// waits until the server has processed it all.
+    pub async fn announce(&mut self, features: &str, claim_other_ver: bool, replay: Option<&str>) {
+        let query = format!(
+            "<query xmlns='http://jabber.org/protocol/disco#info'>\
+             <identity category='client' type='pc' name='starling-test'/>\
+             <feature var='http://jabber.org/protocol/caps'/>{features}</query>"
+        );
+        let real = server::caps::verification_string_hash(&Element::parse(&query).unwrap());
+        let ver = if claim_other_ver {
+            EXODUS_VER.to_owned()
+        } else {
+            real
+        };
+        self.send(&format!(
+            "<presence><priority>1</priority><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
+             node='https://starling.test' ver='{ver}'/></presence>"
+        ))
+        .await;
+        let iq = self.element().await;
+        assert_eq!(iq.attr("type"), Some("get"), "{iq:?}");
+        let q = iq
+            .child("query", ns::DISCO_INFO)
+            .expect("a disco#info query");
+        assert_eq!(
+            q.attr("node"),
+            Some(format!("https://starling.test#{ver}").as_str())
+        );
+        let id = iq.attr("id").unwrap().to_owned();
+        let from = iq.attr("from").unwrap().to_owned();
+        self.send(&format!(
+            "<iq type='result' id='{id}' to='{from}'>{query}</iq>"
+        ))
+        .await;
+        if let Some(want) = replay {
+            let m = self.element().await;
+            let item = m
+                .child("event", ns::PUBSUB_EVENT)
+                .and_then(|e| e.child("items", ns::PUBSUB_EVENT))
+                .and_then(|i| i.child("item", ns::PUBSUB_EVENT))
+                .unwrap_or_else(|| panic!("expected a replay, got {m:?}"));
+            assert_eq!(item.attr("id"), Some(want));
+            assert!(
+                m.child("delay", ns::DELAY).is_some(),
+                "a replay carries <delay/>"
+            );
+        }
+        self.ping().await;
     }
 
     /// A full login with SCRAM-SHA-1 and a generated resource.

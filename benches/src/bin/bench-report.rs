@@ -196,6 +196,19 @@ fn fmt_width(w: &str) -> String {
     }
 }
 
+/// `| strategy | 1 | 100 | ... |` and its separator row.
+fn width_header(md: &mut String, widths: &[String]) -> std::fmt::Result {
+    write!(md, "| strategy |")?;
+    for w in widths {
+        write!(md, " {} |", fmt_width(w))?;
+    }
+    write!(md, "\n|---|")?;
+    for _ in widths {
+        write!(md, "---|")?;
+    }
+    writeln!(md)
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -290,15 +303,7 @@ fn main() -> Result<()> {
              `sharded` also per core (× {shards} shards). `broadcast` includes the receivers' filtering, \
              since that is where its per-recipient work happens.\n"
         )?;
-        write!(md, "| strategy |")?;
-        for w in &widths {
-            write!(md, " {} |", fmt_width(w))?;
-        }
-        write!(md, "\n|---|")?;
-        for _ in &widths {
-            write!(md, "---|")?;
-        }
-        writeln!(md)?;
+        width_header(&mut md, &widths)?;
         for s in strategies {
             write!(md, "| `{s}` |")?;
             for w in &widths {
@@ -330,15 +335,7 @@ fn main() -> Result<()> {
             }
         }
         writeln!(md, "\nSpeed-up over `naive` in the same run:\n")?;
-        write!(md, "| strategy |")?;
-        for w in &widths {
-            write!(md, " {} |", fmt_width(w))?;
-        }
-        write!(md, "\n|---|")?;
-        for _ in &widths {
-            write!(md, "---|")?;
-        }
-        writeln!(md)?;
+        width_header(&mut md, &widths)?;
         for s in strategies.iter().filter(|s| **s != "naive") {
             write!(md, "| `{s}` |")?;
             for w in &widths {

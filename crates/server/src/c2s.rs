@@ -787,24 +787,8 @@ impl<S: Io> Conn<S> {
         .unwrap_or_default();
         let to = s.jid.clone();
         for (publisher, node, it) in last {
-            let stamp = crate::pep::datetime(it.published_ms);
-            let items = [stanza::EventItem {
-                id: &it.id,
-                publisher: Some(&it.publisher),
-                payload: it.payload.as_bytes(),
-            }];
-            let ev = stanza::PubsubEvent {
-                node: &node,
-                kind: stanza::EventKind::Items(&items),
-                delay: Some((publisher.as_str(), &stamp)),
-            };
-            let msg = stanza::event_message(
-                publisher.as_str(),
-                to.as_str(),
-                &format!("last-{}", it.id),
-                &ev,
-            );
-            self.send(msg).await?;
+            self.send(crate::pep::replay(&publisher, &to, &node, &it))
+                .await?;
         }
         Ok(())
     }

@@ -109,6 +109,24 @@ fn check_access(access: AccessModel) -> Result<(), StanzaError<'static>> {
     }
 }
 
+/// The last item of `owner`'s `node` as a replay for `to`: a headline
+/// event marked with `<delay>` (XEP-0203), so clients do not take it for a
+/// fresh post.
+pub(crate) fn replay(owner: &BareJid, to: &FullJid, node: &str, it: &StoredItem) -> Bytes {
+    let stamp = datetime(it.published_ms);
+    let items = [EventItem {
+        id: &it.id,
+        publisher: Some(&it.publisher),
+        payload: it.payload.as_bytes(),
+    }];
+    let ev = PubsubEvent {
+        node,
+        kind: EventKind::Items(&items),
+        delay: Some((owner.as_str(), &stamp)),
+    };
+    stanza::event_message(owner.as_str(), to.as_str(), &format!("last-{}", it.id), &ev)
+}
+
 /// XEP-0082 date-time in UTC for milliseconds since the Unix epoch.
 pub(crate) fn datetime(ms: u64) -> String {
     let secs = ms / 1000;
@@ -169,23 +187,7 @@ async fn subscribe(
     shared.fanout.registry().subscribe(owner, &node, &jid);
     // The new subscriber gets the last item at once, marked as a replay.
     if let Some(it) = last {
-        let stamp = datetime(it.published_ms);
-        let items = [EventItem {
-            id: &it.id,
-            publisher: Some(&it.publisher),
-            payload: it.payload.as_bytes(),
-        }];
-        let ev = PubsubEvent {
-            node: &node,
-            kind: EventKind::Items(&items),
-            delay: Some((owner.as_str(), &stamp)),
-        };
-        *after = Some(stanza::event_message(
-            owner.as_str(),
-            me.as_str(),
-            &format!("last-{}", it.id),
-            &ev,
-        ));
+        *after = Some(replay(owner, me, &node, &it));
     }
     let mut w = XmlWriter::with_capacity(160);
     w.open("pubsub").attr("xmlns", ns::PUBSUB).close_start();

@@ -89,6 +89,13 @@ fn node_key(owner: &BareJid, node: &str) -> String {
     format!("{owner}\u{0}{node}")
 }
 
+/// The (owner, node) a [`node_key`] was made from.
+fn split_node_key(key: &str) -> Result<(BareJid, &str), StoreError> {
+    let corrupt = || StoreError::Corrupt(key.to_owned(), "bad node key".into());
+    let (owner, node) = key.split_once('\u{0}').ok_or_else(corrupt)?;
+    Ok((BareJid::new(owner).map_err(|_| corrupt())?, node))
+}
+
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(what.to_owned(), e.to_string()))
 }
@@ -467,13 +474,13 @@ impl Store {
         for entry in t.iter()? {
             let (k, _) = entry?;
             let (node_key, jid) = k.value();
-            let corrupt =
-                || StoreError::Corrupt(node_key.to_owned(), "bad subscription key".into());
-            let (owner, node) = node_key.split_once('\u{0}').ok_or_else(corrupt)?;
+            let (owner, node) = split_node_key(node_key)?;
             out.push(Subscription {
-                owner: BareJid::new(owner).map_err(|_| corrupt())?,
+                owner,
                 node: node.to_owned(),
-                jid: stanza::Jid::new(jid).map_err(|_| corrupt())?,
+                jid: stanza::Jid::new(jid).map_err(|_| {
+                    StoreError::Corrupt(node_key.to_owned(), "bad subscription JID".into())
+                })?,
             });
         }
         Ok(out)
@@ -488,14 +495,9 @@ impl Store {
         for entry in t.iter()? {
             let (k, v) = entry?;
             let key = k.value();
-            let corrupt = || StoreError::Corrupt(key.to_owned(), "bad node key".into());
-            let (owner, node) = key.split_once('\u{0}').ok_or_else(corrupt)?;
+            let (owner, node) = split_node_key(key)?;
             let rec: NodeRecord = decode(key, v.value())?;
-            out.push((
-                BareJid::new(owner).map_err(|_| corrupt())?,
-                node.to_owned(),
-                rec.config,
-            ));
+            out.push((owner, node.to_owned(), rec.config));
         }
         Ok(out)
     }

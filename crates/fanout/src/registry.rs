@@ -542,6 +542,22 @@ impl Registry {
         }
     }
 
+    /// Whether `owner`'s block list matches `bare` (or `full`, when given):
+    /// by bare JID, by domain, or by that full JID (XEP-0191 §3.3.1).
+    pub fn is_blocked(&self, owner: &BareJid, bare: &BareJid, full: Option<&FullJid>) -> bool {
+        self.find_account(owner).is_some_and(|a| {
+            a.has_blocks.load(Ordering::Acquire) && a.blocks.read().blocks(bare, full)
+        })
+    }
+
+    /// Whether `a` and `b` block each other either way: then no stanza
+    /// passes between them.
+    pub fn blocked_between(&self, a: &Jid, b: &Jid) -> bool {
+        let (ab, bb) = (a.to_bare(), b.to_bare());
+        self.is_blocked(&ab, &bb, b.to_full().as_ref())
+            || self.is_blocked(&bb, &ab, a.to_full().as_ref())
+    }
+
     /// Forgets an account: its follows both ways, subscriptions and blocks.
     /// Its sessions must have been detached.
     pub fn remove_account(&self, jid: &BareJid) {

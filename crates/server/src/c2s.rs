@@ -253,6 +253,10 @@ impl<S: Io> Conn<S> {
                 if let Some(t) = tail {
                     let _ = s.handle.queue().push(Frame::Bytes(t));
                 }
+                if self.is_current(&s) {
+                    // Unavailable to everyone who saw us (RFC 6121 §4.5.2).
+                    crate::presence::broadcast(&self.shared, &s.jid, None).await;
+                }
                 self.leave(&s);
                 // The writer drains what is queued, then closes the socket.
                 let _ = tokio::time::timeout(Duration::from_secs(5), s.writer).await;
@@ -268,14 +272,20 @@ impl<S: Io> Conn<S> {
         }
     }
 
+    /// Whether the registry's session for this JID is still ours (not
+    /// replaced by a newer bind).
+    fn is_current(&self, s: &Session) -> bool {
+        self.shared
+            .fanout
+            .registry()
+            .session(&s.jid)
+            .is_some_and(|e| e.id() == s.handle.session().id())
+    }
+
     /// Detaches from the registry unless a newer session took the JID.
     fn leave(&self, s: &Session) {
         let fanout = &self.shared.fanout;
-        let ours = fanout
-            .registry()
-            .session(&s.jid)
-            .is_some_and(|e| e.id() == s.handle.session().id());
-        if ours {
+        if self.is_current(s) {
             fanout.detach(&s.jid);
         } else {
             s.handle.queue().close();
@@ -588,6 +598,8 @@ impl<S: Io> Conn<S> {
     async fn bind(&mut self, jid: FullJid, id: &str) -> Flow {
         let fanout: &Arc<dyn Fanout> = &self.shared.fanout;
         let handle = fanout.attach(jid.clone(), self.shared.config.limits.outbound_queue);
+        // A session this bind replaces is no longer available.
+        self.shared.presences.remove(&jid);
         let closing = Arc::new(AtomicBool::new(false));
         let wr = self.wr.take().ok_or(Stop::Gone)?;
         let writer = tokio::spawn(write_loop(wr, handle.clone(), closing.clone()));
@@ -630,6 +642,10 @@ impl<S: Io> Conn<S> {
                         crate::register::iq(&self.shared, Some(&me.to_bare()), &domain, &el).await;
                     return self.send(reply).await;
                 }
+                if to_server && payload.is_some_and(|p| p.is("query", ns::ROSTER)) {
+                    let reply = crate::presence::roster_iq(&self.shared, &me, &el).await;
+                    return self.send(reply).await;
+                }
                 if payload.is_some_and(|p| p.ns == ns::PUBSUB) {
                     for out in crate::pep::iq(&self.shared, &me, &el).await {
                         self.send(out).await?;
@@ -661,9 +677,27 @@ impl<S: Io> Conn<S> {
                 None => Ok(()),
             },
             Kind::Presence => {
-                // Directed presence and subscriptions arrive with the roster.
-                if stanza.to().is_some() {
+                let ty = stanza.type_().map(|t| t.into_owned());
+                if let Some(kind) = ty.as_deref().and_then(crate::roster::SubKind::parse) {
+                    if stanza.to().is_none() {
+                        return Ok(());
+                    }
+                    return match crate::presence::subscription(&self.shared, &me, stanza, kind)
+                        .await
+                    {
+                        Some(e) => self.send(e).await,
+                        None => Ok(()),
+                    };
+                }
+                if !matches!(ty.as_deref(), None | Some("unavailable")) {
+                    // probe and error from a client: nothing to do.
                     return Ok(());
+                }
+                if stanza.to().is_some() {
+                    return match crate::presence::directed(&self.shared, &me, stanza) {
+                        Some(e) => self.send(e).await,
+                        None => Ok(()),
+                    };
                 }
                 self.on_own_presence(stanza).await
             }
@@ -733,6 +767,9 @@ impl<S: Io> Conn<S> {
             .fanout
             .registry()
             .set_presence(s.handle.session(), &s.presence);
+        let me = s.jid.clone();
+        let available = s.presence.available;
+        crate::presence::broadcast(&self.shared, &me, available.then_some(stanza)).await;
         if let Some(q) = query {
             self.send(q).await?;
         }
@@ -778,6 +815,10 @@ impl<S: Io> Conn<S> {
             wanted
                 .into_iter()
                 .filter_map(|(p, n)| {
+                    let config = store.node(&p, &n).ok()??.config;
+                    if config.send_last != crate::pubsub::SendLast::OnSubAndPresence {
+                        return None;
+                    }
                     let item = store.items(&p, &n, Some(1)).ok()?.pop()?;
                     Some((p, n, item))
                 })

@@ -15,8 +15,10 @@ pub mod caps;
 mod commit;
 pub mod config;
 mod pep;
+mod presence;
 pub mod pubsub;
 mod register;
+pub mod roster;
 mod route;
 pub mod sasl;
 pub mod store;
@@ -103,6 +105,10 @@ pub(crate) struct Shared {
     pub(crate) fanout: Arc<dyn fanout::Fanout>,
     pub(crate) committer: commit::Committer,
     pub(crate) caps: Arc<caps::CapsCache>,
+    /// The last available presence of each available resource, stamped.
+    pub(crate) presences: dashmap::DashMap<stanza::FullJid, stanza::Stanza>,
+    /// Where each resource sent directed presence (RFC 6121 §4.6).
+    pub(crate) directed: dashmap::DashMap<stanza::FullJid, Vec<stanza::Jid>>,
     /// `None` when TLS is off (`tls = false` in the configuration).
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -130,8 +136,19 @@ pub async fn run(
     for sub in store.all_subscriptions()? {
         registry.subscribe(&sub.owner, &sub.node, &sub.jid);
     }
+    for (owner, follower) in store.all_presence_follows()? {
+        registry.set_presence_follow(&owner, &follower, true);
+    }
+    for (owner, list) in store.all_blocks()? {
+        registry.set_blocklist(&owner, &list);
+    }
     for (owner, node, node_config) in store.all_nodes()? {
-        registry.set_node_access(&owner, &node, pep::allowed_for(node_config.access_model));
+        let roster = if node_config.access_model == pubsub::AccessModel::Roster {
+            store.roster(&owner)?
+        } else {
+            Vec::new()
+        };
+        registry.set_node_access(&owner, &node, pep::allowed_for(&node_config, &roster));
     }
     let fanout = fanout::by_name(&config.fanout, registry, fanout::Config::default())?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -161,6 +178,8 @@ pub async fn run(
         fanout,
         committer,
         caps: Arc::new(caps::CapsCache::default()),
+        presences: dashmap::DashMap::new(),
+        directed: dashmap::DashMap::new(),
         tls,
         shutdown: stop_rx.clone(),
     });

@@ -1,6 +1,15 @@
-//! PEP requests from a bound session: publish, retract, items retrieval,
-//! subscribe and unsubscribe (XEP-0163; XEP-0060 §6.1, §6.2, §6.5, §7.1,
-//! §7.2). RSM and the owner use cases arrive in later steps.
+//! PEP requests from a bound session (XEP-0163 on XEP-0060): publish,
+//! retract, items retrieval with RSM (§6.5, XEP-0059), subscribe and
+//! unsubscribe (§6.1, §6.2), the user's subscriptions (§5.6), and the owner
+//! use cases in `#owner`: configure (§8.2), subscribers (§8.8), purge
+//! (§8.5) and delete (§8.4).
+//!
+//! Access (§4.5) is decided from the owner's roster: `presence` admits
+//! contacts with a `from`/`both` subscription, `roster` the members of the
+//! allowed groups, `whitelist` nobody but the owner (Starling keeps no
+//! other affiliations). When a roster or a configuration changes,
+//! [`refresh_access`] re-derives who may receive and drops subscriptions
+//! that are no longer allowed, before the change is acknowledged.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,18 +22,106 @@ use stanza::{
 };
 use tracing::debug;
 
-use crate::pubsub::{AccessModel, Options, StoredItem};
-use crate::store::{PublishError, PublishRequest};
+use std::collections::HashSet;
+
+use crate::pubsub::{AccessModel, NodeConfig, Options, SendLast, StoredItem};
+use crate::roster::RosterItem;
+use crate::store::{Anchor, PublishError, PublishRequest};
 use crate::Shared;
 
-/// Who may receive a node's events under its access model, for the
-/// fan-out registry: `None` for open and presence (every route that exists
-/// qualifies); for roster and whitelist, until rosters and affiliations
-/// exist, nobody but the owner.
-pub(crate) fn allowed_for(access: AccessModel) -> Option<std::collections::HashSet<BareJid>> {
-    match access {
+/// Who may receive a node's events, for the fan-out registry: `None` for
+/// open and presence (every route that exists qualifies: explicit
+/// subscriptions are checked when made and when the roster changes, and
+/// presence followers are the presence audience); the allowed roster
+/// members for roster; nobody but the owner for whitelist.
+pub(crate) fn allowed_for(
+    config: &NodeConfig,
+    roster: &[(BareJid, RosterItem)],
+) -> Option<HashSet<BareJid>> {
+    match config.access_model {
         AccessModel::Open | AccessModel::Presence => None,
-        AccessModel::Roster | AccessModel::Whitelist => Some(Default::default()),
+        AccessModel::Roster => Some(
+            roster
+                .iter()
+                .filter(|(_, i)| in_groups(config, i))
+                .map(|(j, _)| j.clone())
+                .collect(),
+        ),
+        AccessModel::Whitelist => Some(HashSet::new()),
+    }
+}
+
+fn in_groups(config: &NodeConfig, item: &RosterItem) -> bool {
+    item.listed
+        && item
+            .groups
+            .iter()
+            .any(|g| config.roster_groups_allowed.contains(g))
+}
+
+/// The access check for someone other than the owner (XEP-0060 §6.1.3),
+/// given the owner's roster item for them.
+fn check_access(
+    config: &NodeConfig,
+    item: Option<&RosterItem>,
+) -> Result<(), StanzaError<'static>> {
+    match config.access_model {
+        AccessModel::Open => Ok(()),
+        AccessModel::Presence if item.is_some_and(|i| i.sub.from()) => Ok(()),
+        AccessModel::Presence => Err(app(C::NotAuthorized, "presence-subscription-required")),
+        AccessModel::Roster if item.is_some_and(|i| in_groups(config, i)) => Ok(()),
+        AccessModel::Roster => Err(app(C::NotAuthorized, "not-in-roster-group")),
+        AccessModel::Whitelist => Err(app(C::NotAllowed, "closed-node")),
+    }
+}
+
+/// Re-derives who may receive each of `owner`'s nodes after the owner's
+/// roster or a node's configuration changed, and drops the explicit
+/// subscriptions the access model no longer allows (XEP-0060 §4.5). Done
+/// before the change is acknowledged, so later publishes see it.
+pub(crate) async fn refresh_access(shared: &Arc<Shared>, owner: &BareJid) {
+    let store = shared.store.clone();
+    let o = owner.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let nodes = store.nodes_of(&o)?;
+        let restricted = nodes
+            .iter()
+            .any(|(_, c)| c.access_model != AccessModel::Open);
+        if !restricted {
+            return Ok((nodes, Vec::new(), Vec::new()));
+        }
+        let roster = store.roster(&o)?;
+        let mut dropped = Vec::new();
+        for (node, config) in nodes
+            .iter()
+            .filter(|(_, c)| c.access_model != AccessModel::Open)
+        {
+            for jid in store.node_subscriptions(&o, node)? {
+                let bare = jid.to_bare();
+                if bare == o {
+                    continue;
+                }
+                let item = roster.iter().find(|(j, _)| *j == bare).map(|(_, i)| i);
+                if check_access(config, item).is_err() {
+                    store.unsubscribe(&o, node, &jid)?;
+                    dropped.push((node.clone(), jid));
+                }
+            }
+        }
+        Ok::<_, crate::StoreError>((nodes, roster, dropped))
+    })
+    .await;
+    let Ok(Ok((nodes, roster, dropped))) = work else {
+        tracing::error!(%owner, "could not refresh node access");
+        return;
+    };
+    let registry = shared.fanout.registry();
+    for (node, config) in &nodes {
+        registry.set_node_access(owner, node, allowed_for(config, &roster));
+    }
+    for (node, jid) in dropped {
+        debug!(%owner, %node, %jid, "subscription no longer allowed; removed");
+        registry.unsubscribe(owner, &node, &jid);
     }
 }
 
@@ -53,25 +150,26 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Vec<
         return reply_err(StanzaError::new(C::BadRequest));
     };
     let mut after = None;
-    let result = match (iq.attr("type"), pubsub.first_element()) {
-        (Some("set"), Some(p)) if p.is("publish", ns::PUBSUB) => {
-            publish(shared, me, &owner, pubsub, p).await
-        }
-        (Some("get"), Some(i)) if i.is("items", ns::PUBSUB) => items(shared, me, &owner, i).await,
-        (Some("set"), Some(s)) if s.is("subscribe", ns::PUBSUB) => {
-            subscribe(shared, me, &owner, s, &mut after).await
-        }
-        (Some("set"), Some(u)) if u.is("unsubscribe", ns::PUBSUB) => {
-            unsubscribe(shared, me, &owner, u).await
-        }
-        (Some("set"), Some(r)) if r.is("retract", ns::PUBSUB) => {
-            retract(shared, me, &owner, r).await
-        }
-        _ => {
-            Err(StanzaError::new(C::FeatureNotImplemented)
-                .with_app("unsupported", ns::PUBSUB_ERRORS))
-        }
-    };
+    let result =
+        match (iq.attr("type"), pubsub.first_element()) {
+            (Some("set"), Some(p)) if p.is("publish", ns::PUBSUB) => {
+                publish(shared, me, &owner, pubsub, p).await
+            }
+            (Some("get"), Some(i)) if i.is("items", ns::PUBSUB) => {
+                items(shared, me, &owner, pubsub, i).await
+            }
+            (Some("set"), Some(s)) if s.is("subscribe", ns::PUBSUB) => {
+                subscribe(shared, me, &owner, s, &mut after).await
+            }
+            (Some("set"), Some(u)) if u.is("unsubscribe", ns::PUBSUB) => {
+                unsubscribe(shared, me, &owner, u).await
+            }
+            (Some("set"), Some(r)) if r.is("retract", ns::PUBSUB) => {
+                retract(shared, me, &owner, r).await
+            }
+            _ => Err(StanzaError::new(C::FeatureNotImplemented)
+                .with_app("unsupported", ns::PUBSUB_ERRORS)),
+        };
     match result {
         Ok(payload) => {
             let payload = (!payload.is_empty()).then_some(payload.as_slice());
@@ -94,18 +192,6 @@ fn own_jid(me: &FullJid, el: &Element) -> Result<stanza::Jid, StanzaError<'stati
         Ok(jid)
     } else {
         Err(app(C::BadRequest, "invalid-jid"))
-    }
-}
-
-/// The access check for someone other than the owner (XEP-0060 §6.1.3).
-fn check_access(access: AccessModel) -> Result<(), StanzaError<'static>> {
-    match access {
-        AccessModel::Open => Ok(()),
-        // Presence and roster access need the roster (a later step); until
-        // then only the owner passes.
-        AccessModel::Presence => Err(app(C::NotAuthorized, "presence-subscription-required")),
-        AccessModel::Roster => Err(app(C::NotAuthorized, "not-in-roster-group")),
-        AccessModel::Whitelist => Err(app(C::NotAllowed, "closed-node")),
     }
 }
 
@@ -165,18 +251,23 @@ async fn subscribe(
     let jid = own_jid(me, sub)?;
     let store = shared.store.clone();
     let (o, n, j) = (owner.clone(), node.clone(), jid.clone());
-    let is_owner = *owner == me.to_bare();
+    let requester = me.to_bare();
     let done = tokio::task::spawn_blocking(move || {
         let Some(rec) = store.node(&o, &n)? else {
             return Ok(Err(StanzaError::new(C::ItemNotFound)));
         };
-        if !is_owner {
-            if let Err(e) = check_access(rec.config.access_model) {
+        if requester != o {
+            let item = store.roster_item(&o, &requester)?;
+            if let Err(e) = check_access(&rec.config, item.as_ref()) {
                 return Ok(Err(e));
             }
         }
         store.subscribe(&o, &n, &j)?;
-        Ok::<_, crate::StoreError>(Ok(store.items(&o, &n, Some(1))?.pop()))
+        let last = match rec.config.send_last {
+            SendLast::Never => None,
+            SendLast::OnSub | SendLast::OnSubAndPresence => store.items(&o, &n, Some(1))?.pop(),
+        };
+        Ok::<_, crate::StoreError>(Ok(last))
     })
     .await;
     let last = match done {
@@ -349,10 +440,14 @@ async fn publish(
         }
     };
     // Durable now: deliver. The access model limits who may receive.
-    shared
-        .fanout
-        .registry()
-        .set_node_access(owner, &node, allowed_for(config.access_model));
+    if config.access_model == AccessModel::Roster {
+        refresh_access(shared, owner).await;
+    } else {
+        shared
+            .fanout
+            .registry()
+            .set_node_access(owner, &node, allowed_for(&config, &[]));
+    }
     let fanout = shared.fanout.clone();
     let report = tokio::task::spawn_blocking(move || {
         let it = &req.item;
@@ -384,7 +479,63 @@ async fn publish(
     Ok(w.as_bytes().to_vec())
 }
 
-async fn items(shared: &Arc<Shared>, me: &FullJid, owner: &BareJid, items: &Element) -> Reply {
+/// An RSM request (XEP-0059 §2) on items retrieval.
+struct Rsm {
+    max: usize,
+    anchor: Anchor,
+}
+
+/// Largest RSM page served, whatever `<max/>` asks.
+const MAX_PAGE: usize = 500;
+
+fn parse_rsm(set: &Element) -> Result<Rsm, StanzaError<'static>> {
+    let bad = |t: &'static str| StanzaError::new(C::BadRequest).with_text(t);
+    let max = match set.child("max", ns::RSM) {
+        None => MAX_PAGE,
+        Some(m) => m
+            .text()
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| bad("<max/> must be a number"))?
+            .min(MAX_PAGE),
+    };
+    let anchor = if let Some(b) = set.child("before", ns::RSM) {
+        let id = b.text().trim().to_owned();
+        if id.is_empty() {
+            Anchor::Last
+        } else {
+            Anchor::Before(id)
+        }
+    } else if let Some(a) = set.child("after", ns::RSM) {
+        Anchor::After(a.text().trim().to_owned())
+    } else if let Some(i) = set.child("index", ns::RSM) {
+        Anchor::Index(
+            i.text()
+                .trim()
+                .parse()
+                .map_err(|_| bad("<index/> must be a number"))?,
+        )
+    } else {
+        Anchor::First
+    };
+    Ok(Rsm { max, anchor })
+}
+
+/// What an items request reads.
+enum Read {
+    /// Items by id, or the newest `max_items` (or all).
+    List(Vec<StoredItem>),
+    /// One RSM page.
+    Page(crate::store::Page),
+}
+
+async fn items(
+    shared: &Arc<Shared>,
+    me: &FullJid,
+    owner: &BareJid,
+    pubsub: &Element,
+    items: &Element,
+) -> Reply {
     let Some(node) = items.attr("node").map(str::to_owned) else {
         return Err(app(C::BadRequest, "nodeid-required"));
     };
@@ -400,35 +551,67 @@ async fn items(shared: &Arc<Shared>, me: &FullJid, owner: &BareJid, items: &Elem
             return Err(StanzaError::new(C::BadRequest).with_text("max_items must be a number"))
         }
     };
+    // The RSM <set/> is a sibling of <items/> inside <pubsub/>.
+    let rsm = match pubsub.child("set", ns::RSM) {
+        Some(set) => Some(parse_rsm(set)?),
+        None => None,
+    };
+    read_items(shared, me, owner, node, wanted, max, rsm).await
+}
+
+async fn read_items(
+    shared: &Arc<Shared>,
+    me: &FullJid,
+    owner: &BareJid,
+    node: String,
+    wanted: Vec<String>,
+    max: Option<usize>,
+    rsm: Option<Rsm>,
+) -> Reply {
     let store = shared.store.clone();
     let (o, n) = (owner.clone(), node.clone());
+    let requester = me.to_bare();
     let read = tokio::task::spawn_blocking(move || {
-        let rec = store.node(&o, &n)?;
-        let Some(rec) = rec else { return Ok(None) };
-        let list = if wanted.is_empty() {
-            store.items(&o, &n, max)?
-        } else {
+        let Some(rec) = store.node(&o, &n)? else {
+            return Ok(Err(StanzaError::new(C::ItemNotFound)));
+        };
+        if requester != o {
+            let item = store.roster_item(&o, &requester)?;
+            if let Err(e) = check_access(&rec.config, item.as_ref()) {
+                return Ok(Err(e));
+            }
+        }
+        let read = if !wanted.is_empty() {
             let mut v = Vec::new();
             for id in &wanted {
                 v.extend(store.item(&o, &n, id)?);
             }
-            v
+            Read::List(v)
+        } else if let Some(rsm) = rsm {
+            let max = max.map_or(rsm.max, |m| m.min(rsm.max));
+            match store.items_page(&o, &n, &rsm.anchor, max)? {
+                Some(p) => Read::Page(p),
+                None => return Ok(Err(StanzaError::new(C::ItemNotFound))),
+            }
+        } else {
+            Read::List(store.items(&o, &n, max)?)
         };
-        Ok::<_, crate::StoreError>(Some((rec.config, list)))
+        Ok::<_, crate::StoreError>(Ok(read))
     })
     .await;
-    let (config, list) = match read {
-        Ok(Ok(Some(x))) => x,
-        Ok(Ok(None)) => return Err(StanzaError::new(C::ItemNotFound)),
+    let read = match read {
+        Ok(Ok(r)) => r?,
         _ => return Err(StanzaError::new(C::InternalServerError)),
     };
-    if *owner != me.to_bare() {
-        check_access(config.access_model)?;
-    }
+    let (list, page) = match read {
+        Read::List(l) => (l, None),
+        Read::Page(p) => (p.items, Some((p.first_index, p.count))),
+    };
     let mut w =
         XmlWriter::with_capacity(256 + list.iter().map(|i| i.payload.len() + 64).sum::<usize>());
     w.open("pubsub").attr("xmlns", ns::PUBSUB).close_start();
     w.open("items").attr("node", &node).close_start();
+    // Oldest first, within a page too (PROTOCOL §7).
     for it in &list {
         w.open("item")
             .attr("id", &it.id)
@@ -437,7 +620,21 @@ async fn items(shared: &Arc<Shared>, me: &FullJid, owner: &BareJid, items: &Elem
             .raw(it.payload.as_bytes())
             .end("item");
     }
-    w.end("items").end("pubsub");
+    w.end("items");
+    if let Some((first_index, count)) = page {
+        w.open("set").attr("xmlns", ns::RSM).close_start();
+        if let (Some(first), Some(last)) = (list.first(), list.last()) {
+            w.open("first")
+                .attr("index", &first_index.to_string())
+                .close_start()
+                .text(&first.id)
+                .end("first");
+            w.text_element("last", None, &last.id);
+        }
+        w.text_element("count", None, &count.to_string());
+        w.end("set");
+    }
+    w.end("pubsub");
     Ok(w.as_bytes().to_vec())
 }
 

@@ -50,6 +50,44 @@ pub struct NodeConfig {
     pub persist_items: bool,
     /// `pubsub#notify_retract`.
     pub notify_retract: bool,
+    /// `pubsub#roster_groups_allowed`, for the `roster` access model.
+    #[serde(default)]
+    pub roster_groups_allowed: Vec<String>,
+    /// `pubsub#send_last_published_item`.
+    #[serde(default)]
+    pub send_last: SendLast,
+}
+
+/// `pubsub#send_last_published_item` (XEP-0060 §12.16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum SendLast {
+    /// Never.
+    Never,
+    /// To a new subscriber.
+    OnSub,
+    /// To a new subscriber, and to a resource that comes online with
+    /// `+notify` (the PEP default, XEP-0163 §5.1).
+    #[default]
+    OnSubAndPresence,
+}
+
+impl SendLast {
+    /// The form value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::OnSub => "on_sub",
+            Self::OnSubAndPresence => "on_sub_and_presence",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "never" => Self::Never,
+            "on_sub" => Self::OnSub,
+            "on_sub_and_presence" => Self::OnSubAndPresence,
+            _ => return None,
+        })
+    }
 }
 
 /// The server-wide ceiling for `max_items = max`, and the default.
@@ -65,6 +103,8 @@ impl Default for NodeConfig {
             max_items: Some(DEFAULT_MAX_ITEMS),
             persist_items: true,
             notify_retract: true,
+            roster_groups_allowed: Vec::new(),
+            send_last: SendLast::default(),
         }
     }
 }
@@ -95,6 +135,10 @@ pub struct Options {
     pub persist_items: Option<bool>,
     /// `pubsub#notify_retract`.
     pub notify_retract: Option<bool>,
+    /// `pubsub#roster_groups_allowed`.
+    pub roster_groups_allowed: Option<Vec<String>>,
+    /// `pubsub#send_last_published_item`.
+    pub send_last: Option<SendLast>,
 }
 
 /// A form value that does not parse, naming the field.
@@ -153,6 +197,19 @@ impl Options {
                 "pubsub#notify_retract" => {
                     o.notify_retract = Some(parse_bool(&value).ok_or_else(bad)?)
                 }
+                "pubsub#roster_groups_allowed" => {
+                    o.roster_groups_allowed = Some(
+                        field
+                            .elements()
+                            .filter(|v| v.is("value", ns::DATA_FORMS))
+                            .map(|v| v.text().trim().to_owned())
+                            .filter(|g| !g.is_empty())
+                            .collect(),
+                    )
+                }
+                "pubsub#send_last_published_item" => {
+                    o.send_last = Some(SendLast::parse(&value).ok_or_else(bad)?)
+                }
                 _ => {}
             }
         }
@@ -173,6 +230,12 @@ impl Options {
         if let Some(n) = self.notify_retract {
             c.notify_retract = n;
         }
+        if let Some(g) = &self.roster_groups_allowed {
+            c.roster_groups_allowed = g.clone();
+        }
+        if let Some(s) = self.send_last {
+            c.send_last = s;
+        }
         c
     }
 
@@ -183,6 +246,87 @@ impl Options {
             && self.max_items.is_none_or(|m| m == c.max_items)
             && self.persist_items.is_none_or(|p| p == c.persist_items)
             && self.notify_retract.is_none_or(|n| n == c.notify_retract)
+            && self
+                .roster_groups_allowed
+                .as_ref()
+                .is_none_or(|g| *g == c.roster_groups_allowed)
+            && self.send_last.is_none_or(|s| s == c.send_last)
+    }
+}
+
+impl NodeConfig {
+    /// The configuration as a `jabber:x:data` form (XEP-0060 §8.2.1), as
+    /// the owner reads it.
+    pub fn to_form(&self, w: &mut stanza::ser::XmlWriter) {
+        fn field(w: &mut stanza::ser::XmlWriter, var: &str, ty: &str, values: &[&str]) {
+            w.open("field")
+                .attr("var", var)
+                .attr("type", ty)
+                .close_start();
+            for v in values {
+                w.text_element("value", None, v);
+            }
+            w.end("field");
+        }
+        fn list(w: &mut stanza::ser::XmlWriter, var: &str, value: &str, options: &[&str]) {
+            w.open("field")
+                .attr("var", var)
+                .attr("type", "list-single")
+                .close_start();
+            w.text_element("value", None, value);
+            for o in options {
+                w.open("option").close_start();
+                w.text_element("value", None, o);
+                w.end("option");
+            }
+            w.end("field");
+        }
+        let b = |v: bool| if v { "1" } else { "0" };
+        w.open("x")
+            .attr("xmlns", ns::DATA_FORMS)
+            .attr("type", "form")
+            .close_start();
+        field(
+            w,
+            "FORM_TYPE",
+            "hidden",
+            &["http://jabber.org/protocol/pubsub#node_config"],
+        );
+        list(
+            w,
+            "pubsub#access_model",
+            self.access_model.as_str(),
+            &["open", "presence", "roster", "whitelist"],
+        );
+        let max = self
+            .max_items
+            .map_or_else(|| "max".to_owned(), |n| n.to_string());
+        field(w, "pubsub#max_items", "text-single", &[&max]);
+        field(
+            w,
+            "pubsub#persist_items",
+            "boolean",
+            &[b(self.persist_items)],
+        );
+        field(
+            w,
+            "pubsub#notify_retract",
+            "boolean",
+            &[b(self.notify_retract)],
+        );
+        let groups: Vec<&str> = self
+            .roster_groups_allowed
+            .iter()
+            .map(String::as_str)
+            .collect();
+        field(w, "pubsub#roster_groups_allowed", "list-multi", &groups);
+        list(
+            w,
+            "pubsub#send_last_published_item",
+            self.send_last.as_str(),
+            &["never", "on_sub", "on_sub_and_presence"],
+        );
+        w.end("x");
     }
 }
 
@@ -240,6 +384,24 @@ mod tests {
         let e = Options::from_form(&form(&[("pubsub#max_items", "-3")])).unwrap_err();
         assert_eq!(e.field, "pubsub#max_items");
         assert!(Options::from_form(&form(&[("pubsub#access_model", "friends")])).is_err());
+    }
+
+    #[test]
+    fn the_configure_form_reads_back_as_the_same_config() {
+        let c = NodeConfig {
+            access_model: AccessModel::Roster,
+            max_items: None,
+            roster_groups_allowed: vec!["friends".into(), "family".into()],
+            send_last: SendLast::OnSub,
+            notify_retract: false,
+            ..NodeConfig::default()
+        };
+        let mut w = stanza::ser::XmlWriter::with_capacity(512);
+        c.to_form(&mut w);
+        let x = Element::parse(std::str::from_utf8(w.as_bytes()).unwrap()).unwrap();
+        let o = Options::from_form(&x).unwrap();
+        assert_eq!(o.apply(NodeConfig::default()), c);
+        assert!(o.met_by(&c));
     }
 
     #[test]

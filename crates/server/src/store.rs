@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use stanza::BareJid;
 
 use crate::pubsub::{NodeConfig, Options, StoredItem};
+use crate::roster::{self, Outcome, RosterItem, SubKind};
 use crate::sasl::{Hash, ScramKeys};
 
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
@@ -34,9 +35,20 @@ const ITEM_IDS: TableDefinition<'_, (&str, &str), u64> = TableDefinition::new("i
 /// (`owner NUL node`, subscriber JID, bare or full) -> subscription state.
 const SUBS: TableDefinition<'_, (&str, &str), &str> = TableDefinition::new("subscriptions");
 
+/// (owner, contact bare JID) -> [`RosterItem`] (JSON).
+const ROSTER: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("roster");
+
+/// (subscriber bare JID, `owner NUL node`, subscribed JID) -> (): the
+/// subscriptions index by subscriber, for "what do I follow".
+const SUBS_BY: TableDefinition<'_, (&str, &str, &str), ()> = TableDefinition::new("subs_by");
+
+/// (owner, blocked JID) -> () (XEP-0191).
+const BLOCKS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("blocks");
+
 /// The schema this build writes. 1: accounts. 2: PEP nodes and items.
-/// 3: explicit subscriptions.
-pub const SCHEMA_VERSION: u64 = 3;
+/// 3: explicit subscriptions. 4: rosters, block lists, and the
+/// subscriptions index by subscriber.
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// One stored explicit subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +110,131 @@ fn split_node_key(key: &str) -> Result<(BareJid, &str), StoreError> {
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(what.to_owned(), e.to_string()))
+}
+
+/// Where an RSM page starts (XEP-0059 §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anchor {
+    /// From the oldest item (no `<before/>` or `<after/>`).
+    First,
+    /// The newest page (an empty `<before/>`).
+    Last,
+    /// At this position (`<index/>`).
+    Index(u64),
+    /// Just after this item id.
+    After(String),
+    /// Just before this item id.
+    Before(String),
+}
+
+/// One RSM page of items, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The items.
+    pub items: Vec<StoredItem>,
+    /// The position of the first of them in the whole list.
+    pub first_index: u64,
+    /// How many items the node holds.
+    pub count: u64,
+}
+
+fn clear_items(tx: &redb::WriteTransaction, key: &str) -> Result<(), StoreError> {
+    let mut items = tx.open_table(ITEMS)?;
+    let mut ids = tx.open_table(ITEM_IDS)?;
+    items.retain_in((key, 0)..=(key, u64::MAX), |_, _| false)?;
+    let all: Vec<String> = ids
+        .range((key, "")..)?
+        .map_while(|e| e.ok())
+        .take_while(|(k, _)| k.value().0 == key)
+        .map(|(k, _)| k.value().1.to_owned())
+        .collect();
+    for id in all {
+        ids.remove((key, id.as_str()))?;
+    }
+    Ok(())
+}
+
+/// One subscription stanza through both servers (RFC 6121 §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The sender's half: its new item for the contact.
+    pub user: Outcome,
+    /// The contact's half, when the stanza reached a local account.
+    pub contact: Option<Outcome>,
+    /// What the contact's server answered on its own (a `subscribed` for
+    /// an existing subscription or a pre-approval, an `unsubscribed` for no
+    /// such account), already applied to the sender's item.
+    pub reply: Option<(SubKind, Outcome)>,
+}
+
+type RosterTable<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
+
+fn get_item(
+    t: &RosterTable<'_>,
+    owner: &BareJid,
+    contact: &BareJid,
+) -> Result<Option<RosterItem>, StoreError> {
+    let v = t.get((owner.as_str(), contact.as_str()))?;
+    v.map(|v| decode(contact.as_str(), v.value())).transpose()
+}
+
+fn put_item(
+    t: &mut RosterTable<'_>,
+    owner: &BareJid,
+    contact: &BareJid,
+    item: Option<&RosterItem>,
+) -> Result<(), StoreError> {
+    let key = (owner.as_str(), contact.as_str());
+    match item {
+        Some(it) => {
+            t.insert(key, serde_json::to_vec(it)?.as_slice())?;
+        }
+        None => {
+            t.remove(key)?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies `kind` from `user` to `contact` inside a write transaction;
+/// writes the user's side (and the reply's), returns the contact's for the
+/// caller to write.
+fn exchange(
+    t: &mut RosterTable<'_>,
+    user: &BareJid,
+    contact: &BareJid,
+    kind: SubKind,
+    contact_exists: bool,
+) -> Result<Exchange, StoreError> {
+    let out = roster::outbound(get_item(t, user, contact)?.as_ref(), kind);
+    put_item(t, user, contact, out.item.as_ref())?;
+    let mut ex = Exchange {
+        user: out,
+        contact: None,
+        reply: None,
+    };
+    if !ex.user.forward {
+        return Ok(ex);
+    }
+    let reply = if contact_exists {
+        let inb = roster::inbound(get_item(t, contact, user)?.as_ref(), kind);
+        let r = inb.reply;
+        ex.contact = Some(inb);
+        r
+    } else {
+        // No such account: a request is refused (RFC 6121 §3.1.3).
+        (kind == SubKind::Subscribe).then_some(SubKind::Unsubscribed)
+    };
+    if let Some(r) = reply {
+        let back = roster::inbound(ex.user.item.as_ref(), r);
+        put_item(t, user, contact, back.item.as_ref())?;
+        ex.reply = Some((r, back));
+    }
+    Ok(ex)
+}
+
+fn parse_jid(s: &str) -> Result<BareJid, StoreError> {
+    BareJid::new(s).map_err(|_| StoreError::Corrupt(s.to_owned(), "bad JID".into()))
 }
 
 /// Why a store operation failed.
@@ -222,6 +359,18 @@ impl Store {
                     }
                     if from < 3 {
                         tx.open_table(SUBS)?;
+                    }
+                    if from < 4 {
+                        tx.open_table(ROSTER)?;
+                        tx.open_table(BLOCKS)?;
+                        let subs = tx.open_table(SUBS)?;
+                        let mut by = tx.open_table(SUBS_BY)?;
+                        for entry in subs.iter()? {
+                            let (k, _) = entry?;
+                            let (nk, jid) = k.value();
+                            let bare = jid.split('/').next().unwrap_or(jid);
+                            by.insert((bare, nk, jid), ())?;
+                        }
                     }
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
@@ -445,6 +594,8 @@ impl Store {
         let tx = self.db.begin_write()?;
         tx.open_table(SUBS)?
             .insert((key.as_str(), jid.as_str()), "subscribed")?;
+        tx.open_table(SUBS_BY)?
+            .insert((jid.to_bare().as_str(), key.as_str(), jid.as_str()), ())?;
         tx.commit()?;
         Ok(())
     }
@@ -462,8 +613,218 @@ impl Store {
             .open_table(SUBS)?
             .remove((key.as_str(), jid.as_str()))?
             .is_some();
+        tx.open_table(SUBS_BY)?
+            .remove((jid.to_bare().as_str(), key.as_str(), jid.as_str()))?;
         tx.commit()?;
         Ok(existed)
+    }
+
+    /// The subscribers of one node, bare or full.
+    pub fn node_subscriptions(
+        &self,
+        owner: &BareJid,
+        node: &str,
+    ) -> Result<Vec<stanza::Jid>, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SUBS)?;
+        let mut out = Vec::new();
+        for entry in t.range((key.as_str(), "")..)? {
+            let (k, _) = entry?;
+            let (nk, jid) = k.value();
+            if nk != key {
+                break;
+            }
+            out.push(
+                stanza::Jid::new(jid).map_err(|_| {
+                    StoreError::Corrupt(nk.to_owned(), "bad subscription JID".into())
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every subscription held by `subscriber`'s account, by any of its
+    /// JIDs (XEP-0060 §5.6).
+    pub fn subscriptions_of(&self, subscriber: &BareJid) -> Result<Vec<Subscription>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SUBS_BY)?;
+        let mut out = Vec::new();
+        for entry in t.range((subscriber.as_str(), "", "")..)? {
+            let (k, _) = entry?;
+            let (bare, nk, jid) = k.value();
+            if bare != subscriber.as_str() {
+                break;
+            }
+            let (owner, node) = split_node_key(nk)?;
+            out.push(Subscription {
+                owner,
+                node: node.to_owned(),
+                jid: stanza::Jid::new(jid).map_err(|_| {
+                    StoreError::Corrupt(nk.to_owned(), "bad subscription JID".into())
+                })?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `owner`'s nodes with their configurations.
+    pub fn nodes_of(&self, owner: &BareJid) -> Result<Vec<(String, NodeConfig)>, StoreError> {
+        let prefix = node_key(owner, "");
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(NODES)?;
+        let mut out = Vec::new();
+        for entry in t.range(prefix.as_str()..)? {
+            let (k, v) = entry?;
+            let key = k.value();
+            let Some(node) = key.strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            let rec: NodeRecord = decode(key, v.value())?;
+            out.push((node.to_owned(), rec.config));
+        }
+        Ok(out)
+    }
+
+    /// Changes a node's configuration (XEP-0060 §8.2.3); `None` when there
+    /// is no such node. Items beyond a lowered limit are dropped, oldest
+    /// first. Durable when it returns.
+    pub fn configure(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        options: &Options,
+    ) -> Result<Option<NodeConfig>, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_write()?;
+        let config = {
+            let mut nodes = tx.open_table(NODES)?;
+            let rec: Option<NodeRecord> = match nodes.get(key.as_str())? {
+                Some(v) => Some(decode(&key, v.value())?),
+                None => None,
+            };
+            let Some(mut rec) = rec else { return Ok(None) };
+            rec.config = options.apply(rec.config);
+            let mut items = tx.open_table(ITEMS)?;
+            let mut ids = tx.open_table(ITEM_IDS)?;
+            while rec.count > rec.config.item_limit() {
+                let oldest = items
+                    .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
+                    .next()
+                    .transpose()?
+                    .map(|(k, v)| (k.value().1, v.value().to_vec()));
+                let Some((seq, bytes)) = oldest else { break };
+                let item: StoredItem = decode(&key, &bytes)?;
+                items.remove((key.as_str(), seq))?;
+                ids.remove((key.as_str(), item.id.as_str()))?;
+                rec.count -= 1;
+            }
+            nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+            rec.config
+        };
+        tx.commit()?;
+        Ok(Some(config))
+    }
+
+    /// Removes every item of a node (XEP-0060 §8.5); `None` when there is
+    /// no such node, else its configuration. Durable when it returns.
+    pub fn purge(&self, owner: &BareJid, node: &str) -> Result<Option<NodeConfig>, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_write()?;
+        let config = {
+            let mut nodes = tx.open_table(NODES)?;
+            let rec: Option<NodeRecord> = match nodes.get(key.as_str())? {
+                Some(v) => Some(decode(&key, v.value())?),
+                None => None,
+            };
+            let Some(mut rec) = rec else { return Ok(None) };
+            clear_items(&tx, &key)?;
+            rec.count = 0;
+            nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+            rec.config
+        };
+        tx.commit()?;
+        Ok(Some(config))
+    }
+
+    /// Deletes a node with its items and subscriptions (XEP-0060 §8.4).
+    /// Returns the subscriptions it had, or `None` when there was no such
+    /// node. Durable when it returns.
+    pub fn delete_node(
+        &self,
+        owner: &BareJid,
+        node: &str,
+    ) -> Result<Option<Vec<stanza::Jid>>, StoreError> {
+        let subs = self.node_subscriptions(owner, node)?;
+        let key = node_key(owner, node);
+        let tx = self.db.begin_write()?;
+        {
+            if tx.open_table(NODES)?.remove(key.as_str())?.is_none() {
+                return Ok(None);
+            }
+            clear_items(&tx, &key)?;
+            let mut t = tx.open_table(SUBS)?;
+            let mut by = tx.open_table(SUBS_BY)?;
+            for j in &subs {
+                t.remove((key.as_str(), j.as_str()))?;
+                by.remove((j.to_bare().as_str(), key.as_str(), j.as_str()))?;
+            }
+        }
+        tx.commit()?;
+        Ok(Some(subs))
+    }
+
+    /// One page of a node's items for RSM (XEP-0059), over the items
+    /// ordered oldest to newest. `None` when the anchor item is unknown.
+    pub fn items_page(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        anchor: &Anchor,
+        max: usize,
+    ) -> Result<Option<Page>, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ITEMS)?;
+        // The sequence numbers only: cheap, and nodes are bounded by
+        // MAX_ITEMS_CEILING.
+        let mut seqs = Vec::new();
+        for entry in t.range((key.as_str(), 0)..=(key.as_str(), u64::MAX))? {
+            seqs.push(entry?.0.value().1);
+        }
+        let n = seqs.len();
+        let pos_of = |id: &str| -> Result<Option<usize>, StoreError> {
+            let ids = tx.open_table(ITEM_IDS)?;
+            let seq = ids.get((key.as_str(), id))?.map(|v| v.value());
+            Ok(seq.and_then(|s| seqs.binary_search(&s).ok()))
+        };
+        let (start, end) = match anchor {
+            Anchor::First => (0, max.min(n)),
+            Anchor::Last => (n.saturating_sub(max), n),
+            Anchor::Index(i) => {
+                let i = (*i as usize).min(n);
+                (i, (i + max).min(n))
+            }
+            Anchor::After(id) => match pos_of(id)? {
+                None => return Ok(None),
+                Some(p) => (p + 1, (p + 1 + max).min(n)),
+            },
+            Anchor::Before(id) => match pos_of(id)? {
+                None => return Ok(None),
+                Some(p) => (p.saturating_sub(max), p),
+            },
+        };
+        let mut items = Vec::with_capacity(end - start);
+        for &seq in &seqs[start..end] {
+            if let Some(v) = t.get((key.as_str(), seq))? {
+                items.push(decode(&key, v.value())?);
+            }
+        }
+        Ok(Some(Page {
+            items,
+            first_index: start as u64,
+            count: n as u64,
+        }))
     }
 
     /// Every explicit subscription, to rebuild the fan-out registry at start.
@@ -500,6 +861,200 @@ impl Store {
             out.push((owner, node.to_owned(), rec.config));
         }
         Ok(out)
+    }
+
+    /// Every item of `owner`'s roster, hidden pending-in requests included.
+    pub fn roster(&self, owner: &BareJid) -> Result<Vec<(BareJid, RosterItem)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ROSTER)?;
+        let mut out = Vec::new();
+        for entry in t.range((owner.as_str(), "")..)? {
+            let (k, v) = entry?;
+            let (o, c) = k.value();
+            if o != owner.as_str() {
+                break;
+            }
+            out.push((parse_jid(c)?, decode(c, v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// One roster item.
+    pub fn roster_item(
+        &self,
+        owner: &BareJid,
+        contact: &BareJid,
+    ) -> Result<Option<RosterItem>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ROSTER)?;
+        let v = t.get((owner.as_str(), contact.as_str()))?;
+        v.map(|v| decode(contact.as_str(), v.value())).transpose()
+    }
+
+    /// Every (owner, contact) whose item has a `from` or `both`
+    /// subscription: the presence follows, to rebuild the fan-out index.
+    pub fn all_presence_follows(&self) -> Result<Vec<(BareJid, BareJid)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ROSTER)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let (o, c) = k.value();
+            let item: RosterItem = decode(c, v.value())?;
+            if item.sub.from() {
+                out.push((parse_jid(o)?, parse_jid(c)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds or updates a roster item's name and groups (RFC 6121 §2.3).
+    /// Durable when it returns.
+    pub fn roster_update(
+        &self,
+        owner: &BareJid,
+        contact: &BareJid,
+        name: Option<String>,
+        groups: Vec<String>,
+    ) -> Result<RosterItem, StoreError> {
+        let tx = self.db.begin_write()?;
+        let item = {
+            let mut t = tx.open_table(ROSTER)?;
+            let mut item = get_item(&t, owner, contact)?.unwrap_or_default();
+            item.name = name;
+            item.groups = groups;
+            item.listed = true;
+            put_item(&mut t, owner, contact, Some(&item))?;
+            item
+        };
+        tx.commit()?;
+        Ok(item)
+    }
+
+    /// Runs one subscription stanza from `user` about `contact` through
+    /// both servers' state machines in one transaction (RFC 6121 §3).
+    /// `contact_local`: the contact's account is served here; otherwise
+    /// only the user's half runs. Durable when it returns.
+    pub fn subscription(
+        &self,
+        user: &BareJid,
+        contact: &BareJid,
+        kind: SubKind,
+        contact_local: bool,
+    ) -> Result<Exchange, StoreError> {
+        let tx = self.db.begin_write()?;
+        let ex = {
+            let mut t = tx.open_table(ROSTER)?;
+            let contact_exists =
+                contact_local && tx.open_table(ACCOUNTS)?.get(contact.as_str())?.is_some();
+            let ex = exchange(&mut t, user, contact, kind, contact_exists)?;
+            if let Some(i) = &ex.contact {
+                put_item(&mut t, contact, user, i.item.as_ref())?;
+            }
+            ex
+        };
+        tx.commit()?;
+        Ok(ex)
+    }
+
+    /// Removes a roster item (RFC 6121 §2.5): cancels the subscription both
+    /// ways as `unsubscribe` and `unsubscribed` would, then deletes it.
+    /// Returns the two exchanges, for their pushes and routing.
+    pub fn roster_remove(
+        &self,
+        owner: &BareJid,
+        contact: &BareJid,
+        contact_local: bool,
+    ) -> Result<Vec<Exchange>, StoreError> {
+        let tx = self.db.begin_write()?;
+        let out = {
+            let mut t = tx.open_table(ROSTER)?;
+            let contact_exists =
+                contact_local && tx.open_table(ACCOUNTS)?.get(contact.as_str())?.is_some();
+            let mut out = Vec::new();
+            for kind in [SubKind::Unsubscribe, SubKind::Unsubscribed] {
+                let ex = exchange(&mut t, owner, contact, kind, contact_exists)?;
+                if let Some(i) = &ex.contact {
+                    put_item(&mut t, contact, owner, i.item.as_ref())?;
+                }
+                out.push(ex);
+            }
+            put_item(&mut t, owner, contact, None)?;
+            out
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// `owner`'s block list (XEP-0191).
+    pub fn blocklist(&self, owner: &BareJid) -> Result<Vec<stanza::Jid>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        for entry in t.range((owner.as_str(), "")..)? {
+            let (k, _) = entry?;
+            let (o, j) = k.value();
+            if o != owner.as_str() {
+                break;
+            }
+            out.push(
+                stanza::Jid::new(j)
+                    .map_err(|_| StoreError::Corrupt(j.to_owned(), "bad blocked JID".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every account's block list, to rebuild the fan-out index.
+    pub fn all_blocks(&self) -> Result<Vec<(BareJid, Vec<stanza::Jid>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BLOCKS)?;
+        let mut out: Vec<(BareJid, Vec<stanza::Jid>)> = Vec::new();
+        for entry in t.iter()? {
+            let (k, _) = entry?;
+            let (o, j) = k.value();
+            let j = stanza::Jid::new(j)
+                .map_err(|_| StoreError::Corrupt(j.to_owned(), "bad blocked JID".into()))?;
+            match out.last_mut() {
+                Some((owner, list)) if owner.as_str() == o => list.push(j),
+                _ => out.push((parse_jid(o)?, vec![j])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds (`block`) or removes JIDs from `owner`'s block list; an empty
+    /// `jids` with `block == false` clears it. Returns the JIDs whose state
+    /// changed. Durable when it returns.
+    pub fn set_blocked(
+        &self,
+        owner: &BareJid,
+        jids: &[stanza::Jid],
+        block: bool,
+    ) -> Result<Vec<stanza::Jid>, StoreError> {
+        let all = if !block && jids.is_empty() {
+            self.blocklist(owner)?
+        } else {
+            jids.to_vec()
+        };
+        let tx = self.db.begin_write()?;
+        let mut changed = Vec::new();
+        {
+            let mut t = tx.open_table(BLOCKS)?;
+            for j in all {
+                let key = (owner.as_str(), j.as_str());
+                let did = if block {
+                    t.insert(key, ())?.is_none()
+                } else {
+                    t.remove(key)?.is_some()
+                };
+                if did {
+                    changed.push(j);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
     }
 
     /// An account's record.

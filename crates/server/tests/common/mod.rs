@@ -156,6 +156,10 @@ pub fn tls_connector(data_dir: &std::path::Path) -> tokio_rustls::TlsConnector {
 pub struct Client {
     pub stream: Stream,
     framer: Framer,
+    /// Whether [`Client::element`] returns presence stanzas; off by
+    /// default, so tests about other things need not expect the presence
+    /// of their own resources and contacts.
+    pub keep_presence: bool,
 }
 
 pub fn stream_ctx() -> NsContext {
@@ -172,6 +176,7 @@ impl Client {
         Self {
             stream: Stream::Tcp(TcpStream::connect(addr).await.unwrap()),
             framer: Framer::default(),
+            keep_presence: false,
         }
     }
 
@@ -183,6 +188,7 @@ impl Client {
         Self {
             stream: Stream::Tls(Box::new(tls)),
             framer: Framer::default(),
+            keep_presence: false,
         }
     }
 
@@ -234,8 +240,12 @@ impl Client {
         loop {
             match self.next().await.expect("connection open") {
                 Event::Stanza(b) => {
-                    return Element::parse_in(std::str::from_utf8(&b).unwrap(), &stream_ctx())
-                        .unwrap();
+                    let e =
+                        Element::parse_in(std::str::from_utf8(&b).unwrap(), &stream_ctx()).unwrap();
+                    if e.name == "presence" && !self.keep_presence {
+                        continue;
+                    }
+                    return e;
                 }
                 Event::StreamOpen(_) => continue,
                 Event::StreamClose => panic!("stream closed"),

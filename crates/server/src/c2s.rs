@@ -626,41 +626,90 @@ impl<S: Io> Conn<S> {
             Kind::Iq => {
                 let ty = stanza.type_();
                 if matches!(ty.as_deref(), Some("result" | "error")) {
+                    let to = stanza.to();
+                    let for_us = to.as_deref().is_none_or(|t| {
+                        Some(t) == self.domain.as_deref() || t == me.to_bare().as_str()
+                    });
+                    if !for_us {
+                        // A client answering another client.
+                        return self.route_iq(stanza, &me).await;
+                    }
                     return self.on_iq_response(stanza).await;
                 }
                 let el = Element::from_stanza(stanza.bytes())
                     .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
                 let id = el.attr("id").unwrap_or("").to_owned();
                 let to = el.attr("to").map(str::to_owned);
-                let to_server = to.as_deref().is_none_or(|t| {
-                    Some(t) == self.domain.as_deref() || t == me.to_bare().as_str()
-                });
+                let own_bare = me.to_bare();
+                let to_domain = to.as_deref() == self.domain.as_deref();
+                let to_own = to.as_deref() == Some(own_bare.as_str());
+                // No `to`, or our own bare JID: the server answers for the
+                // account (RFC 6120 §10.3.3).
+                let to_server = to.is_none() || to_domain || to_own;
                 let payload = el.first_element();
-                if to_server && payload.is_some_and(|p| p.is("query", ns::REGISTER)) {
+                let is = |name: &str, xmlns: &str| payload.is_some_and(|p| p.is(name, xmlns));
+                let get = ty.as_deref() == Some("get");
+                if to_server && is("query", ns::REGISTER) {
                     let domain = self.domain.clone().unwrap_or_default();
                     let reply =
-                        crate::register::iq(&self.shared, Some(&me.to_bare()), &domain, &el).await;
+                        crate::register::iq(&self.shared, Some(&own_bare), &domain, &el).await;
                     return self.send(reply).await;
                 }
-                if to_server && payload.is_some_and(|p| p.is("query", ns::ROSTER)) {
+                if (to.is_none() || to_own) && is("query", ns::ROSTER) {
                     let reply = crate::presence::roster_iq(&self.shared, &me, &el).await;
                     return self.send(reply).await;
                 }
-                if payload.is_some_and(|p| p.ns == ns::PUBSUB) {
+                if (to.is_none() || to_own) && payload.is_some_and(|p| p.ns == ns::BLOCKING) {
+                    let reply = crate::blocking::iq(&self.shared, &me, &el).await;
+                    return self.send(reply).await;
+                }
+                if payload.is_some_and(|p| p.ns == ns::PUBSUB || p.ns == ns::PUBSUB_OWNER) {
                     for out in crate::pep::iq(&self.shared, &me, &el).await {
                         self.send(out).await?;
                     }
                     return Ok(());
                 }
+                let disco = payload.filter(|p| {
+                    get && (p.is("query", ns::DISCO_INFO) || p.is("query", ns::DISCO_ITEMS))
+                });
+                if let Some(query) = disco {
+                    let target = match to.as_deref().map(stanza::Jid::new) {
+                        None => None,
+                        Some(Ok(j)) if !j.is_full() => Some(j.to_bare()),
+                        _ => {
+                            // A full JID: the client answers for itself.
+                            return self.route_iq(stanza, &me).await;
+                        }
+                    };
+                    let target = target.filter(|t| t.node().is_some());
+                    if target
+                        .as_ref()
+                        .is_some_and(|t| self.shared.config.served_domain(t.domain()).is_none())
+                    {
+                        return self.route_iq(stanza, &me).await;
+                    }
+                    let reply = match crate::disco::iq(&self.shared, &me, target.as_ref(), query)
+                        .await
+                    {
+                        Ok(p) => ser::iq_result(&id, to.as_deref(), Some(me.as_str()), Some(&p)),
+                        Err(e) => {
+                            ser::stanza_error("iq", Some(&id), to.as_deref(), Some(me.as_str()), &e)
+                        }
+                    };
+                    return self.send(reply).await;
+                }
                 let known = to_server
                     && payload.is_some_and(|p| {
                         (p.is("session", ns::SESSION) && ty.as_deref() == Some("set"))
-                            || (p.is("ping", ns::PING) && ty.as_deref() == Some("get"))
+                            || (p.is("ping", ns::PING) && get)
                     });
                 if known {
                     return self
                         .send(ser::iq_result(&id, to.as_deref(), Some(me.as_str()), None))
                         .await;
+                }
+                if !to_server {
+                    return self.route_iq(stanza, &me).await;
                 }
                 let err = StanzaError::new(StanzaErrorCondition::ServiceUnavailable);
                 self.send(ser::stanza_error(
@@ -710,6 +759,15 @@ impl<S: Io> Conn<S> {
 }
 
 impl<S: Io> Conn<S> {
+    /// An iq for another entity: routed to a full JID's session, answered
+    /// for a bare JID (RFC 6121 §8.5).
+    async fn route_iq(&mut self, stanza: &Stanza, me: &FullJid) -> Flow {
+        match crate::route::iq(&self.shared, me, stanza) {
+            Some(e) => self.send(e).await,
+            None => Ok(()),
+        }
+    }
+
     /// Broadcast presence: availability, priority and caps, which decide
     /// what the fan-out delivers to this resource.
     async fn on_own_presence(&mut self, stanza: &Stanza) -> Flow {

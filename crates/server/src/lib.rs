@@ -10,10 +10,13 @@
 //! - [`sasl`]: SCRAM-SHA-1, SCRAM-SHA-256 and PLAIN on stored keys.
 //! - `c2s`: client connections, from the stream header to a bound session.
 
+mod blocking;
 mod c2s;
 pub mod caps;
 mod commit;
 pub mod config;
+mod disco;
+mod owner;
 mod pep;
 mod presence;
 pub mod pubsub;

@@ -61,7 +61,7 @@ fn in_groups(config: &NodeConfig, item: &RosterItem) -> bool {
 
 /// The access check for someone other than the owner (XEP-0060 §6.1.3),
 /// given the owner's roster item for them.
-fn check_access(
+pub(crate) fn check_access(
     config: &NodeConfig,
     item: Option<&RosterItem>,
 ) -> Result<(), StanzaError<'static>> {
@@ -146,11 +146,19 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Vec<
         // Federation is a later issue.
         return reply_err(StanzaError::new(C::RemoteServerNotFound));
     }
-    let Some(pubsub) = iq.child("pubsub", ns::PUBSUB) else {
-        return reply_err(StanzaError::new(C::BadRequest));
-    };
+    if owner != me.to_bare()
+        && shared
+            .fanout
+            .registry()
+            .blocked_between(&me.to_jid(), &owner.to_jid())
+    {
+        // XEP-0191 §3.3: nothing passes between blocked accounts.
+        return reply_err(StanzaError::new(C::ServiceUnavailable));
+    }
     let mut after = None;
-    let result =
+    let result = if let Some(o) = iq.child("pubsub", ns::PUBSUB_OWNER) {
+        crate::owner::iq(shared, me, &owner, iq.attr("type"), o).await
+    } else if let Some(pubsub) = iq.child("pubsub", ns::PUBSUB) {
         match (iq.attr("type"), pubsub.first_element()) {
             (Some("set"), Some(p)) if p.is("publish", ns::PUBSUB) => {
                 publish(shared, me, &owner, pubsub, p).await
@@ -167,9 +175,15 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Vec<
             (Some("set"), Some(r)) if r.is("retract", ns::PUBSUB) => {
                 retract(shared, me, &owner, r).await
             }
+            (Some("get"), Some(s)) if s.is("subscriptions", ns::PUBSUB) => {
+                crate::owner::own_subscriptions(shared, me, &owner, s).await
+            }
             _ => Err(StanzaError::new(C::FeatureNotImplemented)
                 .with_app("unsupported", ns::PUBSUB_ERRORS)),
-        };
+        }
+    } else {
+        Err(StanzaError::new(C::BadRequest))
+    };
     match result {
         Ok(payload) => {
             let payload = (!payload.is_empty()).then_some(payload.as_slice());
@@ -319,24 +333,7 @@ async fn retract(shared: &Arc<Shared>, me: &FullJid, owner: &BareJid, r: &Elemen
         None => config.notify_retract,
     };
     if notify {
-        let fanout = shared.fanout.clone();
-        let owner = owner.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let ids = [id.as_str()];
-            let notif_id = format!("r-{id}");
-            fanout.publish(
-                &owner,
-                &Publish {
-                    id: &notif_id,
-                    event: PubsubEvent {
-                        node: &node,
-                        kind: EventKind::Retract(&ids),
-                        delay: None,
-                    },
-                },
-            )
-        })
-        .await;
+        notify_event(shared, owner, &node, Notice::Retract(id)).await;
     }
     Ok(Vec::new())
 }
@@ -362,9 +359,54 @@ async fn unsubscribe(
     Ok(Vec::new())
 }
 
-type Reply = Result<Vec<u8>, StanzaError<'static>>;
+/// A node event without items, for [`notify_event`].
+pub(crate) enum Notice {
+    /// An item was retracted.
+    Retract(String),
+    /// Every item was purged.
+    Purge,
+    /// The node was deleted.
+    Delete,
+}
 
-fn app(cond: C, name: &'static str) -> StanzaError<'static> {
+/// Sends a retract, purge or delete event to the node's recipients, through
+/// the fan-out strategy like a publish.
+pub(crate) async fn notify_event(
+    shared: &Arc<Shared>,
+    owner: &BareJid,
+    node: &str,
+    notice: Notice,
+) {
+    let fanout = shared.fanout.clone();
+    let (owner, node) = (owner.clone(), node.to_owned());
+    let _ = tokio::task::spawn_blocking(move || {
+        let ids: Vec<&str> = match &notice {
+            Notice::Retract(id) => vec![id.as_str()],
+            Notice::Purge | Notice::Delete => Vec::new(),
+        };
+        let (kind, notif_id) = match &notice {
+            Notice::Retract(id) => (EventKind::Retract(&ids), format!("r-{id}")),
+            Notice::Purge => (EventKind::Purge, format!("purge-{}", now_ms())),
+            Notice::Delete => (EventKind::Delete, format!("delete-{}", now_ms())),
+        };
+        fanout.publish(
+            &owner,
+            &Publish {
+                id: &notif_id,
+                event: PubsubEvent {
+                    node: &node,
+                    kind,
+                    delay: None,
+                },
+            },
+        )
+    })
+    .await;
+}
+
+pub(crate) type Reply = Result<Vec<u8>, StanzaError<'static>>;
+
+pub(crate) fn app(cond: C, name: &'static str) -> StanzaError<'static> {
     StanzaError::new(cond).with_app(name, ns::PUBSUB_ERRORS)
 }
 

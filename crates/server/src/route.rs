@@ -1,5 +1,8 @@
-//! Message routing between local sessions (RFC 6121 §8.5). Federation is a
-//! later issue: messages for other domains get `remote-server-not-found`.
+//! Message and iq routing between local sessions (RFC 6121 §8.5).
+//! Federation is a later issue: stanzas for other domains get
+//! `remote-server-not-found`. Blocks (XEP-0191) stop stanzas both ways: the
+//! blocker's own stanzas bounce with `<not-acceptable/>` + `<blocked/>`,
+//! stanzas to a blocker bounce as if nobody were there.
 //!
 //! - To a full JID with a session: that session.
 //! - To a bare JID (or a full JID with no session): `chat` and `normal` go
@@ -46,6 +49,15 @@ pub(crate) fn message(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option<
     if !shared.config.domains.iter().any(|d| d == to.domain()) {
         return bounce(C::RemoteServerNotFound);
     }
+    if let Some(e) = block_verdict(shared, me, &to) {
+        return Some(ser::stanza_error(
+            "message",
+            stanza.id().as_deref(),
+            raw_to.as_deref(),
+            Some(me.as_str()),
+            &e,
+        ));
+    }
     // The server stamps who sent it (RFC 6120 §8.1.2.1).
     let Ok(stamped) = stanza.with_addresses(me.as_str(), None) else {
         return bounce(C::BadRequest);
@@ -82,5 +94,64 @@ pub(crate) fn message(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option<
         None
     } else {
         bounce(C::ServiceUnavailable)
+    }
+}
+
+/// The XEP-0191 verdict for a stanza from `me` to `to`: the error to send
+/// back, if the stanza must not pass.
+fn block_verdict(shared: &Shared, me: &FullJid, to: &Jid) -> Option<StanzaError<'static>> {
+    let registry = shared.fanout.registry();
+    let (mine, theirs) = (me.to_bare(), to.to_bare());
+    if registry.is_blocked(&mine, &theirs, to.to_full().as_ref()) {
+        return Some(
+            StanzaError::new(C::NotAcceptable).with_app("blocked", "urn:xmpp:blocking:errors"),
+        );
+    }
+    if registry.is_blocked(&theirs, &mine, Some(me)) {
+        return Some(StanzaError::new(C::ServiceUnavailable));
+    }
+    None
+}
+
+/// Routes an iq from `me` to another entity: a full JID with a session
+/// gets it; anything else is answered `service-unavailable` (RFC 6121
+/// §8.5.2.2, §8.5.3.2). Answers (`result`, `error`) are routed, never
+/// answered.
+pub(crate) fn iq(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option<Bytes> {
+    let ty = stanza.type_().map(|t| t.into_owned());
+    let response = matches!(ty.as_deref(), Some("result" | "error"));
+    let raw_to = stanza.to().map(|t| t.into_owned());
+    let bounce = |e: StanzaError<'_>| {
+        (!response).then(|| {
+            ser::stanza_error(
+                "iq",
+                stanza.id().as_deref(),
+                raw_to.as_deref(),
+                Some(me.as_str()),
+                &e,
+            )
+        })
+    };
+    let Some(to) = raw_to.as_deref().and_then(|t| Jid::new(t).ok()) else {
+        return bounce(StanzaError::new(C::JidMalformed));
+    };
+    if !shared.config.domains.iter().any(|d| d == to.domain()) {
+        return bounce(StanzaError::new(C::RemoteServerNotFound));
+    }
+    if let Some(e) = block_verdict(shared, me, &to) {
+        return bounce(e);
+    }
+    let session = to
+        .to_full()
+        .and_then(|f| shared.fanout.registry().session(&f));
+    let Some(s) = session else {
+        return bounce(StanzaError::new(C::ServiceUnavailable));
+    };
+    match stanza.with_addresses(me.as_str(), None) {
+        Ok(stamped) => {
+            let _ = s.queue().push(Frame::Bytes(stamped.bytes().clone()));
+            None
+        }
+        Err(_) => bounce(StanzaError::new(C::BadRequest)),
     }
 }

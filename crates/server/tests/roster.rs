@@ -14,26 +14,15 @@ async fn login(srv: &TestServer, user: &str, resource: &str) -> Client {
     c
 }
 
-/// Reads stanzas until one matches, failing on anything else that is not
-/// presence from oneself.
-async fn expect(c: &mut Client, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
-    for _ in 0..8 {
-        let e = c.element().await;
-        if pred(&e) {
-            return e;
-        }
-        let echo = e.name == "presence" && e.attr("from") == e.attr("to");
-        assert!(echo, "waiting for {what}, got {e:?}");
-    }
-    panic!("no {what}");
-}
-
 /// The item of a roster push (answering it as a client must).
 async fn push(c: &mut Client, contact: &str) -> Element {
-    let iq = expect(c, "a roster push", |e| {
-        e.name == "iq" && e.attr("type") == Some("set") && e.child("query", ns::ROSTER).is_some()
-    })
-    .await;
+    let iq = c
+        .expect("a roster push", |e| {
+            e.name == "iq"
+                && e.attr("type") == Some("set")
+                && e.child("query", ns::ROSTER).is_some()
+        })
+        .await;
     let id = iq.attr("id").unwrap().to_owned();
     c.send(&format!("<iq type='result' id='{id}'/>")).await;
     let item = iq
@@ -46,7 +35,7 @@ async fn push(c: &mut Client, contact: &str) -> Element {
 }
 
 async fn presence(c: &mut Client, from: &str, ty: Option<&str>) -> Element {
-    expect(c, &format!("presence {ty:?} from {from}"), |e| {
+    c.expect(&format!("presence {ty:?} from {from}"), |e| {
         e.name == "presence" && e.attr("from") == Some(from) && e.attr("type") == ty
     })
     .await
@@ -55,7 +44,7 @@ async fn presence(c: &mut Client, from: &str, ty: Option<&str>) -> Element {
 async fn roster(c: &mut Client) -> Vec<(String, String, bool)> {
     c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
-    let r = expect(c, "the roster", |e| e.attr("id") == Some("r1")).await;
+    let r = c.expect("the roster", |e| e.attr("id") == Some("r1")).await;
     assert_eq!(r.attr("type"), Some("result"), "{r:?}");
     r.child("query", ns::ROSTER)
         .unwrap()
@@ -77,15 +66,16 @@ async fn publish(c: &mut Client, id: &str) {
          <entry xmlns='http://www.w3.org/2005/Atom'><title>{id}</title></entry></item></publish></pubsub></iq>"
     ))
     .await;
-    let r = expect(c, "the publish result", |e| {
-        e.attr("id") == Some(&format!("pub-{id}"))
-    })
-    .await;
+    let r = c
+        .expect("the publish result", |e| {
+            e.attr("id") == Some(&format!("pub-{id}"))
+        })
+        .await;
     assert_eq!(r.attr("type"), Some("result"), "{r:?}");
 }
 
 async fn event_id(c: &mut Client) -> String {
-    let m = expect(c, "an event", |e| e.name == "message").await;
+    let m = c.expect("an event", |e| e.name == "message").await;
     m.child("event", ns::PUBSUB_EVENT)
         .and_then(|e| e.child("items", ns::PUBSUB_EVENT))
         .and_then(|i| i.child("item", ns::PUBSUB_EVENT))
@@ -94,19 +84,12 @@ async fn event_id(c: &mut Client) -> String {
         .to_owned()
 }
 
-/// A ping round trip in which only our own presence echo may arrive.
-async fn quiet(c: &mut Client) {
-    c.send("<iq type='get' id='q'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await;
-    expect(c, "the ping answer", |e| e.attr("id") == Some("q")).await;
-}
-
 #[tokio::test]
 async fn subscribe_approve_follow_by_presence_and_unsubscribe() {
     let srv = TestServer::start(&ACCOUNTS, |c| c.allow_plaintext_auth = true).await;
     let mut jane = login(&srv, "jane", "phone").await;
     jane.send("<presence/>").await;
-    quiet(&mut jane).await;
+    jane.quiet().await;
     let mut joe = login(&srv, "joe", "reader").await;
     joe.keep_presence = false;
     joe.announce(NOTIFY, false, None).await;
@@ -119,7 +102,9 @@ async fn subscribe_approve_follow_by_presence_and_unsubscribe() {
          <items node='urn:xmpp:microblog:0'/></pubsub></iq>",
     )
     .await;
-    let r = expect(&mut joe, "the items error", |e| e.attr("id") == Some("h0")).await;
+    let r = joe
+        .expect("the items error", |e| e.attr("id") == Some("h0"))
+        .await;
     assert_eq!(
         error_conditions(&r),
         ["not-authorized", "presence-subscription-required"]
@@ -168,8 +153,8 @@ async fn subscribe_approve_follow_by_presence_and_unsubscribe() {
         Some("away".into())
     );
     joe.send("<presence><show>dnd</show></presence>").await;
-    quiet(&mut joe).await;
-    quiet(&mut jane).await;
+    joe.quiet().await;
+    jane.quiet().await;
 
     // 4. joe unsubscribes: jane's item is `none`, joe gets unavailable
     // from jane, and no more posts.
@@ -182,7 +167,7 @@ async fn subscribe_approve_follow_by_presence_and_unsubscribe() {
     assert_eq!(item.attr("subscription"), Some("none"));
     presence(&mut jane, "joe@example.org", Some("unsubscribe")).await;
     publish(&mut jane, "after").await;
-    quiet(&mut joe).await;
+    joe.quiet().await;
     let _ = srv.stop().await;
 }
 
@@ -213,7 +198,7 @@ async fn both_ways_survives_a_restart_and_disconnects_are_seen() {
         (item.attr("subscription"), item.attr("ask")),
         (Some("from"), Some("subscribe"))
     );
-    quiet(&mut jane).await;
+    jane.quiet().await;
     let dir = srv.stop().await;
 
     let srv = TestServer::start_in(dir, &[], |c| c.allow_plaintext_auth = true).await;
@@ -248,7 +233,7 @@ async fn roster_set_remove_and_errors() {
     let mut jane = login(&srv, "jane", "a").await;
     let mut ann = login(&srv, "ann", "b").await;
     ann.send("<presence/>").await;
-    quiet(&mut ann).await;
+    ann.quiet().await;
     jane.send(
         "<iq type='set' id='s1'><query xmlns='jabber:iq:roster'>\
          <item jid='ann@example.org' name='Ann'><group>friends</group></item></query></iq>",
@@ -261,7 +246,9 @@ async fn roster_set_remove_and_errors() {
             .map(|g| g.text().into_owned()),
         Some("friends".into())
     );
-    let r = expect(&mut jane, "the set result", |e| e.attr("id") == Some("s1")).await;
+    let r = jane
+        .expect("the set result", |e| e.attr("id") == Some("s1"))
+        .await;
     assert_eq!(r.attr("type"), Some("result"));
 
     // A subscription both ways, then remove: ann hears both cancellations.
@@ -279,10 +266,9 @@ async fn roster_set_remove_and_errors() {
     let item = push(&mut ann, "jane@example.org").await;
     assert_eq!(item.attr("subscription"), Some("none"));
     presence(&mut ann, "jane@example.org", Some("unsubscribe")).await;
-    let r = expect(&mut jane, "the remove result", |e| {
-        e.attr("id") == Some("s2")
-    })
-    .await;
+    let r = jane
+        .expect("the remove result", |e| e.attr("id") == Some("s2"))
+        .await;
     assert_eq!(r.attr("type"), Some("result"));
     assert!(roster(&mut jane).await.is_empty());
 
@@ -301,13 +287,15 @@ async fn roster_set_remove_and_errors() {
         ),
     ] {
         jane.send(xml).await;
-        let r = expect(&mut jane, "an error", |e| e.attr("id") == Some("e1")).await;
+        let r = jane.expect("an error", |e| e.attr("id") == Some("e1")).await;
         assert_eq!(error_conditions(&r), [cond], "{xml}");
     }
     // Subscriptions to other domains need federation (a later issue).
     jane.send("<presence to='x@elsewhere.example' type='subscribe' id='f'/>")
         .await;
-    let r = expect(&mut jane, "a presence error", |e| e.attr("id") == Some("f")).await;
+    let r = jane
+        .expect("a presence error", |e| e.attr("id") == Some("f"))
+        .await;
     assert_eq!(error_conditions(&r), ["remote-server-not-found"]);
     let _ = srv.stop().await;
 }

@@ -411,6 +411,63 @@ impl Client {
         self.ping().await;
     }
 
+    /// Reads stanzas until one matches `pred`, failing on anything else
+    /// except the echo of our own presence.
+    pub async fn expect(&mut self, what: &str, pred: impl Fn(&Element) -> bool) -> Element {
+        for _ in 0..16 {
+            let e = self.element().await;
+            if pred(&e) {
+                return e;
+            }
+            let echo = e.name == "presence" && e.attr("from") == e.attr("to");
+            assert!(echo, "waiting for {what}, got {e:?}");
+        }
+        panic!("no {what}");
+    }
+
+    /// Sends an iq and returns its answer (matched by id).
+    pub async fn iq(&mut self, xml: &str) -> Element {
+        let id = Element::parse_in(xml, &stream_ctx())
+            .ok()
+            .and_then(|e| e.attr("id").map(str::to_owned))
+            .expect("an iq with an id");
+        self.send(xml).await;
+        self.expect(&format!("the answer to {id}"), |e| {
+            e.name == "iq" && e.attr("id") == Some(id.as_str())
+        })
+        .await
+    }
+
+    /// Discards whatever the server sent until now (a ping round trip).
+    pub async fn drain(&mut self) {
+        self.send("<iq type='get' id='drain'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+        while self.element().await.attr("id") != Some("drain") {}
+    }
+
+    /// Makes `a` and `b` (bare JIDs `a_jid`, `b_jid`) subscribed to each
+    /// other's presence, and drains both.
+    pub async fn befriend(a: &mut Client, a_jid: &str, b: &mut Client, b_jid: &str) {
+        async fn one_way(x: &mut Client, x_jid: &str, y: &mut Client, y_jid: &str) {
+            x.send(&format!("<presence to='{y_jid}' type='subscribe'/>"))
+                .await;
+            x.drain().await;
+            y.send(&format!("<presence to='{x_jid}' type='subscribed'/>"))
+                .await;
+            y.drain().await;
+        }
+        one_way(a, a_jid, b, b_jid).await;
+        one_way(b, b_jid, a, a_jid).await;
+        a.drain().await;
+        b.drain().await;
+    }
+
+    /// A ping round trip in which only our own presence echo may arrive.
+    pub async fn quiet(&mut self) {
+        self.iq("<iq type='get' id='quiet'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .await;
+    }
+
     /// A full login with SCRAM-SHA-1 and a generated resource.
     pub async fn login_plain_scram(addr: SocketAddr, user: &str, pass: &str) -> (Self, String) {
         let mut c = Self::connect(addr).await;

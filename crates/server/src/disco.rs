@@ -1,0 +1,165 @@
+//! Service discovery (XEP-0030): the server's identity and features, and
+//! each account's PEP service (XEP-0163 §5) with its nodes. Only features
+//! that work are advertised.
+
+use std::sync::Arc;
+
+use stanza::ser::{StanzaError, XmlWriter};
+use stanza::{ns, BareJid, Element, FullJid, StanzaErrorCondition as C};
+
+use crate::Shared;
+
+/// What the server itself supports (PROTOCOL §8).
+const SERVER_FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::DISCO_ITEMS,
+    ns::REGISTER,
+    ns::PING,
+    ns::BLOCKING,
+    ns::ROSTER,
+];
+
+/// The `http://jabber.org/protocol/pubsub#` features of an account's PEP
+/// service: each one is implemented and tested.
+const PEP_FEATURES: &[&str] = &[
+    "access-open",
+    "access-presence",
+    "access-roster",
+    "access-whitelist",
+    "auto-create",
+    "auto-subscribe",
+    "config-node",
+    "delete-items",
+    "delete-nodes",
+    "filtered-notifications",
+    "last-published",
+    "manage-subscriptions",
+    "multi-items",
+    "persistent-items",
+    "publish",
+    "publish-options",
+    "purge-nodes",
+    "retract",
+    "retrieve-items",
+    "retrieve-subscriptions",
+    "rsm",
+    "subscribe",
+];
+
+/// Answers a disco#info or disco#items get addressed to the server
+/// (`target == None`) or to a local account's bare JID.
+pub(crate) async fn iq(
+    shared: &Arc<Shared>,
+    me: &FullJid,
+    target: Option<&BareJid>,
+    query: &Element,
+) -> Result<Vec<u8>, StanzaError<'static>> {
+    let node = query.attr("node");
+    let info = query.ns == ns::DISCO_INFO;
+    let mut w = XmlWriter::with_capacity(1024);
+    w.open("query")
+        .attr("xmlns", &query.ns)
+        .attr_opt("node", node);
+    match target {
+        None => {
+            if node.is_some() {
+                return Err(StanzaError::new(C::ItemNotFound));
+            }
+            w.close_start();
+            if info {
+                w.open("identity")
+                    .attr("category", "server")
+                    .attr("type", "im")
+                    .attr("name", "Starling")
+                    .close_empty();
+                for f in SERVER_FEATURES {
+                    w.open("feature").attr("var", f).close_empty();
+                }
+            }
+        }
+        Some(account) => {
+            let store = shared.store.clone();
+            let (a, requester) = (account.clone(), me.to_bare());
+            let read = tokio::task::spawn_blocking(move || {
+                if store.account(&a)?.is_none() {
+                    return Ok(None);
+                }
+                let nodes = store.nodes_of(&a)?;
+                let item = if requester == a {
+                    None
+                } else {
+                    store.roster_item(&a, &requester)?
+                };
+                Ok::<_, crate::StoreError>(Some((nodes, item)))
+            })
+            .await;
+            let (nodes, item) = match read {
+                Ok(Ok(Some(x))) => x,
+                Ok(Ok(None)) => return Err(StanzaError::new(C::ServiceUnavailable)),
+                _ => return Err(StanzaError::new(C::InternalServerError)),
+            };
+            let is_owner = me.to_bare() == *account;
+            // Only nodes the requester may read are shown.
+            let visible: Vec<_> = nodes
+                .iter()
+                .filter(|(_, c)| is_owner || crate::pep::check_access(c, item.as_ref()).is_ok())
+                .collect();
+            w.close_start();
+            match (info, node) {
+                (true, None) => {
+                    w.open("identity")
+                        .attr("category", "account")
+                        .attr("type", "registered")
+                        .close_empty();
+                    w.open("identity")
+                        .attr("category", "pubsub")
+                        .attr("type", "pep")
+                        .close_empty();
+                    w.open("feature").attr("var", ns::DISCO_INFO).close_empty();
+                    w.open("feature").attr("var", ns::DISCO_ITEMS).close_empty();
+                    for f in PEP_FEATURES {
+                        w.open("feature")
+                            .attr("var", &format!("{}#{f}", ns::PUBSUB))
+                            .close_empty();
+                    }
+                }
+                (true, Some(n)) => {
+                    let Some((_, config)) = visible.iter().find(|(name, _)| name == n) else {
+                        return Err(StanzaError::new(C::ItemNotFound));
+                    };
+                    w.open("identity")
+                        .attr("category", "pubsub")
+                        .attr("type", "leaf")
+                        .close_empty();
+                    w.open("feature").attr("var", ns::PUBSUB).close_empty();
+                    // The node's metadata (XEP-0060 §5.4).
+                    w.open("x")
+                        .attr("xmlns", ns::DATA_FORMS)
+                        .attr("type", "result")
+                        .close_start();
+                    for (var, value) in [
+                        ("FORM_TYPE", "http://jabber.org/protocol/pubsub#meta-data"),
+                        ("pubsub#access_model", config.access_model.as_str()),
+                        ("pubsub#owner", account.as_str()),
+                    ] {
+                        w.open("field").attr("var", var).close_start();
+                        w.text_element("value", None, value);
+                        w.end("field");
+                    }
+                    w.end("x");
+                }
+                (false, None) => {
+                    for (name, _) in &visible {
+                        w.open("item")
+                            .attr("jid", account.as_str())
+                            .attr("node", name)
+                            .close_empty();
+                    }
+                }
+                (false, Some(_)) => {}
+            }
+        }
+    }
+    w.end("query");
+    Ok(w.as_bytes().to_vec())
+}

@@ -177,6 +177,22 @@ pub(crate) async fn serve(
     }
 }
 
+/// Answers a connection over its address's rate with `policy-violation`
+/// and closes it.
+pub(crate) async fn refuse(mut stream: TcpStream, shared: Arc<Shared>) {
+    let mut out =
+        ser::stream_header(ns::CLIENT, &shared.config.domains[0], None, "refused").to_vec();
+    out.extend_from_slice(&ser::stream_error(
+        StreamErrorCondition::PolicyViolation,
+        Some("too many connections from your address"),
+    ));
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 async fn serve_on<S: Io>(stream: S, peer: SocketAddr, shared: Arc<Shared>, tls: bool) {
     let mut conn = Conn::new(stream, peer, shared, tls);
     let stop = conn.run().await;
@@ -258,6 +274,7 @@ impl<S: Io> Conn<S> {
                     crate::presence::broadcast(&self.shared, &s.jid, None).await;
                 }
                 self.leave(&s);
+                self.shared.metrics.sessions.dec();
                 // The writer drains what is queued, then closes the socket.
                 let _ = tokio::time::timeout(Duration::from_secs(5), s.writer).await;
             }
@@ -323,6 +340,16 @@ impl<S: Io> Conn<S> {
             Event::StreamOpen(h) => self.on_header(&h).await,
             Event::StreamClose => Err(Stop::PeerClosed),
             Event::Stanza(bytes) => {
+                self.shared.metrics.stanzas_in.inc();
+                if let Step::Bound(sess) = &self.step {
+                    // Over the account's stanza rate: stop reading this
+                    // session for a while; the flood slows only itself.
+                    let wait = self.shared.limiters.stanza(&sess.jid.to_bare());
+                    if !wait.is_zero() {
+                        self.shared.metrics.limited("stanza");
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 let stanza = Stanza::from_framed(bytes)
                     .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
                 match &self.step {
@@ -533,6 +560,7 @@ impl<S: Io> Conn<S> {
 
     async fn succeed(&mut self, jid: BareJid, data: Option<&[u8]>) -> Flow {
         self.send(ser::sasl_success(data)).await?;
+        self.shared.metrics.logins.inc();
         info!(peer = %self.peer, %jid, "authenticated");
         self.step = Step::Authenticated(jid);
         self.framer.reset();
@@ -545,6 +573,7 @@ impl<S: Io> Conn<S> {
     async fn fail_auth(&mut self, f: SaslFailure) -> Flow {
         self.step = Step::Connected;
         if f != SaslFailure::Aborted {
+            self.shared.metrics.auth_failures.inc();
             self.auth_failures += 1;
             // 250 ms, 500 ms, 1 s, ... : guessing gets slower, not easier.
             let delay = Duration::from_millis(250) * 2u32.pow(self.auth_failures.min(6) - 1);
@@ -602,7 +631,13 @@ impl<S: Io> Conn<S> {
         self.shared.presences.remove(&jid);
         let closing = Arc::new(AtomicBool::new(false));
         let wr = self.wr.take().ok_or(Stop::Gone)?;
-        let writer = tokio::spawn(write_loop(wr, handle.clone(), closing.clone()));
+        let writer = tokio::spawn(write_loop(
+            wr,
+            handle.clone(),
+            closing.clone(),
+            self.shared.metrics.clone(),
+        ));
+        self.shared.metrics.sessions.inc();
         info!(peer = %self.peer, %jid, "bound");
         self.step = Step::Bound(Session {
             jid: jid.clone(),
@@ -934,6 +969,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     handle: OutboundHandle,
     closing: Arc<AtomicBool>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) {
     let mut frames: Vec<Frame> = Vec::with_capacity(WRITE_BATCH);
     loop {
@@ -949,11 +985,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             {
                 return;
             }
+            metrics.stanzas_out.inc_by(frames.len() as u64);
         }
         match handle.state() {
             QueueState::Open => {}
             QueueState::Overflowed => {
                 debug!(jid = %handle.session().jid(), "outbound queue overflowed");
+                metrics.dropped("overflow_disconnect");
                 let _ = wr
                     .write_all(&ser::stream_error(
                         StreamErrorCondition::PolicyViolation,

@@ -27,7 +27,7 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(store: Arc<Store>) -> Self {
+    pub(crate) fn start(store: Arc<Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let (tx, rx) = mpsc::channel::<(PublishRequest, Reply)>();
         let thread = std::thread::Builder::new()
             .name("store-commit".into())
@@ -41,7 +41,13 @@ impl Committer {
                         }
                     }
                     let (reqs, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                    match store.publish_batch(&reqs) {
+                    let started = std::time::Instant::now();
+                    let result = store.publish_batch(&reqs);
+                    metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics.commit_batch.observe(reqs.len() as f64);
+                    match result {
                         Ok(results) => {
                             for (reply, r) in replies.into_iter().zip(results) {
                                 let _ = reply.send(r);

@@ -65,6 +65,28 @@ pub struct LimitsConfig {
     /// Failed SASL attempts allowed on one connection (3). Exceeded: the
     /// stream is closed with `policy-violation`.
     pub max_auth_failures: u32,
+    /// New connections per second from one IP address (10, with bursts of
+    /// `connection_burst`). Exceeded: the connection gets
+    /// `policy-violation` at once.
+    pub connections_per_ip_per_sec: u32,
+    /// Burst of new connections from one IP address (50).
+    pub connection_burst: u32,
+    /// Whether loopback addresses are rate-limited too (false: local load
+    /// generators and gateways are trusted).
+    pub limit_loopback: bool,
+    /// Stanzas per second one account may send, over all its sessions
+    /// (200, with bursts of `stanza_burst`). Exceeded: the server stops
+    /// reading that session until the rate is back (Prosody's mod_limits
+    /// does the same), so a flood slows the flooder only.
+    pub stanzas_per_sec: u32,
+    /// Burst of stanzas per account (1000).
+    pub stanza_burst: u32,
+    /// Publishes per second one account may make (20, with bursts of
+    /// `publish_burst`). Exceeded: the publish gets `resource-constraint`
+    /// (type `wait`) and nothing is stored.
+    pub publishes_per_sec: u32,
+    /// Burst of publishes per account (100).
+    pub publish_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -79,6 +101,13 @@ impl Default for LimitsConfig {
             handshake_timeout_secs: 30,
             idle_timeout_secs: 300,
             max_auth_failures: 3,
+            connections_per_ip_per_sec: 10,
+            connection_burst: 50,
+            limit_loopback: false,
+            stanzas_per_sec: 200,
+            stanza_burst: 1000,
+            publishes_per_sec: 20,
+            publish_burst: 100,
         }
     }
 }
@@ -138,6 +167,9 @@ pub struct Config {
     pub max_connections: usize,
     /// The fan-out strategy (`naive`, `shared`, `sharded`, `broadcast`).
     pub fanout: String,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); a
+    /// loopback address. Off (unset) by default.
+    pub metrics_listen: Option<SocketAddr>,
     /// Limits.
     pub limits: LimitsConfig,
 }
@@ -158,6 +190,7 @@ impl Default for Config {
             scram_iterations: 4096,
             max_connections: open_file_limit().saturating_sub(64).max(1),
             fanout: "shared".into(),
+            metrics_listen: None,
             limits: LimitsConfig::default(),
         }
     }
@@ -225,6 +258,27 @@ impl Config {
         }
         if self.limits.outbound_queue == 0 {
             return invalid("limits.outbound_queue", "must be at least 1");
+        }
+        for (key, v) in [
+            (
+                "limits.connections_per_ip_per_sec",
+                self.limits.connections_per_ip_per_sec,
+            ),
+            ("limits.connection_burst", self.limits.connection_burst),
+            ("limits.stanzas_per_sec", self.limits.stanzas_per_sec),
+            ("limits.stanza_burst", self.limits.stanza_burst),
+            ("limits.publishes_per_sec", self.limits.publishes_per_sec),
+            ("limits.publish_burst", self.limits.publish_burst),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if self.metrics_listen.is_some_and(|a| !a.ip().is_loopback()) {
+            return invalid(
+                "metrics_listen",
+                "metrics are served on loopback only; put a proxy in front to expose them",
+            );
         }
         Ok(())
     }

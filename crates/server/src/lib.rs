@@ -16,6 +16,8 @@ pub mod caps;
 mod commit;
 pub mod config;
 mod disco;
+mod limits;
+mod metrics;
 mod owner;
 mod pep;
 mod presence;
@@ -35,7 +37,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use config::{Config, ConfigError};
 pub use store::{AccountRecord, Store, StoreError};
@@ -68,6 +70,8 @@ pub struct Listeners {
     pub c2s: Vec<TcpListener>,
     /// Client-to-server with direct TLS (XEP-0368, 5223).
     pub c2s_tls: Vec<TcpListener>,
+    /// The Prometheus endpoint, when configured.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -81,7 +85,20 @@ impl Listeners {
         for addr in &config.c2s_tls_listen {
             c2s_tls.push(TcpListener::bind(addr).await?);
         }
-        Ok(Self { c2s, c2s_tls })
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Self {
+            c2s,
+            c2s_tls,
+            metrics,
+        })
+    }
+
+    /// The bound metrics address.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound client-to-server addresses.
@@ -115,6 +132,8 @@ pub(crate) struct Shared {
     /// `None` when TLS is off (`tls = false` in the configuration).
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) limiters: limits::Limiters,
 }
 
 /// Resolves once shutdown was signalled. (Wrapping `wait_for` keeps its
@@ -174,7 +193,13 @@ pub async fn run(
     } else {
         None
     };
-    let committer = commit::Committer::start(store.clone());
+    let metrics = metrics::Metrics::new();
+    if let Some(l) = listeners.metrics {
+        info!(addr = ?l.local_addr().ok(), "serving Prometheus metrics at /metrics");
+        tokio::spawn(metrics::serve(l, metrics.clone(), stop_rx.clone()));
+    }
+    let committer = commit::Committer::start(store.clone(), metrics.clone());
+    let limiters = limits::Limiters::new(&config.limits);
     let shared = Arc::new(Shared {
         config,
         store,
@@ -185,6 +210,8 @@ pub async fn run(
         directed: dashmap::DashMap::new(),
         tls,
         shutdown: stop_rx.clone(),
+        metrics,
+        limiters,
     });
     let mut accept_loops = JoinSet::new();
     let all = listeners
@@ -201,6 +228,12 @@ pub async fn run(
                     r = listener.accept() => match r {
                         Ok((stream, peer)) => {
                             while conns.try_join_next().is_some() {}
+                            if !shared.limiters.connection(peer.ip()) {
+                                shared.metrics.limited("connection");
+                                debug!(%peer, "connection rate exceeded, refusing");
+                                tokio::spawn(c2s::refuse(stream, shared.clone()));
+                                continue;
+                            }
                             let Ok(permit) = permits.clone().try_acquire_owned() else {
                                 // At max_connections: refuse at once rather
                                 // than hold a socket nobody will serve.
@@ -210,7 +243,9 @@ pub async fn run(
                             };
                             let shared = shared.clone();
                             conns.spawn(async move {
-                                c2s::serve(stream, peer, shared, direct_tls).await;
+                                shared.metrics.connections.inc();
+                                c2s::serve(stream, peer, shared.clone(), direct_tls).await;
+                                shared.metrics.connections.dec();
                                 drop(permit);
                             });
                         }

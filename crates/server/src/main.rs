@@ -81,6 +81,9 @@ struct Serve {
     /// Open in-band registration (XEP-0077).
     #[arg(long)]
     allow_registration: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
+    #[arg(long = "metrics-listen", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn load(common: &Common) -> Result<Config> {
@@ -157,6 +160,9 @@ fn main() -> Result<()> {
             }
             if let Some(m) = s.max_connections {
                 config.max_connections = m;
+            }
+            if let Some(a) = s.metrics_listen {
+                config.metrics_listen = Some(a);
             }
             config.validate()?;
             let rt = tokio::runtime::Runtime::new()?;

@@ -379,7 +379,7 @@ pub(crate) async fn notify_event(
 ) {
     let fanout = shared.fanout.clone();
     let (owner, node) = (owner.clone(), node.to_owned());
-    let _ = tokio::task::spawn_blocking(move || {
+    let report = tokio::task::spawn_blocking(move || {
         let ids: Vec<&str> = match &notice {
             Notice::Retract(id) => vec![id.as_str()],
             Notice::Purge | Notice::Delete => Vec::new(),
@@ -402,6 +402,9 @@ pub(crate) async fn notify_event(
         )
     })
     .await;
+    if let Ok(r) = &report {
+        shared.metrics.delivery(r);
+    }
 }
 
 pub(crate) type Reply = Result<Vec<u8>, StanzaError<'static>>;
@@ -434,6 +437,10 @@ async fn publish(
 ) -> Reply {
     if *owner != me.to_bare() {
         return Err(StanzaError::new(C::Forbidden));
+    }
+    if !shared.limiters.publish(owner) {
+        shared.metrics.limited("publish");
+        return Err(StanzaError::new(C::ResourceConstraint).with_text("publishing too fast"));
     }
     let Some(node) = p.attr("node").map(str::to_owned) else {
         return Err(app(C::BadRequest, "nodeid-required"));
@@ -512,6 +519,10 @@ async fn publish(
         )
     })
     .await;
+    shared.metrics.publishes.inc();
+    if let Ok(r) = &report {
+        shared.metrics.delivery(r);
+    }
     debug!(%owner, %node, item = %item_id, ?report, "published");
     let mut w = XmlWriter::with_capacity(160);
     w.open("pubsub").attr("xmlns", ns::PUBSUB).close_start();

@@ -45,6 +45,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The direct-TLS port.
     pub tls_addr: SocketAddr,
+    /// The metrics endpoint, when the test configured one.
+    pub metrics: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServerError>>>,
@@ -85,6 +87,7 @@ impl TestServer {
         let listeners = Listeners::bind(&config).await.unwrap();
         let addr = listeners.c2s_addrs()[0];
         let tls_addr = listeners.c2s_tls_addrs()[0];
+        let metrics = listeners.metrics_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::run(listeners, config, async {
             let _ = rx.await;
@@ -92,6 +95,7 @@ impl TestServer {
         Self {
             addr,
             tls_addr,
+            metrics,
             dir,
             stop: Some(tx),
             task: Some(task),
@@ -173,8 +177,13 @@ pub fn stream_ctx() -> NsContext {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
+        Self::from_tcp(TcpStream::connect(addr).await.unwrap())
+    }
+
+    /// A client on an open connection.
+    pub fn from_tcp(tcp: TcpStream) -> Self {
         Self {
-            stream: Stream::Tcp(TcpStream::connect(addr).await.unwrap()),
+            stream: Stream::Tcp(tcp),
             framer: Framer::default(),
             keep_presence: false,
         }

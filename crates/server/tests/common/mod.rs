@@ -219,7 +219,12 @@ impl Client {
     }
 
     pub async fn send(&mut self, xml: &str) {
-        self.stream.write_all(xml.as_bytes()).await.unwrap();
+        self.try_send(xml).await.unwrap();
+    }
+
+    /// Sends, reporting a failed write instead of panicking.
+    pub async fn try_send(&mut self, xml: &str) -> std::io::Result<()> {
+        self.stream.write_all(xml.as_bytes()).await
     }
 
     /// The next event, or `None` when the server closed the connection.

@@ -4,17 +4,22 @@
 Usage: slixmpp_microblog.py PATH/TO/starling
 
 Starts the binary on loopback ports with a fresh data directory (TLS
-required, registration open), then, with two slixmpp clients:
+required, registration open), then, with two slixmpp clients, the flow the
+server issue names:
   1. registers both accounts in-band (XEP-0077), over STARTTLS;
   2. logs in with SCRAM-SHA-1 over STARTTLS and binds;
-  3. publishes an Atom entry to an open microblog node (publish-options);
-  4. follows it with an explicit XEP-0060 subscribe, as Movim does, and
-     receives the last item at once;
-  5. receives a live post as a headline pubsub event;
-  6. fetches the newest item with max_items;
-  7. retracts an item; the follower is notified and history forgets it.
-The presence-subscription and caps steps of the flow and RSM paging arrive
-with the server's roster and history steps.
+  3. subscribes to presence both ways (slixmpp approves and subscribes
+     back on the user's behalf), and each sees the other online;
+  4. advertises urn:xmpp:microblog:0+notify through XEP-0115 caps (the
+     server queries disco#info, verifies the hash, and replays the last
+     post with a delay stamp);
+  5. publishes an Atom entry to the default (presence) node, which the
+     follower receives as a live headline event;
+  6. follows with an explicit XEP-0060 subscribe as well, receives the
+     last item, and still gets each later post once;
+  7. pages the history with RSM: an empty <before/> gives the newest page,
+     then walks back;
+  8. retracts an item; the follower is notified and history forgets it.
 Exits non-zero on the first failure. Bounded: every wait has a timeout.
 """
 
@@ -29,7 +34,13 @@ import sys
 import tempfile
 
 import slixmpp
-from slixmpp.xmlstream import ET
+from slixmpp.plugins.xep_0059 import Set as RsmSet
+from slixmpp.plugins.xep_0060.stanza import Pubsub
+from slixmpp.xmlstream import ET, register_stanza_plugin
+
+# slixmpp pages disco#items with RSM but does not attach RSM to pubsub
+# queries; XEP-0059 allows it there, and Starling serves it.
+register_stanza_plugin(Pubsub, RsmSet)
 
 ATOM = "http://www.w3.org/2005/Atom"
 NODE = "urn:xmpp:microblog:0"
@@ -58,7 +69,8 @@ class Client(slixmpp.ClientXMPP):
         # The server's certificate is the self-signed one it generated.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ("xep_0004", "xep_0030", "xep_0060", "xep_0077", "xep_0203"):
+        for p in ("xep_0004", "xep_0030", "xep_0059", "xep_0060", "xep_0077",
+                  "xep_0115", "xep_0163", "xep_0199", "xep_0203"):
             self.register_plugin(p)
         self.plugin["xep_0077"].force_registration = True
         self.ready = asyncio.Event()
@@ -68,6 +80,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("pubsub_publish", self.events.put_nowait)
         self.retracts = asyncio.Queue()
         self.add_event_handler("pubsub_retract", self.retracts.put_nowait)
+        self.online = set()
+        self.add_event_handler("got_online", lambda p: self.online.add(str(p["from"])))
 
     async def on_register(self, _iq):
         resp = self.Iq()
@@ -87,40 +101,96 @@ def check(cond, what):
     print(f"ok: {what}")
 
 
+async def until(pred, what):
+    for _ in range(TIMEOUT * 10):
+        if pred():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def publish(c, item_id, title, options=None):
+    r = await c.plugin["xep_0060"].publish(c.boundjid.bare, NODE, id=item_id, payload=entry(title),
+                                           options=options, timeout=TIMEOUT)
+    check(r["pubsub"]["publish"]["item"]["id"] == item_id, f"publish {item_id!r} acknowledged")
+
+
+async def rsm_page(c, owner, before):
+    iq = c.Iq(stype="get", sto=owner)
+    iq["pubsub"]["items"]["node"] = NODE
+    iq["pubsub"]["rsm"]["max"] = "2"
+    iq["pubsub"]["rsm"]["before"] = before
+    r = await iq.send(timeout=TIMEOUT)
+    return [i["id"] for i in r["pubsub"]["items"]], r["pubsub"]["rsm"]
+
+
 async def flow(port):
     jane, joe = Client("jane", "pw-jane"), Client("joe", "pw-joe")
     for c in (jane, joe):
         c.connect("127.0.0.1", port)
         await asyncio.wait_for(c.ready.wait(), TIMEOUT)
         check("starttls" in c.features, f"{c.boundjid.bare} registered and logged in over STARTTLS")
-    form = jane.plugin["xep_0004"].make_form("submit")
-    form.add_field("FORM_TYPE", ftype="hidden", value="http://jabber.org/protocol/pubsub#publish-options")
-    form.add_field("pubsub#access_model", value="open")
-    r = await jane.plugin["xep_0060"].publish(jane.boundjid.bare, NODE, id="first", payload=entry("first post"), options=form, timeout=TIMEOUT)
-    check(r["pubsub"]["publish"]["item"]["id"] == "first", "publish acknowledged with its id")
+    ja, jo = jane.boundjid.bare, joe.boundjid.bare
 
-    r = await joe.plugin["xep_0060"].subscribe(jane.boundjid.bare, NODE, bare=False, timeout=TIMEOUT)
-    check(r["pubsub"]["subscription"]["subscription"] == "subscribed", "explicit subscribe accepted")
+    # 3. Presence subscriptions both ways.
+    joe.send_presence_subscription(pto=ja)
+    await until(lambda: joe.client_roster[ja]["subscription"] == "both"
+                and jane.client_roster[jo]["subscription"] == "both", "a mutual subscription")
+    check(True, "presence subscription is 'both' in both rosters")
+    await until(lambda: str(jane.boundjid) in joe.online and str(joe.boundjid) in jane.online,
+                "each other's presence")
+    check(True, "each sees the other available")
+
+    # 4. Caps with +notify; the last post is replayed once it is verified.
+    await publish(jane, "first", "first post")
+    joe.plugin["xep_0163"].add_interest(NODE)
+    # add_interest recomputes caps without broadcasting; announce them.
+    await joe.plugin["xep_0115"].update_caps(broadcast=False)
+    joe.send_presence()
     msg = await asyncio.wait_for(joe.events.get(), TIMEOUT)
-    check(msg["pubsub_event"]["items"]["item"]["id"] == "first", "new subscriber got the last item")
-    check(msg["delay"]["stamp"] is not None, "the replay carries a delay stamp")
+    check(msg["pubsub_event"]["items"]["item"]["id"] == "first" and msg["delay"]["stamp"] is not None,
+          "+notify learnt from verified caps: the last post replayed with a delay stamp")
 
-    await jane.plugin["xep_0060"].publish(jane.boundjid.bare, NODE, id="second", payload=entry("second post"), timeout=TIMEOUT)
+    # 5. A live post through the presence follow.
+    await publish(jane, "second", "second post")
     msg = await asyncio.wait_for(joe.events.get(), TIMEOUT)
     item = msg["pubsub_event"]["items"]["item"]
     check(msg["type"] == "headline" and item["id"] == "second", "live post delivered as a headline event")
     title = item["payload"].find(f"{{{ATOM}}}title")
     check(title is not None and title.text == "second post", "Atom entry delivered as published")
 
-    r = await joe.plugin["xep_0060"].get_items(jane.boundjid.bare, NODE, max_items=1, timeout=TIMEOUT)
-    ids = [i["id"] for i in r["pubsub"]["items"]]
-    check(ids == ["second"], "max_items=1 returns the newest item")
+    # 6. An explicit subscribe too, as Movim follows.
+    r = await joe.plugin["xep_0060"].subscribe(ja, NODE, bare=False, timeout=TIMEOUT)
+    check(r["pubsub"]["subscription"]["subscription"] == "subscribed", "explicit subscribe accepted")
+    msg = await asyncio.wait_for(joe.events.get(), TIMEOUT)
+    check(msg["pubsub_event"]["items"]["item"]["id"] == "second", "new subscriber got the last item")
+    await publish(jane, "third", "third post")
+    msg = await asyncio.wait_for(joe.events.get(), TIMEOUT)
+    check(msg["pubsub_event"]["items"]["item"]["id"] == "third", "next post delivered")
+    await joe.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+    check(joe.events.empty(), "delivered once although two routes qualify")
 
-    await jane.plugin["xep_0060"].retract(jane.boundjid.bare, NODE, "second", notify=True, timeout=TIMEOUT)
+    # 7. RSM paging over five posts.
+    for i in (4, 5):
+        await publish(jane, f"p{i}", f"post {i}")
+    for _ in range(2):
+        await asyncio.wait_for(joe.events.get(), TIMEOUT)
+    ids, rsm = await rsm_page(joe, ja, True)
+    check(ids == ["p4", "p5"] and str(rsm["count"]) == "5" and str(rsm["first_index"]) == "3",
+          f"empty <before/> gives the newest page, oldest first: {ids}")
+    ids, rsm = await rsm_page(joe, ja, rsm["first"])
+    check(ids == ["second", "third"], f"<before>p4</before> walks back: {ids}")
+    ids, _ = await rsm_page(joe, ja, "second")
+    check(ids == ["first"], f"the oldest page: {ids}")
+    r = await joe.plugin["xep_0060"].get_items(ja, NODE, max_items=1, timeout=TIMEOUT)
+    check([i["id"] for i in r["pubsub"]["items"]] == ["p5"], "max_items=1 returns the newest item")
+
+    # 8. Retract.
+    await jane.plugin["xep_0060"].retract(ja, NODE, "p5", notify=True, timeout=TIMEOUT)
     msg = await asyncio.wait_for(joe.retracts.get(), TIMEOUT)
-    check(msg["pubsub_event"]["items"]["retract"]["id"] == "second", "retract notified to the follower")
-    r = await joe.plugin["xep_0060"].get_items(jane.boundjid.bare, NODE, timeout=TIMEOUT)
-    check([i["id"] for i in r["pubsub"]["items"]] == ["first"], "retracted item gone from history")
+    check(msg["pubsub_event"]["items"]["retract"]["id"] == "p5", "retract notified to the follower")
+    ids, _ = await rsm_page(joe, ja, True)
+    check(ids == ["third", "p4"], f"retracted item gone from history: {ids}")
     for c in (jane, joe):
         c.disconnect()
 

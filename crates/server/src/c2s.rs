@@ -75,8 +75,11 @@ enum Stop {
     Error(StreamErrorCondition, Option<&'static str>),
     /// The peer closed the stream; answer with our close.
     PeerClosed,
-    /// The socket is gone or the writer ended the stream.
+    /// The socket is gone.
     Gone,
+    /// The writer task ended the stream (overflow, write failure, or a
+    /// replacing session); it has been joined already.
+    WriterEnded,
     /// The client sent `<starttls/>`: answer `<proceed/>` and hand over.
     StartTls,
 }
@@ -244,7 +247,7 @@ impl<S: Io> Conn<S> {
                 () = crate::stopped(&mut shutdown) => {
                     return Stop::Error(StreamErrorCondition::SystemShutdown, None);
                 }
-                () = writer_done => return Stop::Gone,
+                () = writer_done => return Stop::WriterEnded,
             }
         }
     }
@@ -261,8 +264,9 @@ impl<S: Io> Conn<S> {
                 Some(Bytes::from(out))
             }
             Stop::PeerClosed => Some(ser::stream_close()),
-            Stop::Gone | Stop::StartTls => None,
+            Stop::Gone | Stop::WriterEnded | Stop::StartTls => None,
         };
+        let writer_joined = matches!(stop, Stop::WriterEnded);
         match std::mem::replace(&mut self.step, Step::Connected) {
             Step::Bound(s) => {
                 s.closing.store(true, Ordering::Release);
@@ -276,7 +280,10 @@ impl<S: Io> Conn<S> {
                 self.leave(&s);
                 self.shared.metrics.sessions.dec();
                 // The writer drains what is queued, then closes the socket.
-                let _ = tokio::time::timeout(Duration::from_secs(5), s.writer).await;
+                // (A JoinHandle must not be awaited again once it returned.)
+                if !writer_joined {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), s.writer).await;
+                }
             }
             _ => {
                 if let (Some(t), Some(wr)) = (tail, self.wr.as_mut()) {

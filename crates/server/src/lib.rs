@@ -40,6 +40,8 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 pub use config::{Config, ConfigError};
+/// XEP-0082 date-time in UTC for milliseconds since the Unix epoch.
+pub use pep::datetime as xep0082_datetime;
 pub use store::{AccountRecord, Store, StoreError};
 
 /// Why the server could not run.

@@ -228,7 +228,7 @@ pub(crate) fn replay(owner: &BareJid, to: &FullJid, node: &str, it: &StoredItem)
 }
 
 /// XEP-0082 date-time in UTC for milliseconds since the Unix epoch.
-pub(crate) fn datetime(ms: u64) -> String {
+pub fn datetime(ms: u64) -> String {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

@@ -328,7 +328,42 @@ impl ScramServer {
     }
 }
 
-/// A SCRAM client, for tests and tools (loadgen has its own).
+/// What a SCRAM client derives from the password for one salt and
+/// iteration count: the expensive part (PBKDF2), which a client that logs
+/// in many times with the same credentials caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientKeys {
+    /// ClientKey.
+    pub client_key: Vec<u8>,
+    /// StoredKey = H(ClientKey).
+    pub stored_key: Vec<u8>,
+    /// ServerKey, to check the server's signature.
+    pub server_key: Vec<u8>,
+}
+
+impl ClientKeys {
+    /// Derives the keys (one PBKDF2).
+    pub fn derive(hash: Hash, password: &str, salt: &[u8], iterations: u32) -> Self {
+        let salted = hash.salted_password(password.as_bytes(), salt, iterations);
+        let client_key = hash.hmac(&salted, b"Client Key");
+        Self {
+            stored_key: hash.digest(&client_key),
+            server_key: hash.hmac(&salted, b"Server Key"),
+            client_key,
+        }
+    }
+}
+
+/// The salt and iteration count of a server-first message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SaltParams {
+    /// The decoded salt.
+    pub salt: Vec<u8>,
+    /// The iteration count.
+    pub iterations: u32,
+}
+
+/// A SCRAM client, for tests and tools such as loadgen.
 #[derive(Debug)]
 pub struct ScramClient {
     hash: Hash,
@@ -356,6 +391,18 @@ impl ScramClient {
     /// Answers the server-first message; returns client-final and the
     /// expected server signature message.
     pub fn respond(&self, server_first: &[u8]) -> Result<(Vec<u8>, Vec<u8>), SaslError> {
+        self.respond_with(server_first, |p| {
+            ClientKeys::derive(self.hash, &self.password, &p.salt, p.iterations)
+        })
+    }
+
+    /// As [`Self::respond`], with the keys for the server's salt and
+    /// iteration count supplied by `keys` (from a cache, say).
+    pub fn respond_with(
+        &self,
+        server_first: &[u8],
+        keys: impl FnOnce(&SaltParams) -> ClientKeys,
+    ) -> Result<(Vec<u8>, Vec<u8>), SaslError> {
         let sf =
             std::str::from_utf8(server_first).map_err(|_| SaslError::Malformed("not UTF-8"))?;
         let mut nonce = None;
@@ -370,26 +417,24 @@ impl ScramClient {
                 iters = v.parse::<u32>().ok();
             }
         }
-        let (Some(nonce), Some(salt), Some(iters)) = (nonce, salt, iters) else {
+        let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iters) else {
             return Err(SaslError::Malformed("bad server-first"));
         };
         if !nonce.starts_with(&self.nonce) {
             return Err(SaslError::Malformed("server nonce does not extend ours"));
         }
         let h = self.hash;
-        let salted = h.salted_password(self.password.as_bytes(), &salt, iters);
-        let client_key = h.hmac(&salted, b"Client Key");
-        let stored_key = h.digest(&client_key);
+        let k = keys(&SaltParams { salt, iterations });
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{},{}", self.first_bare, sf, without_proof);
-        let signature = h.hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
+        let signature = h.hmac(&k.stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = k
+            .client_key
             .iter()
             .zip(&signature)
             .map(|(a, b)| a ^ b)
             .collect();
-        let server_key = h.hmac(&salted, b"Server Key");
-        let server_sig = h.hmac(&server_key, auth_message.as_bytes());
+        let server_sig = h.hmac(&k.server_key, auth_message.as_bytes());
         Ok((
             format!("{without_proof},p={}", B64.encode(proof)).into_bytes(),
             format!("v={}", B64.encode(server_sig)).into_bytes(),

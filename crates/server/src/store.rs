@@ -50,6 +50,19 @@ const BLOCKS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("bloc
 /// subscriptions index by subscriber.
 pub const SCHEMA_VERSION: u64 = 4;
 
+/// What [`Store::seed`] imports.
+#[derive(Debug, Clone, Default)]
+pub struct Seed {
+    /// Accounts.
+    pub accounts: Vec<(BareJid, AccountRecord)>,
+    /// Roster items: (owner, contact, item).
+    pub roster: Vec<(BareJid, BareJid, RosterItem)>,
+    /// Nodes with their configuration.
+    pub nodes: Vec<(BareJid, String, NodeConfig)>,
+    /// Explicit subscriptions.
+    pub subscriptions: Vec<Subscription>,
+}
+
 /// One stored explicit subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
@@ -1055,6 +1068,51 @@ impl Store {
         }
         tx.commit()?;
         Ok(changed)
+    }
+
+    /// Imports accounts, roster items, nodes and subscriptions in one
+    /// transaction, for load-test set-up (loadgen seeds an embedded server
+    /// this way instead of running thousands of subscription exchanges).
+    /// Existing records with the same keys are replaced; an existing node
+    /// keeps its items.
+    pub fn seed(&self, seed: &Seed) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut accounts = tx.open_table(ACCOUNTS)?;
+            for (jid, rec) in &seed.accounts {
+                accounts.insert(jid.as_str(), serde_json::to_vec(rec)?.as_slice())?;
+            }
+            let mut roster = tx.open_table(ROSTER)?;
+            for (owner, contact, item) in &seed.roster {
+                put_item(&mut roster, owner, contact, Some(item))?;
+            }
+            let mut nodes = tx.open_table(NODES)?;
+            for (owner, node, config) in &seed.nodes {
+                let key = node_key(owner, node);
+                let rec = match nodes.get(key.as_str())? {
+                    Some(v) => {
+                        let mut r: NodeRecord = decode(&key, v.value())?;
+                        r.config = config.clone();
+                        r
+                    }
+                    None => NodeRecord {
+                        config: config.clone(),
+                        next_seq: 0,
+                        count: 0,
+                    },
+                };
+                nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+            }
+            let mut subs = tx.open_table(SUBS)?;
+            let mut by = tx.open_table(SUBS_BY)?;
+            for s in &seed.subscriptions {
+                let key = node_key(&s.owner, &s.node);
+                subs.insert((key.as_str(), s.jid.as_str()), "subscribed")?;
+                by.insert((s.jid.to_bare().as_str(), key.as_str(), s.jid.as_str()), ())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// An account's record.

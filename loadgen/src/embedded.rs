@@ -1,0 +1,278 @@
+//! The embedded Starling: the server from `crates/server`, in this process
+//! on its own runtime (threads named `starling-srv*`, so their CPU is told
+//! apart from loadgen's), or as a child `starling` process when one
+//! process cannot hold both ends of every connection.
+//!
+//! Either way the store is seeded directly with the plan's accounts and
+//! follow graph (one transaction), since set-up is not what is measured.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use server::pubsub::{AccessModel, NodeConfig};
+use server::roster::{RosterItem, Sub};
+use server::store::{Seed, Subscription};
+use server::{AccountRecord, Config, Listeners, Store};
+use stanza::BareJid;
+
+use crate::graph::Graph;
+use crate::session::Mechanism;
+
+/// The domain the embedded server serves.
+pub const DOMAIN: &str = "loadgen.localhost";
+/// Every embedded account's password.
+pub const PASSWORD: &str = "loadgen-pw";
+/// SCRAM iterations of the embedded accounts (RFC 5802's minimum, and
+/// Starling's default).
+pub const ITERATIONS: u32 = 4096;
+
+/// The account name of user `i`.
+pub fn user(i: u32) -> String {
+    format!("user{i}")
+}
+
+fn bare(i: u32) -> BareJid {
+    BareJid::new(&format!("{}@{DOMAIN}", user(i))).expect("a valid JID")
+}
+
+/// Writes the plan's accounts and follow graph into the store in `dir`.
+pub fn seed(dir: &Path, graph: &Graph, mechanism: Mechanism) -> Result<()> {
+    let store = Store::open(dir).context("opening the store to seed it")?;
+    // One key derivation for everyone: set-up speed, not a security
+    // property, is what matters for a load test's throwaway accounts.
+    let record = AccountRecord::new(PASSWORD, ITERATIONS);
+    let n = graph.len() as u32;
+    let mut seed = Seed {
+        accounts: (0..n).map(|i| (bare(i), record.clone())).collect(),
+        ..Seed::default()
+    };
+    for (p, followers) in graph.followers.iter().enumerate() {
+        let p = p as u32;
+        match mechanism {
+            Mechanism::Presence => {
+                // Mutual (`both`), as PROTOCOL §3 item 5 says a portable
+                // presence follow is.
+                let both = RosterItem {
+                    sub: Sub::Both,
+                    listed: true,
+                    ..RosterItem::default()
+                };
+                for &f in followers {
+                    seed.roster.push((bare(p), bare(f), both.clone()));
+                    seed.roster.push((bare(f), bare(p), both.clone()));
+                }
+            }
+            Mechanism::Pubsub => {
+                if followers.is_empty() {
+                    continue;
+                }
+                seed.nodes.push((
+                    bare(p),
+                    stanza::ns::MICROBLOG.to_owned(),
+                    NodeConfig {
+                        access_model: AccessModel::Open,
+                        ..NodeConfig::default()
+                    },
+                ));
+                for &f in followers {
+                    seed.subscriptions.push(Subscription {
+                        owner: bare(p),
+                        node: stanza::ns::MICROBLOG.to_owned(),
+                        jid: bare(f).to_jid(),
+                    });
+                }
+            }
+            Mechanism::Direct => {}
+        }
+    }
+    store.seed(&seed).context("seeding the store")?;
+    Ok(())
+}
+
+/// The configuration of an embedded server: plaintext auth on loopback,
+/// rate limits out of the way, `fanout` as chosen.
+pub fn config(dir: &Path, fanout: &str) -> Config {
+    let mut c = Config {
+        domains: vec![DOMAIN.into()],
+        c2s_listen: vec!["127.0.0.1:0".parse().expect("literal")],
+        c2s_tls_listen: Vec::new(),
+        data_dir: dir.to_owned(),
+        tls: false,
+        require_encryption: false,
+        allow_plaintext_auth: true,
+        fanout: fanout.to_owned(),
+        ..Config::default()
+    };
+    let l = &mut c.limits;
+    l.stanzas_per_sec = 1_000_000;
+    l.stanza_burst = 1_000_000;
+    l.publishes_per_sec = 1_000_000;
+    l.publish_burst = 1_000_000;
+    c
+}
+
+/// A running embedded server.
+#[derive(Debug)]
+pub enum Embedded {
+    /// In this process, on its own runtime.
+    InProcess {
+        /// Its c2s address.
+        addr: SocketAddr,
+        /// Signals shutdown.
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        /// The server's thread.
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    /// A child `starling` process.
+    Child {
+        /// Its c2s address.
+        addr: SocketAddr,
+        /// The process.
+        child: Child,
+    },
+}
+
+impl Embedded {
+    /// Starts the server in this process on port 0.
+    pub fn in_process(config: Config) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("starling-srv-main".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("starling-srv")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(anyhow::anyhow!("server runtime: {e}")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listeners = match Listeners::bind(&config).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = tx.send(Err(anyhow::anyhow!("binding: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(listeners.c2s_addrs()[0]));
+                    if let Err(e) = server::run(listeners, config, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    {
+                        eprintln!("embedded starling: {e}");
+                    }
+                });
+            })
+            .context("spawning the server thread")?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("the embedded server did not start")??;
+        Ok(Self::InProcess {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Starts `binary serve` on the data dir, with the same settings.
+    pub fn child(binary: &Path, dir: &Path, fanout: &str) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let cfg = dir.join("loadgen-starling.toml");
+        std::fs::write(
+            &cfg,
+            "tls = false\nrequire_encryption = false\nallow_plaintext_auth = true\n\
+             [limits]\nstanzas_per_sec = 1000000\nstanza_burst = 1000000\n\
+             publishes_per_sec = 1000000\npublish_burst = 1000000\n",
+        )?;
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--domain", DOMAIN, "serve", "--fanout", fanout])
+            .args(["--c2s-listen", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(port).is_err() {
+            if Instant::now() > deadline {
+                bail!("{} did not start listening on {port}", binary.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self::Child { addr: port, child })
+    }
+
+    /// The c2s address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Self::InProcess { addr, .. } | Self::Child { addr, .. } => *addr,
+        }
+    }
+
+    /// The server's pid, when it is a separate process.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Child { child, .. } => Some(child.id()),
+            Self::InProcess { .. } => None,
+        }
+    }
+
+    /// Stops the server and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        match self {
+            Self::InProcess { stop, thread, .. } => {
+                if let Some(s) = stop.take() {
+                    let _ = s.send(());
+                }
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+            }
+            Self::Child { child, .. } => {
+                // SIGTERM for a clean shutdown; kill if it lingers.
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The `starling` binary next to this one (same target directory).
+pub fn sibling_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.join("starling");
+    p.exists().then_some(p)
+}

@@ -1,0 +1,174 @@
+//! The run's record: the text report, the JSON document
+//! (`results/schema.json`), the `.hgrm` files, and the command that made
+//! them, written together into one directory.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::run::{Figures, Histograms, Plan};
+use crate::stats;
+
+/// How the run was set up, recorded with every result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setup {
+    /// The server: `starling (embedded)`, `starling (child process)`, or
+    /// the address of an external one.
+    pub server: String,
+    /// Its version, when known.
+    pub server_version: String,
+    /// The fan-out strategy (Starling only).
+    pub fanout: Option<String>,
+    /// Whether the store fsyncs before a publish is acknowledged.
+    pub fsync_before_ack: Option<bool>,
+    /// SCRAM iterations of the accounts.
+    pub scram_iterations: Option<u32>,
+    /// TLS on the client connections.
+    pub tls: bool,
+    /// The machine.
+    pub machine: String,
+    /// loadgen's version.
+    pub loadgen_version: String,
+}
+
+/// One run, as saved.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// The schema id.
+    pub schema: &'static str,
+    /// The command line that produced it.
+    pub command: String,
+    /// When it started (UTC).
+    pub started_at: String,
+    /// The set-up.
+    pub setup: Setup,
+    /// The plan.
+    pub plan: Plan,
+    /// The figures.
+    pub figures: Figures,
+}
+
+/// The schema id written into every record.
+pub const SCHEMA: &str = "starling-loadgen-run/1";
+
+/// The text report.
+pub fn text(r: &RunRecord) -> String {
+    let f = &r.figures;
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("loadgen run, {}", r.started_at));
+    line(format!(
+        "server: {} {}{}",
+        r.setup.server,
+        r.setup.server_version,
+        r.setup
+            .fanout
+            .as_ref()
+            .map(|f| format!(", fan-out {f}"))
+            .unwrap_or_default()
+    ));
+    line(format!("machine: {}", r.setup.machine));
+    let p = &r.plan;
+    line(format!(
+        "plan: {} sessions, {:?} follows, {} celebrit{} at {}/s, background {:?} (k={}) at {}/s, \
+         {} B payload, {}s ({}s warm-up)",
+        p.sessions,
+        p.mechanism,
+        p.celebrities,
+        if p.celebrities == 1 { "y" } else { "ies" },
+        p.rate,
+        p.background,
+        p.follows,
+        p.background_rate,
+        p.payload,
+        p.duration_s,
+        p.warmup_s
+    ));
+    line(String::new());
+    line(format!(
+        "sessions up: {} of {}, logins {:.0}/s ({:?}; SCRAM key cache {} hits, {} misses)",
+        f.sessions_up, p.sessions, f.logins_per_s, p.mech, f.scram_cache.0, f.scram_cache.1
+    ));
+    line(f.connect.line("connect+auth+bind"));
+    if !p.idle {
+        line(f.ack.line("publish -> ack"));
+        line(f.delivery.line("publish -> delivery"));
+        line(f.fanout_completion.line("fan-out completion"));
+        line(format!(
+            "posts {}  expected {}  received {}  lost {}  duplicates {}  ({:.0} deliveries/s)",
+            f.posts, f.expected, f.received, f.lost, f.duplicates, f.mean_deliveries_per_s
+        ));
+        line(format!(
+            "CPU: server {:.2}s ({:.2} µs/delivery), loadgen {:.2}s ({:.2} µs/delivery)",
+            f.server_cpu_s,
+            f.server_cpu_us_per_delivery,
+            f.loadgen_cpu_s,
+            f.loadgen_cpu_us_per_delivery
+        ));
+    }
+    line(format!(
+        "server RSS: {:.1} MiB before logins, {:.1} MiB idle with {} sessions ({:.1} KiB/session), {:.1} MiB max",
+        f.server_rss_before as f64 / 1048576.0,
+        f.server_rss_idle as f64 / 1048576.0,
+        f.sessions_up,
+        f.rss_per_idle_session / 1024.0,
+        f.server_rss_max as f64 / 1048576.0
+    ));
+    for (k, v) in &f.errors {
+        line(format!("error {k}: {v}"));
+    }
+    for (k, v) in &f.dropped_sessions {
+        line(format!("session ended early ({k}): {v}"));
+    }
+    if f.lost > 0 {
+        line(format!(
+            "LOSS: {} expected deliveries never arrived",
+            f.lost
+        ));
+    }
+    out
+}
+
+/// Writes `run.json`, the `.hgrm` files, `report.txt` and `command.txt`
+/// into `dir`.
+pub fn save(dir: &Path, r: &RunRecord, h: &Histograms) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: &str, body: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))
+    };
+    write("run.json", serde_json::to_string_pretty(r)? + "\n")?;
+    write("report.txt", text(r))?;
+    write("command.txt", format!("{}\n", r.command))?;
+    write("connect.hgrm", stats::hgrm(&h.connect))?;
+    if !r.plan.idle {
+        write("ack.hgrm", stats::hgrm(&h.ack))?;
+        write("delivery.hgrm", stats::hgrm(&h.delivery))?;
+        write("completion.hgrm", stats::hgrm(&h.completion))?;
+    }
+    Ok(())
+}
+
+/// `results/runs/` of the source tree when loadgen runs from it, else
+/// `./results/runs`.
+pub fn runs_dir() -> PathBuf {
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
+    if tree.is_dir() {
+        tree.join("runs")
+    } else {
+        PathBuf::from("results/runs")
+    }
+}
+
+/// A filesystem-safe UTC timestamp, `20261125T130405Z`.
+pub fn stamp(iso: &str) -> String {
+    iso.chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .take(15)
+        .collect::<String>()
+        + "Z"
+}

@@ -1,0 +1,535 @@
+//! One measured run: log in every session, publish open-loop on schedule,
+//! count every delivery, and account for every expected one.
+//!
+//! **Expected deliveries.** Per post: every follower session that is
+//! online when the post is scheduled and should receive it (PROTOCOL §6),
+//! not counting the publisher's own resources. Replays (`<delay>`) count
+//! neither way. A session the server drops mid-run counts what it missed
+//! as loss, with the reason.
+//!
+//! **Time.** Each post carries its *scheduled* send time; latencies count
+//! from it, so a stalled publisher or server cannot hide behind coordinated
+//! omission. All timestamps are µs on the system clock, which every
+//! process of a run shares.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::graph::Graph;
+use crate::scram::KeyCache;
+use crate::session::{self, Counters, Live, Login, Mech, Mechanism, Outcome, PostCmd};
+use crate::stats::{self, Summary};
+use crate::sys;
+
+/// What to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Sessions (one per user).
+    pub sessions: usize,
+    /// Users followed by everyone (celebrities), posting at `rate`.
+    pub celebrities: usize,
+    /// Background follow graph: none, `uniform` or `zipf`.
+    pub background: Background,
+    /// Follows per user in the background graph.
+    pub follows: usize,
+    /// The zipf exponent.
+    pub zipf_s: f64,
+    /// How follows work.
+    pub mechanism: Mechanism,
+    /// Celebrity posts per second (open loop), shared round-robin.
+    pub rate: f64,
+    /// Background posts per second, from random users with followers.
+    pub background_rate: f64,
+    /// Instead of a rate: this many celebrity posts at one instant.
+    pub burst: Option<u32>,
+    /// Bytes of text in each post.
+    pub payload: usize,
+    /// Seconds of publishing, warm-up included.
+    pub duration_s: f64,
+    /// Seconds of publishing excluded from the figures.
+    pub warmup_s: f64,
+    /// Logins started per second.
+    pub ramp: f64,
+    /// The SASL mechanism.
+    pub mech: Mech,
+    /// Loopback source addresses to spread connections over.
+    pub sources: u8,
+    /// Seed for the graph and the background publishers.
+    pub seed: u64,
+    /// Log in, stay idle, and measure the server's memory per session.
+    pub idle: bool,
+}
+
+/// The background follow graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+pub enum Background {
+    /// None: only the celebrities are followed.
+    None,
+    /// Each user follows k others, uniformly.
+    Uniform,
+    /// Each user follows k others, power-law.
+    Zipf,
+}
+
+impl Plan {
+    /// The follow graph; mutual for presence follows.
+    pub fn graph(&self) -> Graph {
+        let n = self.sessions;
+        let g = Graph::celebrity(n, self.celebrities);
+        let g = match self.background {
+            Background::None => g,
+            Background::Uniform => g.union(&Graph::uniform(n, self.follows, self.seed)),
+            Background::Zipf => g.union(&Graph::zipf(n, self.follows, self.zipf_s, self.seed)),
+        };
+        if self.mechanism == Mechanism::Presence {
+            g.symmetric()
+        } else {
+            g
+        }
+    }
+}
+
+/// Where the server is and how to log in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The c2s address.
+    pub addr: SocketAddr,
+    /// The XMPP domain.
+    pub domain: String,
+    /// Account name of user `i`.
+    pub user: fn(u32) -> String,
+    /// Every account's password.
+    pub password: String,
+    /// The server's pid, for CPU and RSS (`None` when it is this process:
+    /// then its threads are told apart by name).
+    pub pid: Option<u32>,
+}
+
+/// Measured figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// Sessions that logged in.
+    pub sessions_up: usize,
+    /// Logins per second over the login phase.
+    pub logins_per_s: f64,
+    /// TCP connect to bound session, from each login's scheduled start.
+    pub connect: Summary,
+    /// Publish → ack.
+    pub ack: Summary,
+    /// Publish → each delivery.
+    pub delivery: Summary,
+    /// Publish → the last expected follower has it.
+    pub fanout_completion: Summary,
+    /// Measured posts published.
+    pub posts: u64,
+    /// Expected deliveries of measured posts.
+    pub expected: u64,
+    /// Received deliveries of measured posts (duplicates not counted).
+    pub received: u64,
+    /// Expected minus received.
+    pub lost: u64,
+    /// Deliveries received more than once.
+    pub duplicates: u64,
+    /// Deliveries per second of the measured phase, second by second.
+    pub deliveries_per_s: Vec<u64>,
+    /// Mean deliveries per second over the measured phase.
+    pub mean_deliveries_per_s: f64,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Sessions that ended early, by reason.
+    pub dropped_sessions: BTreeMap<String, u64>,
+    /// Replays (`<delay>`) seen, not counted.
+    pub replays: u64,
+    /// Server CPU seconds during the measured phase.
+    pub server_cpu_s: f64,
+    /// loadgen CPU seconds during the measured phase.
+    pub loadgen_cpu_s: f64,
+    /// Server CPU µs per delivery received.
+    pub server_cpu_us_per_delivery: f64,
+    /// loadgen CPU µs per delivery received.
+    pub loadgen_cpu_us_per_delivery: f64,
+    /// Largest server RSS seen, bytes (the whole process when embedded).
+    pub server_rss_max: u64,
+    /// Server RSS before the logins, bytes.
+    pub server_rss_before: u64,
+    /// Server RSS with every session logged in and idle, bytes.
+    pub server_rss_idle: u64,
+    /// (idle − before) / sessions, bytes: memory per idle session.
+    pub rss_per_idle_session: f64,
+    /// SCRAM key cache (hits, misses).
+    pub scram_cache: (u64, u64),
+}
+
+/// The histograms behind the figures, for `.hgrm` files.
+#[derive(Debug)]
+pub struct Histograms {
+    /// See [`Figures::connect`].
+    pub connect: Histogram<u64>,
+    /// See [`Figures::ack`].
+    pub ack: Histogram<u64>,
+    /// See [`Figures::delivery`].
+    pub delivery: Histogram<u64>,
+    /// See [`Figures::fanout_completion`].
+    pub completion: Histogram<u64>,
+}
+
+fn source(i: usize, sources: u8, target: &SocketAddr) -> Option<IpAddr> {
+    // Spread over 127.0.0.1..=127.0.0.N so ephemeral ports never run out;
+    // only when the target itself is on loopback.
+    if sources <= 1 || !target.ip().is_loopback() || !target.is_ipv4() {
+        return None;
+    }
+    Some(IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        0,
+        1 + (i % sources as usize) as u8,
+    )))
+}
+
+/// RSS of the server: its process, or this one when embedded.
+fn server_rss(pid: Option<u32>) -> u64 {
+    sys::process_rss(pid.unwrap_or_else(std::process::id)).unwrap_or(0)
+}
+
+/// CPU seconds of (server, loadgen).
+fn cpu(pid: Option<u32>) -> (f64, f64) {
+    let me = sys::process_cpu(std::process::id()).unwrap_or(0.0);
+    match pid {
+        Some(p) => (sys::process_cpu(p).unwrap_or(0.0), me),
+        None => {
+            let srv = sys::threads_cpu(&["starling-srv", "store-commit", "fanout-shard"]);
+            (srv, me - srv)
+        }
+    }
+}
+
+/// Live progress lines (only on a TTY).
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        if quiet || !sys::is_tty() {
+            return Self(None);
+        }
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.enable_steady_tick(Duration::from_millis(200));
+        Self(Some(pb))
+    }
+    fn set(&self, msg: String) {
+        if let Some(pb) = &self.0 {
+            pb.set_message(msg);
+        }
+    }
+    fn done(&self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+/// Runs the plan against the target.
+pub async fn run(
+    plan: &Plan,
+    graph: &Graph,
+    target: &Target,
+    quiet: bool,
+) -> Result<(Figures, Histograms)> {
+    let n = plan.sessions;
+    if graph.len() != n {
+        bail!("the graph has {} users for {n} sessions", graph.len());
+    }
+    let progress = Progress::new(quiet);
+    let keys = Arc::new(KeyCache::default());
+    let rss_before = server_rss(target.pid);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+
+    // 1. Logins, paced by the ramp, a bounded number in flight.
+    let in_flight = Arc::new(Semaphore::new(512));
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let mut logins = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let login = Login {
+            addr: target.addr,
+            source: source(i, plan.sources, &target.addr),
+            domain: target.domain.clone(),
+            user: (target.user)(i as u32),
+            password: target.password.clone(),
+            mech: plan.mech,
+            resource: "lg".into(),
+        };
+        let (keys, in_flight) = (keys.clone(), in_flight.clone());
+        let at = t0 + Duration::from_secs_f64(i as f64 / plan.ramp.max(1.0));
+        logins.spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let _permit = in_flight.acquire_owned().await;
+            let r = session::login(&login, &keys).await;
+            (i, r, at.elapsed(), Instant::now())
+        });
+    }
+    let mut conns: Vec<Option<session::Conn>> = (0..n).map(|_| None).collect();
+    let mut connect = stats::histogram();
+    let mut last_login = t0;
+    let mut up = 0usize;
+    while let Some(j) = logins.join_next().await {
+        let (i, r, took, done) = j?;
+        match r {
+            Ok(c) => {
+                stats::record(&mut connect, took.as_micros() as u64);
+                conns[i] = Some(c);
+                up += 1;
+                last_login = last_login.max(done);
+            }
+            Err(e) => *errors.entry(format!("login:{}", e.kind())).or_default() += 1,
+        }
+        if up % 250 == 0 {
+            progress.set(format!("logged in {up}/{n}"));
+        }
+    }
+    let login_secs = last_login.duration_since(t0).as_secs_f64().max(1e-6);
+    let logins_per_s = up as f64 / login_secs;
+    if up == 0 {
+        progress.done();
+        bail!(
+            "no session could log in to {} ({})",
+            target.addr,
+            errors.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+
+    // 2. Live sessions: presence with caps, then wait for the server to
+    // verify them (one disco#info: every session shares the same ver).
+    let counters = Arc::new(Counters::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let payload: Arc<str> = "x".repeat(plan.payload).into();
+    let run_start_us = session::now_us();
+    let settle = Duration::from_millis(1000 + (n as u64 / 5));
+    let measure_from_us = run_start_us + settle.as_micros() as u64 + (plan.warmup_s * 1e6) as u64;
+    let mut senders: Vec<Option<mpsc::UnboundedSender<PostCmd>>> = (0..n).map(|_| None).collect();
+    let mut lives = tokio::task::JoinSet::new();
+    for (i, c) in conns.into_iter().enumerate() {
+        let Some(c) = c else { continue };
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders[i] = Some(tx);
+        let followers: Arc<[String]> = if plan.mechanism == Mechanism::Direct {
+            graph.followers[i]
+                .iter()
+                .map(|&f| format!("{}@{}", (target.user)(f), target.domain))
+                .collect()
+        } else {
+            Arc::from(Vec::new())
+        };
+        let live = Live {
+            index: i as u32,
+            mechanism: plan.mechanism,
+            payload: payload.clone(),
+            followers,
+            counters: counters.clone(),
+            measure_from_us,
+        };
+        lives.spawn(session::live(c, live, rx, stop_rx.clone(), run_start_us));
+    }
+    progress.set(format!("{up} sessions up; settling"));
+    tokio::time::sleep(settle).await;
+    let rss_idle = server_rss(target.pid);
+    let mut rss_max = rss_idle.max(rss_before);
+
+    // 3. Publishing, open loop.
+    let (cpu_srv0, cpu_lg0) = cpu(target.pid);
+    // One (monotonic, system-clock) pair maps schedule instants to µs.
+    let base_us = session::now_us();
+    let publish_start = Instant::now();
+    let mut expected: Vec<(u32, bool)> = Vec::new(); // (expected, measured)
+    let online = |u: u32| senders[u as usize].is_some();
+    let celebs: Vec<u32> = (0..plan.celebrities.min(n) as u32).collect();
+    let others: Vec<u32> = (plan.celebrities.min(n) as u32..n as u32)
+        .filter(|&u| !graph.followers[u as usize].is_empty() && online(u))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x5eed);
+    let dur = Duration::from_secs_f64(if plan.idle { 0.0 } else { plan.duration_s });
+    let post = |publisher: u32, sched: Instant, expected: &mut Vec<(u32, bool)>| {
+        let index = expected.len() as u32;
+        let sched_us = base_us + sched.saturating_duration_since(publish_start).as_micros() as u64;
+        let exp = graph.followers[publisher as usize]
+            .iter()
+            .filter(|&&f| online(f) && f != publisher)
+            .count() as u32;
+        expected.push((exp, sched_us >= measure_from_us));
+        if let Some(tx) = &senders[publisher as usize] {
+            let _ = tx.send(PostCmd { index, sched_us });
+        }
+    };
+    if !plan.idle {
+        if let Some(b) = plan.burst {
+            tokio::time::sleep(Duration::from_secs_f64(plan.warmup_s)).await;
+            let at = Instant::now();
+            for k in 0..b {
+                if let Some(&c) = celebs.get(k as usize % celebs.len().max(1)) {
+                    post(c, at, &mut expected);
+                }
+            }
+        } else {
+            let c_step = (plan.rate > 0.0 && !celebs.is_empty()).then(|| 1.0 / plan.rate);
+            let b_step = (plan.background_rate > 0.0 && !others.is_empty())
+                .then(|| 1.0 / plan.background_rate);
+            let (mut next_c, mut next_b, mut k) = (0.0f64, 0.0f64, 0usize);
+            loop {
+                let (t, celeb) = match (c_step, b_step) {
+                    (Some(_), Some(_)) if next_c <= next_b => (next_c, true),
+                    (Some(_), None) => (next_c, true),
+                    (_, Some(_)) => (next_b, false),
+                    (None, None) => break,
+                };
+                if t >= dur.as_secs_f64() {
+                    break;
+                }
+                let sched = publish_start + Duration::from_secs_f64(t);
+                tokio::time::sleep_until(sched.into()).await;
+                let publisher = if celeb {
+                    next_c += c_step.unwrap_or(f64::INFINITY);
+                    k += 1;
+                    celebs[k % celebs.len()]
+                } else {
+                    next_b += b_step.unwrap_or(f64::INFINITY);
+                    others[rng.gen_range(0..others.len())]
+                };
+                post(publisher, sched, &mut expected);
+                if expected.len() % 50 == 0 {
+                    rss_max = rss_max.max(server_rss(target.pid));
+                    progress.set(format!(
+                        "{:.0}s: {} posts, {} acked, {} deliveries",
+                        t,
+                        expected.len(),
+                        counters.acked.load(Ordering::Relaxed),
+                        counters.received.load(Ordering::Relaxed)
+                    ));
+                }
+            }
+        }
+    }
+    // 4. Drain: until everything expected arrived, or a bounded wait.
+    let all_expected: u64 = expected.iter().map(|&(e, _)| u64::from(e)).sum();
+    let all_posts = expected.len() as u64;
+    let drain_deadline = Instant::now() + Duration::from_secs(10 + n as u64 / 1000);
+    while (counters.received.load(Ordering::Relaxed) < all_expected
+        || counters.acked.load(Ordering::Relaxed) < all_posts)
+        && Instant::now() < drain_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let publish_secs = publish_start.elapsed().as_secs_f64();
+    let (cpu_srv1, cpu_lg1) = cpu(target.pid);
+    rss_max = rss_max.max(server_rss(target.pid));
+    let _ = stop_tx.send(true);
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(up);
+    while let Some(o) = lives.join_next().await {
+        outcomes.push(o?);
+    }
+    progress.done();
+
+    // 5. Account.
+    let mut h = Histograms {
+        connect,
+        ack: stats::histogram(),
+        delivery: stats::histogram(),
+        completion: stats::histogram(),
+    };
+    let mut per_post: Vec<(u32, u32)> = vec![(0, 0); expected.len()]; // (received, max latency)
+    let mut per_sec: Vec<u64> = Vec::new();
+    let mut duplicates = 0u64;
+    let mut dropped_sessions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut replays = 0;
+    let measure_from_ms = (measure_from_us - run_start_us) / 1000;
+    for o in &outcomes {
+        replays += o.replays;
+        for e in &o.errors {
+            *errors.entry(e.clone()).or_default() += 1;
+        }
+        if let Some((why, _)) = &o.ended {
+            *dropped_sessions.entry(why.clone()).or_default() += 1;
+        }
+        for &a in &o.acks {
+            stats::record(&mut h.ack, u64::from(a));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &o.deliveries {
+            if !seen.insert(d.index) {
+                duplicates += 1;
+                continue;
+            }
+            stats::record(&mut h.delivery, u64::from(d.latency_us));
+            if let Some(p) = per_post.get_mut(d.index as usize) {
+                p.0 += 1;
+                p.1 = p.1.max(d.latency_us);
+            }
+            let sec = (u64::from(d.at_ms).saturating_sub(measure_from_ms) / 1000) as usize;
+            if u64::from(d.at_ms) >= measure_from_ms {
+                if per_sec.len() <= sec {
+                    per_sec.resize(sec + 1, 0);
+                }
+                per_sec[sec] += 1;
+            }
+        }
+    }
+    let (mut posts, mut exp_sum, mut rec_sum) = (0u64, 0u64, 0u64);
+    for (i, &(exp, measured)) in expected.iter().enumerate() {
+        if !measured {
+            continue;
+        }
+        posts += 1;
+        let (got, max) = per_post[i];
+        exp_sum += u64::from(exp);
+        rec_sum += u64::from(got.min(exp));
+        if exp > 0 && got >= exp {
+            stats::record(&mut h.completion, u64::from(max));
+        }
+    }
+    let measured_secs = (publish_secs - plan.warmup_s).max(1e-6);
+    let server_cpu = (cpu_srv1 - cpu_srv0).max(0.0);
+    let loadgen_cpu = (cpu_lg1 - cpu_lg0).max(0.0);
+    let per = |cpu: f64| {
+        if rec_sum == 0 {
+            0.0
+        } else {
+            cpu * 1e6 / rec_sum as f64
+        }
+    };
+    let figures = Figures {
+        sessions_up: up,
+        logins_per_s,
+        connect: Summary::of(&h.connect),
+        ack: Summary::of(&h.ack),
+        delivery: Summary::of(&h.delivery),
+        fanout_completion: Summary::of(&h.completion),
+        posts,
+        expected: exp_sum,
+        received: rec_sum,
+        lost: exp_sum - rec_sum,
+        duplicates,
+        mean_deliveries_per_s: rec_sum as f64 / measured_secs,
+        deliveries_per_s: per_sec,
+        errors,
+        dropped_sessions,
+        replays,
+        server_cpu_s: server_cpu,
+        loadgen_cpu_s: loadgen_cpu,
+        server_cpu_us_per_delivery: per(server_cpu),
+        loadgen_cpu_us_per_delivery: per(loadgen_cpu),
+        server_rss_max: rss_max,
+        server_rss_before: rss_before,
+        server_rss_idle: rss_idle,
+        rss_per_idle_session: rss_idle.saturating_sub(rss_before) as f64 / up as f64,
+        scram_cache: keys.stats(),
+    };
+    Ok((figures, h))
+}

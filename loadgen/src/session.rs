@@ -1,0 +1,730 @@
+//! One XMPP client session: connect (from a chosen loopback source
+//! address), open the stream, authenticate (PLAIN, SCRAM-SHA-1 or
+//! SCRAM-SHA-256 with cached keys), bind, and then live: announce presence
+//! with `+notify` caps, answer the server's disco#info, publish on command,
+//! and record every delivery it receives.
+//!
+//! Nothing here is specific to Starling: it speaks RFC 6120/6121,
+//! XEP-0115, XEP-0060 and XEP-0163 as any server expects.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::Bytes;
+use server::sasl::{Hash, ScramClient};
+use stanza::{Element, Event, Framer, Kind, Stanza};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::scram::KeyCache;
+
+/// The SASL mechanism a session logs in with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Mech {
+    /// PLAIN (needs TLS, or a server that allows it in the clear).
+    Plain,
+    /// SCRAM-SHA-1.
+    ScramSha1,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+}
+
+/// Why a session failed or ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The TCP connection failed.
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The socket failed or closed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server sent something this client cannot read.
+    #[error("bad XML from the server: {0}")]
+    Xml(String),
+    /// The server ended the stream with this condition.
+    #[error("stream error: {0}")]
+    Stream(String),
+    /// Authentication failed.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// Something else went wrong in the negotiation.
+    #[error("negotiation: {0}")]
+    Negotiation(String),
+    /// No answer in time.
+    #[error("timed out during {0}")]
+    Timeout(&'static str),
+}
+
+impl SessionError {
+    /// A short kind for error tallies.
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Connect(_) => "connect".into(),
+            Self::Io(_) => "io".into(),
+            Self::Xml(_) => "xml".into(),
+            Self::Stream(c) => format!("stream:{c}"),
+            Self::Auth(_) => "auth".into(),
+            Self::Negotiation(_) => "negotiation".into(),
+            Self::Timeout(w) => format!("timeout:{w}"),
+        }
+    }
+}
+
+/// How to reach the server and log in.
+#[derive(Debug, Clone)]
+pub struct Login {
+    /// The server's c2s address.
+    pub addr: SocketAddr,
+    /// The local address to connect from (spreads ephemeral ports).
+    pub source: Option<IpAddr>,
+    /// The XMPP domain.
+    pub domain: String,
+    /// The localpart.
+    pub user: String,
+    /// The password.
+    pub password: String,
+    /// The mechanism.
+    pub mech: Mech,
+    /// The resource to bind.
+    pub resource: String,
+}
+
+/// A bound session's connection.
+#[derive(Debug)]
+pub struct Conn {
+    rd: OwnedReadHalf,
+    /// The write half.
+    pub wr: OwnedWriteHalf,
+    framer: Framer,
+    /// The bound full JID.
+    pub jid: String,
+}
+
+const NEGOTIATION: Duration = Duration::from_secs(30);
+
+impl Conn {
+    async fn read_event(&mut self, what: &'static str) -> Result<Event, SessionError> {
+        loop {
+            match self.framer.next() {
+                Ok(Some(ev)) => return Ok(ev),
+                Ok(None) => {}
+                Err(e) => return Err(SessionError::Xml(e.to_string())),
+            }
+            self.framer.buffer_mut().reserve(8192);
+            let n = tokio::time::timeout(NEGOTIATION, self.rd.read_buf(self.framer.buffer_mut()))
+                .await
+                .map_err(|_| SessionError::Timeout(what))??;
+            if n == 0 {
+                return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// The next top-level element during negotiation (headers skipped).
+    async fn element(&mut self, what: &'static str) -> Result<Element, SessionError> {
+        loop {
+            match self.read_event(what).await? {
+                Event::StreamOpen(_) => continue,
+                Event::StreamClose => return Err(SessionError::Stream("closed".into())),
+                Event::Stanza(b) => {
+                    let el =
+                        Element::from_stanza(&b).map_err(|e| SessionError::Xml(e.to_string()))?;
+                    if el.name == "error" && el.ns == stanza::ns::STREAM {
+                        let cond = el
+                            .first_element()
+                            .map_or_else(|| "unknown".to_owned(), |c| c.name.clone());
+                        return Err(SessionError::Stream(cond));
+                    }
+                    return Ok(el);
+                }
+            }
+        }
+    }
+
+    async fn open(&mut self, domain: &str) -> Result<Element, SessionError> {
+        self.framer.reset();
+        self.wr
+            .write_all(
+                format!(
+                    "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' \
+                     xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+                )
+                .as_bytes(),
+            )
+            .await?;
+        let f = self.element("stream features").await?;
+        if f.name != "features" {
+            return Err(SessionError::Negotiation(format!(
+                "expected features, got <{}>",
+                f.name
+            )));
+        }
+        Ok(f)
+    }
+}
+
+fn nonce() -> String {
+    let b: [u8; 18] = rand::random();
+    B64.encode(b).replace(['+', '/'], "x")
+}
+
+/// Connects, authenticates and binds.
+pub async fn login(l: &Login, keys: &KeyCache) -> Result<Conn, SessionError> {
+    let socket = if l.addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(SessionError::Connect)?;
+    if let Some(src) = l.source {
+        socket
+            .bind(SocketAddr::new(src, 0))
+            .map_err(SessionError::Connect)?;
+    }
+    let tcp: TcpStream = tokio::time::timeout(NEGOTIATION, socket.connect(l.addr))
+        .await
+        .map_err(|_| SessionError::Timeout("connect"))?
+        .map_err(SessionError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    let (rd, wr) = tcp.into_split();
+    // Deliveries are small; generous limits keep history pages readable.
+    let limits = stanza::Limits {
+        max_stanza_bytes: 4 << 20,
+        max_namespace_decls: 100_000,
+        ..stanza::Limits::default()
+    };
+    let mut c = Conn {
+        rd,
+        wr,
+        framer: Framer::new(limits),
+        jid: String::new(),
+    };
+    let features = c.open(&l.domain).await?;
+    let offered: Vec<String> = features
+        .child("mechanisms", stanza::ns::SASL)
+        .map(|m| m.elements().map(|e| e.text().into_owned()).collect())
+        .unwrap_or_default();
+    let name = match l.mech {
+        Mech::Plain => "PLAIN",
+        Mech::ScramSha1 => "SCRAM-SHA-1",
+        Mech::ScramSha256 => "SCRAM-SHA-256",
+    };
+    if !offered.iter().any(|m| m == name) {
+        return Err(SessionError::Auth(format!(
+            "{name} not offered (offered: {})",
+            offered.join(", ")
+        )));
+    }
+    match l.mech {
+        Mech::Plain => {
+            let msg = format!("\0{}\0{}", l.user, l.password);
+            send_auth(&mut c, name, msg.as_bytes()).await?;
+        }
+        Mech::ScramSha1 | Mech::ScramSha256 => {
+            let hash = if l.mech == Mech::ScramSha1 {
+                Hash::Sha1
+            } else {
+                Hash::Sha256
+            };
+            let (client, first) = ScramClient::new(hash, &l.user, &l.password, &nonce());
+            send_auth(&mut c, name, &first).await?;
+            let ch = c.element("SASL challenge").await?;
+            if ch.name != "challenge" {
+                return Err(SessionError::Auth(format!(
+                    "<{}> instead of a challenge",
+                    ch.name
+                )));
+            }
+            let sf = B64
+                .decode(ch.text().trim())
+                .map_err(|_| SessionError::Auth("bad base64 challenge".into()))?;
+            let (fin, expect) = client
+                .respond_with(&sf, |p| keys.get(hash, &l.password, p))
+                .map_err(|e| SessionError::Auth(e.to_string()))?;
+            c.wr.write_all(
+                format!(
+                    "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+                    B64.encode(fin)
+                )
+                .as_bytes(),
+            )
+            .await?;
+            let ok = c.element("SASL success").await?;
+            if ok.name != "success" {
+                return Err(SessionError::Auth(format!("<{}>", ok.name)));
+            }
+            let sig = B64.decode(ok.text().trim()).unwrap_or_default();
+            if sig != expect {
+                return Err(SessionError::Auth(
+                    "server signature does not verify".into(),
+                ));
+            }
+            return finish_bind(c, l).await;
+        }
+    }
+    let ok = c.element("SASL success").await?;
+    if ok.name != "success" {
+        return Err(SessionError::Auth(format!("<{}>", ok.name)));
+    }
+    finish_bind(c, l).await
+}
+
+async fn send_auth(c: &mut Conn, mech: &str, data: &[u8]) -> Result<(), SessionError> {
+    c.wr.write_all(
+        format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{}</auth>",
+            B64.encode(data)
+        )
+        .as_bytes(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn finish_bind(mut c: Conn, l: &Login) -> Result<Conn, SessionError> {
+    let features = c.open(&l.domain).await?;
+    if features.child("bind", stanza::ns::BIND).is_none() {
+        return Err(SessionError::Negotiation("no bind feature".into()));
+    }
+    c.wr.write_all(
+        format!(
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>{}</resource></bind></iq>",
+            l.resource
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let r = c.element("bind").await?;
+    let jid = r
+        .child("bind", stanza::ns::BIND)
+        .and_then(|b| b.child("jid", stanza::ns::BIND))
+        .map(|j| j.text().into_owned())
+        .ok_or_else(|| SessionError::Negotiation("bind refused".into()))?;
+    // The legacy session iq: harmless where optional, needed by old servers.
+    if features.child("session", stanza::ns::SESSION).is_some() {
+        c.wr.write_all(
+            b"<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
+        )
+        .await?;
+        let _ = c.element("session").await?;
+    }
+    c.jid = jid;
+    Ok(c)
+}
+
+/// The disco#info this client answers with: a client identity, caps, and
+/// `+notify` for the microblog node.
+pub fn caps_query() -> String {
+    format!(
+        "<query xmlns='http://jabber.org/protocol/disco#info'>\
+         <identity category='client' type='bot' name='loadgen'/>\
+         <feature var='http://jabber.org/protocol/caps'/>\
+         <feature var='http://jabber.org/protocol/disco#info'/>\
+         <feature var='{}+notify'/></query>",
+        stanza::ns::MICROBLOG
+    )
+}
+
+/// The XEP-0115 `ver` of [`caps_query`].
+pub fn caps_ver() -> String {
+    server::caps::verification_string_hash(
+        &Element::parse(&caps_query()).expect("the caps query is well-formed"),
+    )
+}
+
+/// Microseconds since the Unix epoch: the one clock every process of a run
+/// shares.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A publish the scheduler hands to a publisher's session.
+#[derive(Debug, Clone, Copy)]
+pub struct PostCmd {
+    /// The post's index in the run.
+    pub index: u32,
+    /// When it was scheduled, µs since the epoch.
+    pub sched_us: u64,
+}
+
+/// How posts travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Mechanism {
+    /// Mutual presence subscription plus `+notify` caps.
+    Presence,
+    /// An explicit XEP-0060 subscribe to each followed node.
+    Pubsub,
+    /// No server fan-out: the publisher sends one message per follower.
+    Direct,
+}
+
+/// What a session's live phase needs.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// This user's index.
+    pub index: u32,
+    /// How posts travel.
+    pub mechanism: Mechanism,
+    /// Payload bytes in each post's Atom content.
+    pub payload: Arc<str>,
+    /// For `direct`: the bare JIDs of this user's followers.
+    pub followers: Arc<[String]>,
+    /// Shared counters for progress.
+    pub counters: Arc<Counters>,
+    /// Posts scheduled before this are warm-up: not measured.
+    pub measure_from_us: u64,
+}
+
+/// Run-wide counters, for live progress.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Deliveries received (measured or not).
+    pub received: AtomicU64,
+    /// Publishes acknowledged.
+    pub acked: AtomicU64,
+}
+
+/// One received delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    /// The post.
+    pub index: u32,
+    /// Scheduled send → receipt, µs.
+    pub latency_us: u32,
+    /// When it arrived, ms since the run's measured phase began.
+    pub at_ms: u32,
+}
+
+/// What one session reports at the end.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Deliveries of measured posts.
+    pub deliveries: Vec<Delivery>,
+    /// Publish → ack latencies of measured posts, µs.
+    pub acks: Vec<u32>,
+    /// Errors by kind.
+    pub errors: Vec<String>,
+    /// Why the session ended early, if it did, and when (µs since epoch).
+    pub ended: Option<(String, u64)>,
+    /// Last-item replays seen (not counted as deliveries).
+    pub replays: u64,
+}
+
+/// Finds `attr='value'` (or `"value"`) after `from` in `s`.
+fn attr_after<'a>(s: &'a [u8], from: usize, attr: &[u8]) -> Option<&'a [u8]> {
+    let hay = &s[from..];
+    let pos = hay
+        .windows(attr.len() + 1)
+        .position(|w| &w[..attr.len()] == attr && w[attr.len()] == b'=')?;
+    let q = *hay.get(pos + attr.len() + 1)?;
+    if q != b'\'' && q != b'"' {
+        return None;
+    }
+    let start = pos + attr.len() + 2;
+    let end = hay[start..].iter().position(|&c| c == q)? + start;
+    Some(&hay[start..end])
+}
+
+/// Parses a post id `p{index}-{publisher}-{sched_us}`.
+pub fn parse_post_id(id: &[u8]) -> Option<(u32, u32, u64)> {
+    let s = std::str::from_utf8(id).ok()?.strip_prefix('p')?;
+    let mut it = s.splitn(3, '-');
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    ))
+}
+
+/// The post a delivery carries, and whether it is a replay: for a pubsub
+/// event, the first `<item id=…>`; for `direct`, the message id.
+fn delivered_post(bytes: &[u8], mechanism: Mechanism) -> Option<((u32, u32, u64), bool)> {
+    if mechanism == Mechanism::Direct {
+        let id = attr_after(bytes, 0, b"id")?;
+        return Some((parse_post_id(id)?, false));
+    }
+    let item = bytes.windows(6).position(|w| w == b"<item ")?;
+    let id = attr_after(bytes, item, b"id")?;
+    let replay = bytes.windows(7).any(|w| w == b"<delay ");
+    Some((parse_post_id(id)?, replay))
+}
+
+fn publish_iq(cmd: PostCmd, me: u32, live: &Live) -> String {
+    let id = format!("p{}-{me}-{}", cmd.index, cmd.sched_us);
+    let options = if live.mechanism == Mechanism::Pubsub {
+        // Followers subscribed explicitly: the node must be open to them.
+        "<publish-options><x xmlns='jabber:x:data' type='submit'>\
+         <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+         <field var='pubsub#access_model'><value>open</value></field></x></publish-options>"
+    } else {
+        ""
+    };
+    format!(
+        "<iq type='set' id='{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <publish node='{}'><item id='{id}'><entry xmlns='http://www.w3.org/2005/Atom'>\
+         <title>post {}</title><content>{}</content></entry></item></publish>{options}</pubsub></iq>",
+        stanza::ns::MICROBLOG,
+        cmd.index,
+        live.payload
+    )
+}
+
+fn direct_messages(cmd: PostCmd, me: u32, live: &Live) -> String {
+    let id = format!("p{}-{me}-{}", cmd.index, cmd.sched_us);
+    let mut out = String::with_capacity(live.followers.len() * (160 + live.payload.len()));
+    for f in live.followers.iter() {
+        out.push_str(&format!(
+            "<message type='headline' to='{f}' id='{id}'><body>{}</body></message>",
+            live.payload
+        ));
+    }
+    out
+}
+
+/// Runs a bound session until `stop` is set: presence with caps, disco
+/// answers, publishes on command, deliveries recorded.
+pub async fn live(
+    mut c: Conn,
+    live: Live,
+    mut posts: mpsc::UnboundedReceiver<PostCmd>,
+    mut stop: watch::Receiver<bool>,
+    run_start_us: u64,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let presence = format!(
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
+         node='https://starling.example/loadgen' ver='{}'/></presence>",
+        caps_ver()
+    );
+    if let Err(e) = c.wr.write_all(presence.as_bytes()).await {
+        out.ended = Some((format!("io: {e}"), now_us()));
+        return out;
+    }
+    let query = caps_query();
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        // Everything already framed first.
+        loop {
+            let ev = match c.framer.next() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => break,
+                Err(e) => {
+                    out.ended = Some((format!("xml: {e}"), now_us()));
+                    return out;
+                }
+            };
+            let bytes: Bytes = match ev {
+                Event::Stanza(b) => b,
+                Event::StreamOpen(_) => continue,
+                Event::StreamClose => {
+                    out.ended = Some(("stream closed".into(), now_us()));
+                    return out;
+                }
+            };
+            let received_us = now_us();
+            let Ok(st) = Stanza::from_framed(bytes) else {
+                out.errors.push("unparsable stanza".into());
+                continue;
+            };
+            match st.kind() {
+                Kind::Message => {
+                    if st.type_().as_deref() == Some("error") {
+                        out.errors.push("message error".into());
+                        continue;
+                    }
+                    let Some(((index, publisher, sched), replay)) =
+                        delivered_post(st.bytes(), live.mechanism)
+                    else {
+                        continue;
+                    };
+                    if replay {
+                        out.replays += 1;
+                        continue;
+                    }
+                    if publisher == live.index {
+                        // Our own post, back to us: not a delivery.
+                        continue;
+                    }
+                    live.counters.received.fetch_add(1, Ordering::Relaxed);
+                    if sched >= live.measure_from_us {
+                        out.deliveries.push(Delivery {
+                            index,
+                            latency_us: received_us.saturating_sub(sched).min(u32::MAX as u64)
+                                as u32,
+                            at_ms: (received_us.saturating_sub(run_start_us) / 1000) as u32,
+                        });
+                    }
+                }
+                Kind::Iq => {
+                    let ty = st.type_();
+                    match ty.as_deref() {
+                        Some("get") => {
+                            // The server verifying our caps (or anyone asking).
+                            let id = st.id().unwrap_or_default().into_owned();
+                            let to = st.from().map(|f| f.into_owned());
+                            let is_disco = st
+                                .bytes()
+                                .windows(b"disco#info".len())
+                                .any(|w| w == b"disco#info");
+                            buf.clear();
+                            if is_disco {
+                                let node = Element::from_stanza(st.bytes()).ok().and_then(|e| {
+                                    e.first_element()
+                                        .and_then(|q| q.attr("node").map(str::to_owned))
+                                });
+                                let q = match node {
+                                    Some(n) => query.replacen(
+                                        "<query xmlns='http://jabber.org/protocol/disco#info'>",
+                                        &format!("<query xmlns='http://jabber.org/protocol/disco#info' node='{n}'>"),
+                                        1,
+                                    ),
+                                    None => query.clone(),
+                                };
+                                buf.extend_from_slice(
+                                    format!("<iq type='result' id='{id}'").as_bytes(),
+                                );
+                                if let Some(t) = &to {
+                                    buf.extend_from_slice(format!(" to='{t}'").as_bytes());
+                                }
+                                buf.extend_from_slice(format!(">{q}</iq>").as_bytes());
+                            } else {
+                                buf.extend_from_slice(
+                                    format!(
+                                        "<iq type='error' id='{id}'{}><error type='cancel'>\
+                                         <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+                                         </error></iq>",
+                                        to.map(|t| format!(" to='{t}'")).unwrap_or_default()
+                                    )
+                                    .as_bytes(),
+                                );
+                            }
+                            if c.wr.write_all(&buf).await.is_err() {
+                                out.ended = Some(("io: write".into(), now_us()));
+                                return out;
+                            }
+                        }
+                        Some("set") => {
+                            // Roster pushes and the like: acknowledge.
+                            let id = st.id().unwrap_or_default().into_owned();
+                            let _ =
+                                c.wr.write_all(format!("<iq type='result' id='{id}'/>").as_bytes())
+                                    .await;
+                        }
+                        Some(t @ ("result" | "error")) => {
+                            let id = st.id().unwrap_or_default();
+                            if let Some((_, _, sched)) = parse_post_id(id.as_bytes()) {
+                                if t == "error" {
+                                    let cond = Element::from_stanza(st.bytes())
+                                        .ok()
+                                        .and_then(|e| {
+                                            e.child("error", stanza::ns::CLIENT).and_then(|er| {
+                                                er.first_element().map(|c| c.name.clone())
+                                            })
+                                        })
+                                        .unwrap_or_else(|| "unknown".into());
+                                    out.errors.push(format!("publish:{cond}"));
+                                } else {
+                                    live.counters.acked.fetch_add(1, Ordering::Relaxed);
+                                    if sched >= live.measure_from_us {
+                                        out.acks.push(
+                                            received_us.saturating_sub(sched).min(u32::MAX as u64)
+                                                as u32,
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Kind::Presence | Kind::Other => {
+                    if st.bytes().starts_with(b"<stream:error") || st.bytes().starts_with(b"<error")
+                    {
+                        let cond = Element::from_stanza(st.bytes())
+                            .ok()
+                            .and_then(|e| e.first_element().map(|c| c.name.clone()))
+                            .unwrap_or_else(|| "unknown".into());
+                        out.ended = Some((format!("stream error: {cond}"), now_us()));
+                        return out;
+                    }
+                }
+            }
+        }
+        c.framer.buffer_mut().reserve(16 * 1024);
+        tokio::select! {
+            r = c.rd.read_buf(c.framer.buffer_mut()) => match r {
+                Ok(0) | Err(_) => {
+                    out.ended = Some(("connection closed".into(), now_us()));
+                    return out;
+                }
+                Ok(_) => {}
+            },
+            Some(cmd) = posts.recv() => {
+                let bytes = match live.mechanism {
+                    Mechanism::Direct => direct_messages(cmd, live.index, &live),
+                    _ => publish_iq(cmd, live.index, &live),
+                };
+                if c.wr.write_all(bytes.as_bytes()).await.is_err() {
+                    out.ended = Some(("io: write".into(), now_us()));
+                    return out;
+                }
+                if live.mechanism == Mechanism::Direct {
+                    // No ack to wait for: count it as sent.
+                    live.counters.acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ = stop.changed() => {
+                let _ = c.wr.write_all(b"</stream:stream>").await;
+                return out;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_ids_round_trip_and_deliveries_are_found() {
+        assert_eq!(
+            parse_post_id(b"p12-3-1700000000000000"),
+            Some((12, 3, 1_700_000_000_000_000))
+        );
+        assert_eq!(parse_post_id(b"x12-3-4"), None);
+        let ev = br#"<message from='a@x' to='b@x/r' type='headline'><event xmlns='http://jabber.org/protocol/pubsub#event'><items node='n'><item id="p7-1-99" publisher='a@x'><entry/></item></items></event></message>"#;
+        assert_eq!(
+            delivered_post(ev, Mechanism::Presence),
+            Some(((7, 1, 99), false))
+        );
+        let replay = br#"<message><event><items><item id='p7-1-99'/></items></event><delay xmlns='urn:xmpp:delay' stamp='x'/></message>"#;
+        assert_eq!(
+            delivered_post(replay, Mechanism::Pubsub),
+            Some(((7, 1, 99), true))
+        );
+        let direct = b"<message type='headline' from='a@x/r' id='p8-2-5'><body>x</body></message>";
+        assert_eq!(
+            delivered_post(direct, Mechanism::Direct),
+            Some(((8, 2, 5), false))
+        );
+    }
+
+    #[test]
+    fn the_caps_ver_matches_what_a_server_recomputes() {
+        let q = Element::parse(&caps_query()).unwrap();
+        assert_eq!(server::caps::verification_string_hash(&q), caps_ver());
+        assert_eq!(
+            server::caps::notify_nodes(&q),
+            vec![stanza::ns::MICROBLOG.to_owned()]
+        );
+    }
+}

@@ -104,6 +104,9 @@ pub struct Cli {
     /// No live progress.
     #[arg(long)]
     pub quiet: bool,
+    /// Where runs are kept (default: results/runs/, git-ignored).
+    #[arg(long = "runs-dir", value_name = "DIR")]
+    pub runs_dir: Option<PathBuf>,
 }
 
 impl Cli {

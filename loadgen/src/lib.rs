@@ -107,7 +107,8 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<RunRecord> {
         report::stamp(&record.started_at),
         cli.fanout
     );
-    report::save(&report::runs_dir().join(label), &record, &hist)?;
+    let runs = cli.runs_dir.clone().unwrap_or_else(report::runs_dir);
+    report::save(&runs.join(label), &record, &hist)?;
     if let Some(dir) = &cli.save {
         report::save(dir, &record, &hist)?;
     }

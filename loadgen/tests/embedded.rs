@@ -1,0 +1,118 @@
+//! loadgen against an embedded Starling: a short scenario per follow
+//! mechanism must lose nothing, and its record must validate against
+//! results/schema.json. Bad command lines get one clear error.
+
+use std::process::Command;
+
+use clap::Parser;
+use loadgen::cli::Cli;
+
+fn schema() -> jsonschema::Validator {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../results/schema.json"
+    ))
+    .expect("results/schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+    jsonschema::validator_for(&schema).expect("a valid JSON Schema")
+}
+
+fn run(
+    extra: &[&str],
+) -> (
+    loadgen::report::RunRecord,
+    serde_json::Value,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let runs = dir.path().join("runs");
+    let mut args = vec![
+        "loadgen",
+        "--sessions",
+        "50",
+        "--duration",
+        "10",
+        "--warmup",
+        "2",
+        "--rate",
+        "5",
+        "--background-rate",
+        "5",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let json_s = json.to_str().unwrap().to_owned();
+    let runs_s = runs.to_str().unwrap().to_owned();
+    args.extend(["--json", &json_s, "--runs-dir", &runs_s]);
+    let cli = Cli::parse_from(&args);
+    let record = loadgen::main_with(&cli, args.join(" ")).expect("the run completes");
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // The kept run holds the record, the histograms and the command.
+    let kept: Vec<_> = std::fs::read_dir(&runs).unwrap().collect();
+    assert_eq!(kept.len(), 1);
+    let kept = kept[0].as_ref().unwrap().path();
+    for f in [
+        "run.json",
+        "report.txt",
+        "command.txt",
+        "delivery.hgrm",
+        "completion.hgrm",
+    ] {
+        assert!(kept.join(f).exists(), "{f} kept");
+    }
+    (record, value, dir)
+}
+
+#[test]
+fn fifty_sessions_ten_seconds_no_loss_for_each_mechanism() {
+    let validator = schema();
+    for mechanism in ["presence", "pubsub", "direct"] {
+        let (r, value, _dir) = run(&["--mechanism", mechanism]);
+        let f = &r.figures;
+        assert_eq!(f.sessions_up, 50, "{mechanism}");
+        assert!(f.posts >= 60, "{mechanism}: {} posts", f.posts);
+        assert!(
+            f.expected > 0 && f.received == f.expected,
+            "{mechanism}: {f:?}"
+        );
+        assert_eq!(f.lost, 0, "{mechanism}");
+        assert_eq!(f.delivery.count, f.received, "{mechanism}");
+        assert!(f.errors.is_empty(), "{mechanism}: {:?}", f.errors);
+        if mechanism != "direct" {
+            assert_eq!(
+                f.ack.count, f.posts,
+                "{mechanism}: every publish acknowledged"
+            );
+        }
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{mechanism}: schema errors {errors:?}");
+    }
+}
+
+#[test]
+fn bad_command_lines_get_one_clear_error() {
+    for (args, needle) in [
+        (vec!["--rate", "0"], "--rate"),
+        (vec!["--mechanism", "carrier-pigeon"], "--mechanism"),
+        (vec!["--sessions", "1"], "--sessions"),
+        (vec!["--background", "ring"], "--background"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("error:") && first.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -145,6 +145,7 @@ impl Embedded {
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
+                    .max_blocking_threads(32)
                     .thread_name("starling-srv")
                     .enable_all()
                     .build()

@@ -978,7 +978,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     closing: Arc<AtomicBool>,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
-    let mut frames: Vec<Frame> = Vec::with_capacity(WRITE_BATCH);
+    // Grows with the first batch: an idle session keeps no buffer.
+    let mut frames: Vec<Frame> = Vec::new();
     loop {
         handle.notified().await;
         loop {

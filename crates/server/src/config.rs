@@ -51,7 +51,8 @@ pub struct LimitsConfig {
     /// Most namespace declarations in one stanza (64). Exceeded:
     /// `policy-violation`.
     pub max_namespace_decls: usize,
-    /// Frames a session's outbound queue holds (1024). Exceeded: the
+    /// Frames a session's outbound queue holds (8192; memory is taken only
+    /// as the queue fills). Exceeded: the
     /// session is disconnected with `policy-violation`; history keeps the
     /// posts it missed.
     pub outbound_queue: usize,
@@ -97,7 +98,7 @@ impl Default for LimitsConfig {
             max_depth: f.max_depth,
             max_attributes: f.max_attributes,
             max_namespace_decls: f.max_namespace_decls,
-            outbound_queue: 1024,
+            outbound_queue: 8192,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 300,
             max_auth_failures: 3,

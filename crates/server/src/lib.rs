@@ -81,11 +81,11 @@ impl Listeners {
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         let mut c2s = Vec::new();
         for addr in &config.c2s_listen {
-            c2s.push(TcpListener::bind(addr).await?);
+            c2s.push(listen(*addr)?);
         }
         let mut c2s_tls = Vec::new();
         for addr in &config.c2s_tls_listen {
-            c2s_tls.push(TcpListener::bind(addr).await?);
+            c2s_tls.push(listen(*addr)?);
         }
         let metrics = match config.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
@@ -118,6 +118,23 @@ impl Listeners {
             .filter_map(|l| l.local_addr().ok())
             .collect()
     }
+}
+
+/// Accept-queue length for the client listeners. Thousands of clients
+/// reconnecting at once (after a restart, or a load test's ramp) would
+/// overflow the default of 1024 and wait out a one-second SYN retransmit;
+/// the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// What every connection shares.

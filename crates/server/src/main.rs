@@ -86,6 +86,9 @@ struct Serve {
     metrics_listen: Option<SocketAddr>,
 }
 
+/// Threads for blocking work (store reads, key derivation).
+const MAX_BLOCKING_THREADS: usize = 32;
+
 fn load(common: &Common) -> Result<Config> {
     let mut config = match &common.config {
         Some(p) => Config::from_file(p)?,
@@ -165,7 +168,13 @@ fn main() -> Result<()> {
                 config.metrics_listen = Some(a);
             }
             config.validate()?;
-            let rt = tokio::runtime::Runtime::new()?;
+            // Blocking work is short store reads and PBKDF2; a bounded
+            // pool keeps a login storm from parking hundreds of threads
+            // (each with its own stack and allocator heap) in memory.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads(MAX_BLOCKING_THREADS)
+                .build()?;
             rt.block_on(async {
                 let listeners = Listeners::bind(&config)
                     .await

@@ -1255,6 +1255,37 @@ mod tests {
     }
 
     #[test]
+    fn migrates_a_version_3_file_indexing_its_subscriptions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A v3 file: subscriptions, and no roster, blocks or index.
+            let db = Database::create(dir.path().join("starling.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(ACCOUNTS).unwrap();
+            tx.open_table(NODES).unwrap();
+            tx.open_table(ITEMS).unwrap();
+            tx.open_table(ITEM_IDS).unwrap();
+            tx.open_table(SUBS)
+                .unwrap()
+                .insert(("jane@example.org\u{0}n", "joe@example.org/phone"), "subscribed")
+                .unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 3)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        let joe = BareJid::new("joe@example.org").unwrap();
+        let mine = s.subscriptions_of(&joe).unwrap();
+        assert_eq!(mine.len(), 1, "the v3 subscription is in the new index");
+        assert_eq!(mine[0].jid.as_str(), "joe@example.org/phone");
+        assert!(s.roster(&joe).unwrap().is_empty());
+        assert!(s.blocklist(&joe).unwrap().is_empty());
+    }
+
+    #[test]
     fn migrates_a_version_1_file() {
         let dir = tempfile::tempdir().unwrap();
         {

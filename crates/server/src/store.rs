@@ -1267,7 +1267,10 @@ mod tests {
             tx.open_table(ITEM_IDS).unwrap();
             tx.open_table(SUBS)
                 .unwrap()
-                .insert(("jane@example.org\u{0}n", "joe@example.org/phone"), "subscribed")
+                .insert(
+                    ("jane@example.org\u{0}n", "joe@example.org/phone"),
+                    "subscribed",
+                )
                 .unwrap();
             tx.open_table(META)
                 .unwrap()

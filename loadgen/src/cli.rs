@@ -8,6 +8,53 @@ use clap::Parser;
 use crate::run::{Background, Plan};
 use crate::session::{Mech, Mechanism};
 
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Register the accounts and build the follow graph on --server.
+    Setup,
+    /// Measure (the server must be set up for the same plan).
+    Run,
+}
+
+/// `--accounts 'user{n}:pass'`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounts {
+    /// Before `{n}`.
+    pub prefix: String,
+    /// After `{n}`.
+    pub suffix: String,
+    /// The password.
+    pub password: String,
+}
+
+impl Accounts {
+    /// The account name of user `i`.
+    pub fn user(&self, i: u32) -> String {
+        format!("{}{i}{}", self.prefix, self.suffix)
+    }
+}
+
+impl std::str::FromStr for Accounts {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, password) = s
+            .split_once(':')
+            .ok_or("expected NAME:PASSWORD with {n} in NAME, e.g. 'user{n}:secret'")?;
+        let (prefix, suffix) = name
+            .split_once("{n}")
+            .ok_or("the account name needs {n}, the user's number")?;
+        if password.is_empty() {
+            return Err("the password is empty".into());
+        }
+        Ok(Self {
+            prefix: prefix.into(),
+            suffix: suffix.into(),
+            password: password.into(),
+        })
+    }
+}
+
 fn positive(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
@@ -30,82 +77,104 @@ fn non_negative(s: &str) -> Result<f64, String> {
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Cli {
+    /// `setup` prepares an external server (accounts and follow graph over
+    /// XMPP); `run` measures. With neither: the embedded Starling is seeded
+    /// and measured, or, with --server, set up and measured.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// An external server's c2s address (HOST:PORT) instead of the embedded
+    /// Starling.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    pub server: Option<std::net::SocketAddr>,
+    /// The external server's XMPP domain.
+    #[arg(long, global = true, default_value = "loadgen.localhost")]
+    pub domain: String,
+    /// Account names and password on the external server, `{n}` standing
+    /// for the user's number.
+    #[arg(long, global = true, default_value = "lg{n}:loadgen-pw")]
+    pub accounts: Accounts,
+    /// The external server's pid, to sample its CPU and RSS.
+    #[arg(long = "server-pid", global = true)]
+    pub server_pid: Option<u32>,
+    /// A label for the external server in the record (e.g. "prosody 0.12").
+    #[arg(long = "server-name", global = true)]
+    pub server_name: Option<String>,
     /// Sessions (one account each).
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(2..))]
+    #[arg(long, global = true, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(2..))]
     pub sessions: u32,
     /// Users followed by every other user, posting at --rate.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, global = true, default_value_t = 1)]
     pub celebrities: u32,
     /// The background follow graph.
-    #[arg(long, value_enum, default_value_t = Background::Uniform)]
+    #[arg(long, global = true, value_enum, default_value_t = Background::Uniform)]
     pub background: Background,
     /// Follows per user in the background graph.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, global = true, default_value_t = 10)]
     pub follows: u32,
     /// Exponent of the zipf background graph.
-    #[arg(long = "zipf-s", default_value_t = 1.0, value_parser = positive)]
+    #[arg(long = "zipf-s", global = true, default_value_t = 1.0, value_parser = positive)]
     pub zipf_s: f64,
     /// How followers follow: mutual presence subscription with +notify
     /// caps, an explicit XEP-0060 subscribe, or direct messages from the
     /// publisher (the client-side fan-out baseline).
-    #[arg(long, value_enum, default_value_t = Mechanism::Presence)]
+    #[arg(long, global = true, value_enum, default_value_t = Mechanism::Presence)]
     pub mechanism: Mechanism,
     /// Celebrity posts per second, open loop.
-    #[arg(long, default_value_t = 10.0, value_parser = positive)]
+    #[arg(long, global = true, default_value_t = 10.0, value_parser = positive)]
     pub rate: f64,
     /// Background posts per second (random users with followers); 0 for
     /// none.
-    #[arg(long = "background-rate", default_value_t = 20.0, value_parser = non_negative)]
+    #[arg(long = "background-rate", global = true, default_value_t = 20.0, value_parser = non_negative)]
     pub background_rate: f64,
     /// Instead of a rate: N celebrity posts at one instant.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: Option<u32>,
     /// Bytes of text in each post.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, global = true, default_value_t = 200)]
     pub payload: usize,
     /// Seconds of publishing, warm-up included.
-    #[arg(long, default_value_t = 30.0, value_parser = positive)]
+    #[arg(long, global = true, default_value_t = 30.0, value_parser = positive)]
     pub duration: f64,
     /// Seconds of publishing left out of the figures.
-    #[arg(long, default_value_t = 5.0, value_parser = non_negative)]
+    #[arg(long, global = true, default_value_t = 5.0, value_parser = non_negative)]
     pub warmup: f64,
     /// Logins started per second.
-    #[arg(long, default_value_t = 5000.0, value_parser = positive)]
+    #[arg(long, global = true, default_value_t = 5000.0, value_parser = positive)]
     pub ramp: f64,
     /// SASL mechanism.
-    #[arg(long, value_enum, default_value_t = Mech::ScramSha1)]
+    #[arg(long, global = true, value_enum, default_value_t = Mech::ScramSha1)]
     pub mech: Mech,
     /// Loopback source addresses (127.0.0.1..N) to spread connections over.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..))]
+    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..))]
     pub sources: u8,
     /// Seed for the follow graph and the background publishers.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, global = true, default_value_t = 1)]
     pub seed: u64,
     /// Log in, stay idle, and measure the server's memory per session.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub idle: bool,
     /// Fan-out strategy of the embedded Starling.
-    #[arg(long, default_value = "shared")]
+    #[arg(long, global = true, default_value = "shared")]
     pub fanout: String,
     /// Run the embedded Starling as a child process (automatic when one
     /// process cannot hold both ends of every connection).
-    #[arg(long = "spawn-server")]
+    #[arg(long = "spawn-server", global = true)]
     pub spawn_server: bool,
     /// The `starling` binary for --spawn-server (default: next to loadgen).
-    #[arg(long = "starling-bin", value_name = "PATH")]
+    #[arg(long = "starling-bin", global = true, value_name = "PATH")]
     pub starling_bin: Option<PathBuf>,
     /// Also write the run record to this JSON file.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub json: Option<PathBuf>,
     /// Save the run (JSON, .hgrm, report, command) into this directory,
     /// for results that are kept (e.g. results/NAME).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     pub save: Option<PathBuf>,
     /// No live progress.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub quiet: bool,
     /// Where runs are kept (default: results/runs/, git-ignored).
-    #[arg(long = "runs-dir", value_name = "DIR")]
+    #[arg(long = "runs-dir", global = true, value_name = "DIR")]
     pub runs_dir: Option<PathBuf>,
 }
 

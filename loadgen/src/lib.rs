@@ -14,15 +14,19 @@
 //! - [`stats`]: HdrHistograms and their summaries.
 //! - [`report`]: the text report, JSON record and `.hgrm` files.
 //! - [`embedded`]: the Starling loadgen starts and seeds itself.
+//! - [`setup`]: accounts and follow graph over XMPP, for any server.
+//! - [`peers`]: real servers to compare against (Prosody).
 //! - [`sys`]: CPU and RSS from /proc.
 
 pub mod cli;
 pub mod embedded;
 pub mod graph;
+pub mod peers;
 pub mod report;
 pub mod run;
 pub mod scram;
 pub mod session;
+pub mod setup;
 pub mod stats;
 pub mod sys;
 
@@ -36,9 +40,18 @@ const FDS_PER_SESSION_EMBEDDED: u64 = 2;
 /// Descriptors kept for everything else (store, listeners, logs).
 const FD_HEADROOM: u64 = 500;
 
-/// Runs what the command line asks for; returns the record (the caller
-/// prints it and sets the exit code).
-pub fn main_with(cli: &cli::Cli, command: String) -> Result<RunRecord> {
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("loadgen")
+        .enable_all()
+        .build()?)
+}
+
+/// Runs what the command line asks for; returns the record of a measured
+/// run (the caller prints it and sets the exit code), or `None` after a
+/// set-up.
+pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
     let plan = cli.plan();
     let fds = sys::open_file_limit();
     let n = plan.sessions as u64;
@@ -49,11 +62,105 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<RunRecord> {
             fds.saturating_sub(FD_HEADROOM)
         );
     }
-    let spawn = cli.spawn_server || n * FDS_PER_SESSION_EMBEDDED + FD_HEADROOM > fds;
     let graph = plan.graph();
+    let started_at = server::xep0082_datetime(session::now_us() / 1000);
+    let Some(addr) = cli.server else {
+        if cli.command == Some(cli::Command::Setup) {
+            bail!("setup prepares an external server (--server HOST:PORT); the embedded Starling is seeded directly");
+        }
+        return embedded_run(cli, plan, graph, command, started_at).map(Some);
+    };
+    let accounts = cli.accounts.clone();
+    let target = run::Target {
+        addr,
+        domain: cli.domain.clone(),
+        user: std::sync::Arc::new(move |i| accounts.user(i)),
+        password: cli.accounts.password.clone(),
+        pid: cli.server_pid,
+    };
+    let rt = runtime()?;
+    if cli.command != Some(cli::Command::Run) {
+        rt.block_on(async {
+            let (created, existed) = setup::register(&target, plan.sessions, plan.sources).await?;
+            if !cli.quiet {
+                eprintln!("setup: {created} accounts registered, {existed} already there");
+            }
+            let keys = std::sync::Arc::new(scram::KeyCache::default());
+            setup::follow_graph(
+                &target,
+                &graph,
+                plan.mechanism,
+                plan.mech,
+                plan.sources,
+                &keys,
+            )
+            .await?;
+            if !cli.quiet {
+                eprintln!("setup: {} follows ({:?})", graph.edges(), plan.mechanism);
+            }
+            anyhow::Ok(())
+        })?;
+        if cli.command == Some(cli::Command::Setup) {
+            return Ok(None);
+        }
+    }
+    let (figures, hist) = rt.block_on(run::run(&plan, &graph, &target, cli.quiet))?;
+    drop(rt);
+    let label = cli
+        .server_name
+        .clone()
+        .unwrap_or_else(|| format!("server at {addr}"));
+    let record = RunRecord {
+        schema: report::SCHEMA,
+        command,
+        started_at,
+        setup: Setup {
+            server: label.clone(),
+            server_version: String::new(),
+            fanout: None,
+            fsync_before_ack: None,
+            scram_iterations: None,
+            tls: false,
+            machine: sys::machine(),
+            loadgen_version: env!("CARGO_PKG_VERSION").into(),
+        },
+        plan,
+        figures,
+    };
+    keep(cli, &record, &hist, &label)?;
+    Ok(Some(record))
+}
+
+fn keep(cli: &cli::Cli, record: &RunRecord, hist: &run::Histograms, label: &str) -> Result<()> {
+    let safe: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let name = format!("{}-{safe}", report::stamp(&record.started_at));
+    let runs = cli.runs_dir.clone().unwrap_or_else(report::runs_dir);
+    report::save(&runs.join(name), record, hist)?;
+    if let Some(dir) = &cli.save {
+        report::save(dir, record, hist)?;
+    }
+    if let Some(p) = &cli.json {
+        std::fs::write(p, serde_json::to_string_pretty(record)? + "\n")
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn embedded_run(
+    cli: &cli::Cli,
+    plan: run::Plan,
+    graph: graph::Graph,
+    command: String,
+    started_at: String,
+) -> Result<RunRecord> {
+    let n = plan.sessions as u64;
+    let fds = sys::open_file_limit();
+    let spawn = cli.spawn_server || n * FDS_PER_SESSION_EMBEDDED + FD_HEADROOM > fds;
     let data = tempfile::tempdir().context("a temporary data directory")?;
     embedded::seed(data.path(), &graph, plan.mechanism)?;
-    let started_at = server::xep0082_datetime(session::now_us() / 1000);
     let server = if spawn {
         let bin = match &cli.starling_bin {
             Some(b) => b.clone(),
@@ -69,15 +176,11 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<RunRecord> {
     let target = run::Target {
         addr: server.addr(),
         domain: embedded::DOMAIN.into(),
-        user: embedded::user,
+        user: std::sync::Arc::new(embedded::user),
         password: embedded::PASSWORD.into(),
         pid: server.pid(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("loadgen")
-        .enable_all()
-        .build()?;
+    let rt = runtime()?;
     let (figures, hist) = rt.block_on(run::run(&plan, &graph, &target, cli.quiet))?;
     drop(rt);
     server.stop();
@@ -102,19 +205,6 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<RunRecord> {
         plan,
         figures,
     };
-    let label = format!(
-        "{}-starling-{}",
-        report::stamp(&record.started_at),
-        cli.fanout
-    );
-    let runs = cli.runs_dir.clone().unwrap_or_else(report::runs_dir);
-    report::save(&runs.join(label), &record, &hist)?;
-    if let Some(dir) = &cli.save {
-        report::save(dir, &record, &hist)?;
-    }
-    if let Some(p) = &cli.json {
-        std::fs::write(p, serde_json::to_string_pretty(&record)? + "\n")
-            .with_context(|| format!("writing {}", p.display()))?;
-    }
+    keep(cli, &record, &hist, &format!("starling-{}", cli.fanout))?;
     Ok(record)
 }

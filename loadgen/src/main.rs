@@ -12,7 +12,8 @@ fn main() -> std::process::ExitCode {
         .collect::<Vec<_>>()
         .join(" ");
     match loadgen::main_with(&cli, command) {
-        Ok(record) => {
+        Ok(None) => std::process::ExitCode::SUCCESS,
+        Ok(Some(record)) => {
             print!("{}", loadgen::report::text(&record));
             if record.figures.lost > 0 {
                 eprintln!("loadgen: {} deliveries lost", record.figures.lost);

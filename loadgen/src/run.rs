@@ -100,14 +100,14 @@ impl Plan {
 }
 
 /// Where the server is and how to log in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     /// The c2s address.
     pub addr: SocketAddr,
     /// The XMPP domain.
     pub domain: String,
     /// Account name of user `i`.
-    pub user: fn(u32) -> String,
+    pub user: Arc<dyn Fn(u32) -> String + Send + Sync>,
     /// Every account's password.
     pub password: String,
     /// The server's pid, for CPU and RSS (`None` when it is this process:
@@ -183,7 +183,18 @@ pub struct Histograms {
     pub completion: Histogram<u64>,
 }
 
-fn source(i: usize, sources: u8, target: &SocketAddr) -> Option<IpAddr> {
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("addr", &self.addr)
+            .field("domain", &self.domain)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The loopback source address for connection `i`.
+pub fn source(i: usize, sources: u8, target: &SocketAddr) -> Option<IpAddr> {
     // Spread over 127.0.0.1..=127.0.0.N so ephemeral ports never run out;
     // only when the target itself is on loopback.
     if sources <= 1 || !target.ip().is_loopback() || !target.is_ipv4() {

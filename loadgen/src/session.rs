@@ -109,7 +109,8 @@ pub struct Conn {
 const NEGOTIATION: Duration = Duration::from_secs(30);
 
 impl Conn {
-    async fn read_event(&mut self, what: &'static str) -> Result<Event, SessionError> {
+    /// The next framed event, waiting at most the negotiation timeout.
+    pub async fn read_event(&mut self, what: &'static str) -> Result<Event, SessionError> {
         loop {
             match self.framer.next() {
                 Ok(Some(ev)) => return Ok(ev),
@@ -126,8 +127,9 @@ impl Conn {
         }
     }
 
-    /// The next top-level element during negotiation (headers skipped).
-    async fn element(&mut self, what: &'static str) -> Result<Element, SessionError> {
+    /// The next top-level element (headers skipped); stream errors are
+    /// returned as errors.
+    pub async fn element(&mut self, what: &'static str) -> Result<Element, SessionError> {
         loop {
             match self.read_event(what).await? {
                 Event::StreamOpen(_) => continue,
@@ -147,7 +149,8 @@ impl Conn {
         }
     }
 
-    async fn open(&mut self, domain: &str) -> Result<Element, SessionError> {
+    /// Opens (or restarts) the stream; returns the features.
+    pub async fn open(&mut self, domain: &str) -> Result<Element, SessionError> {
         self.framer.reset();
         self.wr
             .write_all(
@@ -174,8 +177,8 @@ fn nonce() -> String {
     B64.encode(b).replace(['+', '/'], "x")
 }
 
-/// Connects, authenticates and binds.
-pub async fn login(l: &Login, keys: &KeyCache) -> Result<Conn, SessionError> {
+/// Opens the TCP connection (from the chosen source address).
+pub async fn connect(l: &Login) -> Result<Conn, SessionError> {
     let socket = if l.addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -199,12 +202,17 @@ pub async fn login(l: &Login, keys: &KeyCache) -> Result<Conn, SessionError> {
         max_namespace_decls: 100_000,
         ..stanza::Limits::default()
     };
-    let mut c = Conn {
+    Ok(Conn {
         rd,
         wr,
         framer: Framer::new(limits),
         jid: String::new(),
-    };
+    })
+}
+
+/// Connects, authenticates and binds.
+pub async fn login(l: &Login, keys: &KeyCache) -> Result<Conn, SessionError> {
+    let mut c = connect(l).await?;
     let features = c.open(&l.domain).await?;
     let offered: Vec<String> = features
         .child("mechanisms", stanza::ns::SASL)

@@ -46,7 +46,9 @@ fn run(
     let runs_s = runs.to_str().unwrap().to_owned();
     args.extend(["--json", &json_s, "--runs-dir", &runs_s]);
     let cli = Cli::parse_from(&args);
-    let record = loadgen::main_with(&cli, args.join(" ")).expect("the run completes");
+    let record = loadgen::main_with(&cli, args.join(" "))
+        .expect("the run completes")
+        .expect("a measured run");
     let value: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     // The kept run holds the record, the histograms and the command.

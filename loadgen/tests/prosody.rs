@@ -1,0 +1,77 @@
+//! loadgen against a real Prosody 0.12 (Debian's package, started with the
+//! configuration in loadgen/peers/prosody/): set-up over XMPP, then a
+//! 50-session, 10-second run that must lose nothing and write a
+//! schema-valid record. scripts/test installs Prosody.
+
+use clap::Parser;
+use loadgen::cli::Cli;
+use loadgen::peers::Prosody;
+
+#[test]
+fn fifty_sessions_against_prosody_lose_nothing() {
+    let prosody = Prosody::start().expect("prosody starts (scripts/test installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let addr = prosody.addr.to_string();
+    let pid = prosody.pid().to_string();
+    let json_s = json.to_str().unwrap().to_owned();
+    let runs_s = dir.path().join("runs").to_str().unwrap().to_owned();
+    for mechanism in ["presence", "pubsub"] {
+        let args = [
+            "loadgen",
+            "--server",
+            &addr,
+            "--server-pid",
+            &pid,
+            "--server-name",
+            "prosody",
+            "--domain",
+            loadgen::peers::PROSODY_DOMAIN,
+            "--accounts",
+            &format!("{mechanism}{{n}}:pw"),
+            "--mechanism",
+            mechanism,
+            "--sessions",
+            "50",
+            "--duration",
+            "10",
+            "--warmup",
+            "2",
+            "--rate",
+            "5",
+            "--background-rate",
+            "5",
+            "--quiet",
+            "--json",
+            &json_s,
+            "--runs-dir",
+            &runs_s,
+        ];
+        let cli = Cli::parse_from(args);
+        let r = loadgen::main_with(&cli, args.join(" "))
+            .expect("set-up and run complete")
+            .expect("a measured run");
+        let f = &r.figures;
+        assert_eq!(f.sessions_up, 50, "{mechanism}: {:?}", f.errors);
+        assert!(f.posts >= 60, "{mechanism}: {} posts", f.posts);
+        assert!(f.expected > 0, "{mechanism}");
+        assert_eq!(f.lost, 0, "{mechanism}: {f:?}");
+        assert!(
+            f.server_rss_max > 0,
+            "{mechanism}: Prosody's RSS was sampled"
+        );
+        let text = std::fs::read_to_string(&json).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../results/schema.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+}

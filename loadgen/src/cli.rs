@@ -9,12 +9,22 @@ use crate::run::{Background, Plan};
 use crate::session::{Mech, Mechanism};
 
 /// What to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
     /// Register the accounts and build the follow graph on --server.
     Setup,
     /// Measure (the server must be set up for the same plan).
     Run,
+    /// The same plan on several targets in turn, A B A B …, with each
+    /// figure as a ratio to the first target.
+    Bench {
+        /// Comma-separated: starling:STRATEGY, prosody, or HOST:PORT.
+        #[arg(long, value_delimiter = ',', required = true)]
+        targets: Vec<crate::bench::TargetSpec>,
+        /// Repetitions of each target's measured phase.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
+    },
 }
 
 /// `--accounts 'user{n}:pass'`.

@@ -18,6 +18,7 @@
 //! - [`peers`]: real servers to compare against (Prosody).
 //! - [`sys`]: CPU and RSS from /proc.
 
+pub mod bench;
 pub mod cli;
 pub mod embedded;
 pub mod graph;
@@ -40,7 +41,7 @@ const FDS_PER_SESSION_EMBEDDED: u64 = 2;
 /// Descriptors kept for everything else (store, listeners, logs).
 const FD_HEADROOM: u64 = 500;
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("loadgen")
@@ -64,8 +65,48 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
     }
     let graph = plan.graph();
     let started_at = server::xep0082_datetime(session::now_us() / 1000);
+    if let Some(cli::Command::Bench { targets, repeat }) = &cli.command {
+        let accounts = cli.accounts.clone();
+        let ext = run::Target {
+            addr: cli
+                .server
+                .unwrap_or_else(|| "127.0.0.1:5222".parse().expect("literal")),
+            domain: cli.domain.clone(),
+            user: std::sync::Arc::new(move |i| accounts.user(i)),
+            password: cli.accounts.password.clone(),
+            pid: cli.server_pid,
+        };
+        let b = bench::bench(
+            targets,
+            *repeat as usize,
+            &plan,
+            &graph,
+            &ext,
+            cli.quiet,
+            command,
+        )?;
+        let text = bench::text(&b);
+        print!("{text}");
+        let runs = cli.runs_dir.clone().unwrap_or_else(report::runs_dir);
+        let mut dirs = vec![runs.join(format!("{}-bench", report::stamp(&b.started_at)))];
+        dirs.extend(cli.save.clone());
+        for dir in dirs {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(
+                dir.join("bench.json"),
+                serde_json::to_string_pretty(&b)? + "\n",
+            )?;
+            std::fs::write(dir.join("report.txt"), &text)?;
+            std::fs::write(dir.join("command.txt"), format!("{}\n", b.command))?;
+        }
+        let lost: u64 = b.runs.iter().flatten().map(|f| f.lost).sum();
+        if lost > 0 {
+            bail!("{lost} deliveries lost over the bench's runs");
+        }
+        return Ok(None);
+    }
     let Some(addr) = cli.server else {
-        if cli.command == Some(cli::Command::Setup) {
+        if matches!(cli.command, Some(cli::Command::Setup)) {
             bail!("setup prepares an external server (--server HOST:PORT); the embedded Starling is seeded directly");
         }
         return embedded_run(cli, plan, graph, command, started_at).map(Some);
@@ -79,7 +120,7 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         pid: cli.server_pid,
     };
     let rt = runtime()?;
-    if cli.command != Some(cli::Command::Run) {
+    if !matches!(cli.command, Some(cli::Command::Run)) {
         rt.block_on(async {
             let (created, existed) = setup::register(&target, plan.sessions, plan.sources).await?;
             if !cli.quiet {
@@ -100,7 +141,7 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
             }
             anyhow::Ok(())
         })?;
-        if cli.command == Some(cli::Command::Setup) {
+        if matches!(cli.command, Some(cli::Command::Setup)) {
             return Ok(None);
         }
     }

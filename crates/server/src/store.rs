@@ -45,6 +45,11 @@ const SUBS_BY: TableDefinition<'_, (&str, &str, &str), ()> = TableDefinition::ne
 /// (owner, blocked JID) -> () (XEP-0191).
 const BLOCKS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("blocks");
 
+/// redb's page cache. Its default (1 GiB) lets a busy server's RSS grow
+/// with every page it ever wrote; the working set here (accounts, rosters,
+/// node heads) is far smaller, and the OS page cache still holds the file.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// The schema this build writes. 1: accounts. 2: PEP nodes and items.
 /// 3: explicit subscriptions. 4: rosters, block lists, and the
 /// subscriptions index by subscriber.
@@ -334,7 +339,9 @@ impl Store {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Db(format!("{}: {e}", dir.display())))?;
         let path = dir.join("starling.redb");
-        let db = Database::create(&path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)?;
         let store = Self { db, path };
         store.migrate()?;
         Ok(store)

@@ -1,0 +1,336 @@
+//! `loadgen bench --targets A,B,…`: the same plan on each target in turn,
+//! A B A B …, `--repeat` times, and each figure as a ratio to the first
+//! target, pair by pair (repetition i of B against repetition i of A), with
+//! the median of those ratios. On a shared machine a ratio measured in one
+//! run is the figure that means something; absolute figures drift.
+//!
+//! A target is `starling:STRATEGY` (the embedded Starling, seeded),
+//! `prosody` (Prosody started with the shipped configuration and set up
+//! over XMPP), or `HOST:PORT` (an external server, set up over XMPP with
+//! --domain and --accounts).
+
+use std::fmt::Write as _;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::graph::Graph;
+use crate::run::{self, Figures, Plan, Target};
+use crate::{embedded, peers, scram, setup};
+
+/// One comparison target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// The embedded Starling with this fan-out strategy.
+    Starling(String),
+    /// Prosody from the shipped configuration.
+    Prosody,
+    /// A server at this address.
+    External(std::net::SocketAddr),
+}
+
+impl std::str::FromStr for TargetSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(f) = s.strip_prefix("starling:") {
+            if !fanout::STRATEGIES.contains(&f) {
+                return Err(format!(
+                    "unknown strategy {f:?}; one of {}",
+                    fanout::STRATEGIES.join(", ")
+                ));
+            }
+            return Ok(Self::Starling(f.to_owned()));
+        }
+        if s == "starling" {
+            return Ok(Self::Starling("shared".into()));
+        }
+        if s == "prosody" {
+            return Ok(Self::Prosody);
+        }
+        s.parse()
+            .map(Self::External)
+            .map_err(|_| format!("{s:?} is not starling:STRATEGY, prosody, or HOST:PORT"))
+    }
+}
+
+impl std::fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Starling(s) => write!(f, "starling:{s}"),
+            Self::Prosody => write!(f, "prosody"),
+            Self::External(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// What keeps a started target alive (its server, its data directory)
+/// until the bench ends.
+type Keep = Box<dyn std::any::Any>;
+
+/// A figure's name and how to read it from a run.
+type Figure = (&'static str, fn(&Figures) -> f64);
+
+/// Median, min and max over repetitions.
+type Spread = (f64, f64, f64);
+
+/// The figures compared.
+const FIGURES: &[Figure] = &[
+    ("deliveries/s", |f| f.mean_deliveries_per_s),
+    ("publish->delivery p50 ms", |f| f.delivery.p50_ms),
+    ("publish->delivery p99 ms", |f| f.delivery.p99_ms),
+    ("fan-out completion p99 ms", |f| f.fanout_completion.p99_ms),
+    ("publish->ack p50 ms", |f| f.ack.p50_ms),
+    ("server CPU µs/delivery", |f| f.server_cpu_us_per_delivery),
+    ("logins/s", |f| f.logins_per_s),
+    ("server RSS max MiB", |f| {
+        f.server_rss_max as f64 / 1_048_576.0
+    }),
+    ("lost", |f| f.lost as f64),
+];
+
+/// One bench, as saved.
+#[derive(Debug, Serialize)]
+pub struct BenchRecord {
+    /// The command line.
+    pub command: String,
+    /// When it started.
+    pub started_at: String,
+    /// The machine.
+    pub machine: String,
+    /// The plan, the same for every target.
+    pub plan: Plan,
+    /// Targets, in order; the first is the baseline of the ratios.
+    pub targets: Vec<String>,
+    /// Each target's version/settings label.
+    pub labels: Vec<String>,
+    /// Figures per target per repetition.
+    pub runs: Vec<Vec<Figures>>,
+    /// Per figure, per target: (median, min, max) over repetitions.
+    pub medians: Vec<(String, Vec<Spread>)>,
+    /// Per figure, per non-baseline target: the median over repetitions
+    /// of target/baseline ratios, pair by pair.
+    pub ratios: Vec<(String, Vec<f64>)>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs the bench.
+pub fn bench(
+    targets: &[TargetSpec],
+    repeat: usize,
+    plan: &Plan,
+    graph: &Graph,
+    ext: &Target,
+    quiet: bool,
+    command: String,
+) -> Result<BenchRecord> {
+    if targets.is_empty() {
+        bail!("--targets names at least one target");
+    }
+    let rt = crate::runtime()?;
+    let mut live: Vec<Keep> = Vec::new();
+    let mut tgts = Vec::new();
+    let mut labels = Vec::new();
+    for t in targets {
+        let (l, target, label) = match t {
+            TargetSpec::Starling(fanout) => {
+                let data = tempfile::tempdir()?;
+                embedded::seed(data.path(), graph, plan.mechanism)?;
+                let server = match embedded::sibling_binary() {
+                    // A child process, so its CPU and memory are its own.
+                    Some(bin) => embedded::Embedded::child(&bin, data.path(), fanout)?,
+                    None => embedded::Embedded::in_process(embedded::config(data.path(), fanout))?,
+                };
+                let target = Target {
+                    addr: server.addr(),
+                    domain: embedded::DOMAIN.into(),
+                    user: std::sync::Arc::new(embedded::user),
+                    password: embedded::PASSWORD.into(),
+                    pid: server.pid(),
+                };
+                let label = format!(
+                    "starling {} (fan-out {fanout}; fsync before ack; SCRAM {} iterations)",
+                    env!("CARGO_PKG_VERSION"),
+                    embedded::ITERATIONS
+                );
+                (Box::new((server, data)) as Keep, target, label)
+            }
+            TargetSpec::Prosody => {
+                let p = peers::Prosody::start()?;
+                let target = Target {
+                    addr: p.addr,
+                    domain: peers::PROSODY_DOMAIN.into(),
+                    user: std::sync::Arc::new(|i| format!("lg{i}")),
+                    password: "loadgen-pw".into(),
+                    pid: Some(p.pid()),
+                };
+                let label = format!(
+                    "prosody {} (internal_hashed, no fsync; SCRAM-SHA-1 only)",
+                    peers::Prosody::version()
+                );
+                (Box::new(p) as Keep, target, label)
+            }
+            TargetSpec::External(addr) => (
+                Box::new(()) as Keep,
+                Target {
+                    addr: *addr,
+                    ..ext.clone()
+                },
+                format!("server at {addr}"),
+            ),
+        };
+        if !matches!(t, TargetSpec::Starling(_)) {
+            rt.block_on(async {
+                setup::register(&target, plan.sessions, plan.sources).await?;
+                let keys = std::sync::Arc::new(scram::KeyCache::default());
+                setup::follow_graph(
+                    &target,
+                    graph,
+                    plan.mechanism,
+                    plan.mech,
+                    plan.sources,
+                    &keys,
+                )
+                .await
+            })
+            .with_context(|| format!("setting up {t}"))?;
+        }
+        live.push(l);
+        tgts.push(target);
+        labels.push(label);
+    }
+    let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); targets.len()];
+    for rep in 0..repeat {
+        for (i, t) in tgts.iter().enumerate() {
+            if !quiet {
+                eprintln!("bench: repetition {}/{repeat}, {}", rep + 1, targets[i]);
+            }
+            let (f, _) = rt.block_on(run::run(plan, graph, t, quiet))?;
+            runs[i].push(f);
+        }
+    }
+    drop(live);
+    let mut medians = Vec::new();
+    let mut ratios = Vec::new();
+    for (name, get) in FIGURES {
+        let per: Vec<Spread> = runs
+            .iter()
+            .map(|rs| {
+                let mut v: Vec<f64> = rs.iter().map(get).collect();
+                let (lo, hi) = v
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                        (a.min(x), b.max(x))
+                    });
+                (median(&mut v), lo, hi)
+            })
+            .collect();
+        medians.push(((*name).to_owned(), per));
+        let r: Vec<f64> = runs[1..]
+            .iter()
+            .map(|rs| {
+                let mut v: Vec<f64> = rs
+                    .iter()
+                    .zip(&runs[0])
+                    .map(|(b, a)| get(b) / get(a))
+                    .filter(|x| x.is_finite())
+                    .collect();
+                median(&mut v)
+            })
+            .collect();
+        ratios.push(((*name).to_owned(), r));
+    }
+    Ok(BenchRecord {
+        command,
+        started_at: server::xep0082_datetime(crate::session::now_us() / 1000),
+        machine: crate::sys::machine(),
+        plan: plan.clone(),
+        targets: targets.iter().map(ToString::to_string).collect(),
+        labels,
+        runs,
+        medians,
+        ratios,
+    })
+}
+
+/// The bench report.
+pub fn text(b: &BenchRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "loadgen bench, {} ({} repetitions, A B A B …)",
+        b.started_at,
+        b.runs.first().map_or(0, Vec::len)
+    );
+    let _ = writeln!(out, "machine: {}", b.machine);
+    for (t, l) in b.targets.iter().zip(&b.labels) {
+        let _ = writeln!(out, "target {t}: {l}");
+    }
+    let _ = writeln!(
+        out,
+        "plan: {} sessions, {:?}, {} celebrit{} at {}/s, background {:?} at {}/s, {}s ({}s warm-up)\n",
+        b.plan.sessions,
+        b.plan.mechanism,
+        b.plan.celebrities,
+        if b.plan.celebrities == 1 { "y" } else { "ies" },
+        b.plan.rate,
+        b.plan.background,
+        b.plan.background_rate,
+        b.plan.duration_s,
+        b.plan.warmup_s
+    );
+    let _ = write!(out, "{:<28}", "median [min–max]");
+    for t in &b.targets {
+        let _ = write!(out, "{t:>30}");
+    }
+    for t in b.targets.iter().skip(1) {
+        let _ = write!(out, "{:>26}", format!("{t} / {}", b.targets[0]));
+    }
+    out.push('\n');
+    for ((name, per), (_, ratios)) in b.medians.iter().zip(&b.ratios) {
+        let _ = write!(out, "{name:<28}");
+        for (m, lo, hi) in per {
+            let _ = write!(out, "{:>30}", format!("{m:.2} [{lo:.2}–{hi:.2}]"));
+        }
+        for r in ratios {
+            let _ = write!(out, "{:>26}", format!("{r:.2}×"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            "starling:sharded".parse::<TargetSpec>(),
+            Ok(TargetSpec::Starling("sharded".into()))
+        );
+        assert_eq!("prosody".parse::<TargetSpec>(), Ok(TargetSpec::Prosody));
+        assert!(matches!(
+            "127.0.0.1:5222".parse::<TargetSpec>(),
+            Ok(TargetSpec::External(_))
+        ));
+        let e = "starling:quantum".parse::<TargetSpec>().unwrap_err();
+        assert!(e.contains("quantum") && e.contains("shared"), "{e}");
+        assert!("ejabberd".parse::<TargetSpec>().is_err());
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&mut []).is_nan());
+    }
+}

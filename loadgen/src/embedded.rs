@@ -202,6 +202,9 @@ impl Embedded {
             .arg(dir)
             .args(["--domain", DOMAIN, "serve", "--fanout", fanout])
             .args(["--c2s-listen", &port.to_string()])
+            // Warnings only, as the Prosody peer logs: per-session info
+            // lines would cost the server time the comparison counts.
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

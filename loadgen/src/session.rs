@@ -111,6 +111,15 @@ const NEGOTIATION: Duration = Duration::from_secs(30);
 impl Conn {
     /// The next framed event, waiting at most the negotiation timeout.
     pub async fn read_event(&mut self, what: &'static str) -> Result<Event, SessionError> {
+        self.read_event_within(what, NEGOTIATION).await
+    }
+
+    /// The next framed event, waiting at most `limit`.
+    pub async fn read_event_within(
+        &mut self,
+        what: &'static str,
+        limit: Duration,
+    ) -> Result<Event, SessionError> {
         loop {
             match self.framer.next() {
                 Ok(Some(ev)) => return Ok(ev),
@@ -118,7 +127,7 @@ impl Conn {
                 Err(e) => return Err(SessionError::Xml(e.to_string())),
             }
             self.framer.buffer_mut().reserve(8192);
-            let n = tokio::time::timeout(NEGOTIATION, self.rd.read_buf(self.framer.buffer_mut()))
+            let n = tokio::time::timeout(limit, self.rd.read_buf(self.framer.buffer_mut()))
                 .await
                 .map_err(|_| SessionError::Timeout(what))??;
             if n == 0 {

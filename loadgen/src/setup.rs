@@ -221,12 +221,19 @@ async fn exchange(
             Mechanism::Presence => approved.len() >= to.len(),
             _ => created && pending.is_empty(),
         };
+        // A busy server may take minutes over thousands of requests; the
+        // whole set-up is bounded by GRAPH_TIMEOUT.
         let quiet = if complete {
             Duration::from_millis(300)
         } else {
-            Duration::from_secs(60)
+            GRAPH_TIMEOUT
         };
-        let ev = match tokio::time::timeout(quiet, c.read_event("follow graph")).await {
+        let ev = match tokio::time::timeout(
+            quiet,
+            c.read_event_within("follow graph", GRAPH_TIMEOUT),
+        )
+        .await
+        {
             Err(_) if complete => {
                 let _ = c.wr.write_all(b"</stream:stream>").await;
                 return Ok(());

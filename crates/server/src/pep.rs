@@ -90,7 +90,17 @@ pub(crate) async fn refresh_access(shared: &Arc<Shared>, owner: &BareJid) {
         if !restricted {
             return Ok((nodes, Vec::new(), Vec::new()));
         }
-        let roster = store.roster(&o)?;
+        // The whole roster only for `roster` nodes (their allowed set);
+        // otherwise one item per explicit subscriber, so a big account's
+        // follow changes stay cheap.
+        let roster = if nodes
+            .iter()
+            .any(|(_, c)| c.access_model == AccessModel::Roster)
+        {
+            store.roster(&o)?
+        } else {
+            Vec::new()
+        };
         let mut dropped = Vec::new();
         for (node, config) in nodes
             .iter()
@@ -101,8 +111,8 @@ pub(crate) async fn refresh_access(shared: &Arc<Shared>, owner: &BareJid) {
                 if bare == o {
                     continue;
                 }
-                let item = roster.iter().find(|(j, _)| *j == bare).map(|(_, i)| i);
-                if check_access(config, item).is_err() {
+                let item = store.roster_item(&o, &bare)?;
+                if check_access(config, item.as_ref()).is_err() {
                     store.unsubscribe(&o, node, &jid)?;
                     dropped.push((node.clone(), jid));
                 }

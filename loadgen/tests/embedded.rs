@@ -2,20 +2,12 @@
 //! mechanism must lose nothing, and its record must validate against
 //! results/schema.json. Bad command lines get one clear error.
 
+mod common;
+
 use std::process::Command;
 
 use clap::Parser;
 use loadgen::cli::Cli;
-
-fn schema() -> jsonschema::Validator {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../results/schema.json"
-    ))
-    .expect("results/schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
-    jsonschema::validator_for(&schema).expect("a valid JSON Schema")
-}
 
 fn run(
     extra: &[&str],
@@ -69,7 +61,6 @@ fn run(
 
 #[test]
 fn fifty_sessions_ten_seconds_no_loss_for_each_mechanism() {
-    let validator = schema();
     for mechanism in ["presence", "pubsub", "direct"] {
         let (r, value, _dir) = run(&["--mechanism", mechanism]);
         let f = &r.figures;
@@ -88,10 +79,7 @@ fn fifty_sessions_ten_seconds_no_loss_for_each_mechanism() {
                 "{mechanism}: every publish acknowledged"
             );
         }
-        let errors: Vec<String> = validator
-            .iter_errors(&value)
-            .map(|e| e.to_string())
-            .collect();
+        let errors = common::schema_errors(&value);
         assert!(errors.is_empty(), "{mechanism}: schema errors {errors:?}");
     }
 }

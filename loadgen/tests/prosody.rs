@@ -3,6 +3,8 @@
 //! 50-session, 10-second run that must lose nothing and write a
 //! schema-valid record. scripts/test installs Prosody.
 
+mod common;
+
 use clap::Parser;
 use loadgen::cli::Cli;
 use loadgen::peers::Prosody;
@@ -62,16 +64,7 @@ fn fifty_sessions_against_prosody_lose_nothing() {
         );
         let text = std::fs::read_to_string(&json).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let schema: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../results/schema.json"
-            ))
-            .unwrap(),
-        )
-        .unwrap();
-        let v = jsonschema::validator_for(&schema).unwrap();
-        let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+        let errors = common::schema_errors(&value);
         assert!(errors.is_empty(), "{errors:?}");
     }
 }

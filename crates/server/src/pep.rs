@@ -75,6 +75,26 @@ pub(crate) fn check_access(
     }
 }
 
+/// `owner`'s node if `requester` may read it: `item-not-found`, or the
+/// access model's error, otherwise. Blocking (store reads).
+fn readable_node(
+    store: &crate::Store,
+    owner: &BareJid,
+    node: &str,
+    requester: &BareJid,
+) -> Result<Result<crate::store::NodeRecord, StanzaError<'static>>, crate::StoreError> {
+    let Some(rec) = store.node(owner, node)? else {
+        return Ok(Err(StanzaError::new(C::ItemNotFound)));
+    };
+    if requester != owner {
+        let item = store.roster_item(owner, requester)?;
+        if let Err(e) = check_access(&rec.config, item.as_ref()) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(rec))
+}
+
 /// Re-derives who may receive each of `owner`'s nodes after the owner's
 /// roster or a node's configuration changed, and drops the explicit
 /// subscriptions the access model no longer allows (XEP-0060 §4.5). Done
@@ -277,15 +297,10 @@ async fn subscribe(
     let (o, n, j) = (owner.clone(), node.clone(), jid.clone());
     let requester = me.to_bare();
     let done = tokio::task::spawn_blocking(move || {
-        let Some(rec) = store.node(&o, &n)? else {
-            return Ok(Err(StanzaError::new(C::ItemNotFound)));
+        let rec = match readable_node(&store, &o, &n, &requester)? {
+            Ok(rec) => rec,
+            Err(e) => return Ok(Err(e)),
         };
-        if requester != o {
-            let item = store.roster_item(&o, &requester)?;
-            if let Err(e) = check_access(&rec.config, item.as_ref()) {
-                return Ok(Err(e));
-            }
-        }
         store.subscribe(&o, &n, &j)?;
         let last = match rec.config.send_last {
             SendLast::Never => None,
@@ -635,14 +650,8 @@ async fn read_items(
     let (o, n) = (owner.clone(), node.clone());
     let requester = me.to_bare();
     let read = tokio::task::spawn_blocking(move || {
-        let Some(rec) = store.node(&o, &n)? else {
-            return Ok(Err(StanzaError::new(C::ItemNotFound)));
-        };
-        if requester != o {
-            let item = store.roster_item(&o, &requester)?;
-            if let Err(e) = check_access(&rec.config, item.as_ref()) {
-                return Ok(Err(e));
-            }
+        if let Err(e) = readable_node(&store, &o, &n, &requester)? {
+            return Ok(Err(e));
         }
         let read = if !wanted.is_empty() {
             let mut v = Vec::new();

@@ -156,6 +156,31 @@ pub struct Page {
     pub count: u64,
 }
 
+type ItemsTable<'t> = redb::Table<'t, (&'static str, u64), &'static [u8]>;
+type IdsTable<'t> = redb::Table<'t, (&'static str, &'static str), u64>;
+
+/// Drops a node's oldest items until it holds no more than its limit.
+fn trim(
+    items: &mut ItemsTable<'_>,
+    ids: &mut IdsTable<'_>,
+    key: &str,
+    rec: &mut NodeRecord,
+) -> Result<(), StoreError> {
+    while rec.count > rec.config.item_limit() {
+        let oldest = items
+            .range((key, 0)..=(key, u64::MAX))?
+            .next()
+            .transpose()?
+            .map(|(k, v)| (k.value().1, v.value().to_vec()));
+        let Some((seq, bytes)) = oldest else { break };
+        let item: StoredItem = decode(key, &bytes)?;
+        items.remove((key, seq))?;
+        ids.remove((key, item.id.as_str()))?;
+        rec.count -= 1;
+    }
+    Ok(())
+}
+
 fn clear_items(tx: &redb::WriteTransaction, key: &str) -> Result<(), StoreError> {
     let mut items = tx.open_table(ITEMS)?;
     let mut ids = tx.open_table(ITEM_IDS)?;
@@ -501,18 +526,7 @@ impl Store {
                 items.insert((key.as_str(), seq), serde_json::to_vec(&r.item)?.as_slice())?;
                 ids.insert((key.as_str(), r.item.id.as_str()), seq)?;
                 rec.count += 1;
-                while rec.count > rec.config.item_limit() {
-                    let oldest = items
-                        .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
-                        .next()
-                        .transpose()?
-                        .map(|(k, v)| (k.value().1, v.value().to_vec()));
-                    let Some((seq, bytes)) = oldest else { break };
-                    let item: StoredItem = decode(&key, &bytes)?;
-                    items.remove((key.as_str(), seq))?;
-                    ids.remove((key.as_str(), item.id.as_str()))?;
-                    rec.count -= 1;
-                }
+                trim(&mut items, &mut ids, &key, &mut rec)?;
                 nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
                 out.push(Ok(rec.config.clone()));
             }
@@ -727,18 +741,7 @@ impl Store {
             rec.config = options.apply(rec.config);
             let mut items = tx.open_table(ITEMS)?;
             let mut ids = tx.open_table(ITEM_IDS)?;
-            while rec.count > rec.config.item_limit() {
-                let oldest = items
-                    .range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?
-                    .next()
-                    .transpose()?
-                    .map(|(k, v)| (k.value().1, v.value().to_vec()));
-                let Some((seq, bytes)) = oldest else { break };
-                let item: StoredItem = decode(&key, &bytes)?;
-                items.remove((key.as_str(), seq))?;
-                ids.remove((key.as_str(), item.id.as_str()))?;
-                rec.count -= 1;
-            }
+            trim(&mut items, &mut ids, &key, &mut rec)?;
             nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
             rec.config
         };

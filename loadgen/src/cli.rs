@@ -25,6 +25,13 @@ pub enum Command {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
         repeat: u32,
     },
+    /// Receive capacity: loadgen's sessions fed by a trivial local sender
+    /// of pre-made event messages, received on one thread.
+    Receive {
+        /// Event messages per write from the sender.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        batch: u32,
+    },
 }
 
 /// `--accounts 'user{n}:pass'`.

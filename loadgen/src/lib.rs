@@ -23,6 +23,7 @@ pub mod cli;
 pub mod embedded;
 pub mod graph;
 pub mod peers;
+pub mod receive;
 pub mod report;
 pub mod run;
 pub mod scram;
@@ -53,6 +54,9 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 /// run (the caller prints it and sets the exit code), or `None` after a
 /// set-up.
 pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
+    if let Some(cli::Command::Receive { batch }) = &cli.command {
+        return receive_bench(cli, *batch as usize, command).map(|()| None);
+    }
     let plan = cli.plan();
     let fds = sys::open_file_limit();
     let n = plan.sessions as u64;
@@ -164,12 +168,62 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
             tls: false,
             machine: sys::machine(),
             loadgen_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: report::git_commit(),
         },
         plan,
         figures,
     };
     keep(cli, &record, &hist, &label)?;
     Ok(Some(record))
+}
+
+fn receive_bench(cli: &cli::Cli, batch: usize, command: String) -> Result<()> {
+    let fds = sys::open_file_limit();
+    let n = cli.sessions as u64;
+    if n * FDS_PER_SESSION_EMBEDDED + FD_HEADROOM > fds {
+        bail!(
+            "--sessions {n}: the receive benchmark holds both ends of every connection, \
+             so this process may have at most {}",
+            fds.saturating_sub(FD_HEADROOM) / FDS_PER_SESSION_EMBEDDED
+        );
+    }
+    let plan = receive::ReceivePlan {
+        sessions: cli.sessions as usize,
+        batch,
+        payload: cli.payload,
+        duration_s: cli.duration,
+        warmup_s: cli.warmup.min(cli.duration / 2.0),
+    };
+    let started_at = server::xep0082_datetime(session::now_us() / 1000);
+    let figures = receive::run(&plan)?;
+    let record = receive::ReceiveRecord {
+        schema: "starling-loadgen-receive/1",
+        command,
+        started_at,
+        machine: sys::machine(),
+        git_commit: report::git_commit(),
+        plan,
+        figures,
+    };
+    let text = receive::text(&record);
+    print!("{text}");
+    let runs = cli.runs_dir.clone().unwrap_or_else(report::runs_dir);
+    let mut dirs = vec![runs.join(format!("{}-receive", report::stamp(&record.started_at)))];
+    dirs.extend(cli.save.clone());
+    for dir in dirs {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(
+            dir.join("receive.json"),
+            serde_json::to_string_pretty(&record)? + "\n",
+        )?;
+        std::fs::write(dir.join("report.txt"), &text)?;
+        std::fs::write(dir.join("command.txt"), format!("{}\n", record.command))?;
+    }
+    if let Some(p) = &cli.json {
+        std::fs::write(p, serde_json::to_string_pretty(&record)? + "\n")
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn keep(cli: &cli::Cli, record: &RunRecord, hist: &run::Histograms, label: &str) -> Result<()> {
@@ -242,6 +296,7 @@ fn embedded_run(
             tls: false,
             machine: sys::machine(),
             loadgen_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: report::git_commit(),
         },
         plan,
         figures,

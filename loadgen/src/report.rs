@@ -30,6 +30,9 @@ pub struct Setup {
     pub machine: String,
     /// loadgen's version.
     pub loadgen_version: String,
+    /// The source revision (`git describe --always --dirty`), or
+    /// `unknown` outside a checkout.
+    pub git_commit: String,
 }
 
 /// One run, as saved.
@@ -151,6 +154,23 @@ pub fn save(dir: &Path, r: &RunRecord, h: &Histograms) -> Result<()> {
         write("completion.hgrm", stats::hgrm(&h.completion))?;
     }
     Ok(())
+}
+
+/// The revision of the source tree loadgen was built from, as
+/// `git describe --always --dirty` reports it; `unknown` when loadgen runs
+/// outside a checkout or git is missing.
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `results/runs/` of the source tree when loadgen runs from it, else

@@ -439,9 +439,8 @@ pub struct Outcome {
 /// Finds `attr='value'` (or `"value"`) after `from` in `s`.
 fn attr_after<'a>(s: &'a [u8], from: usize, attr: &[u8]) -> Option<&'a [u8]> {
     let hay = &s[from..];
-    let pos = hay
-        .windows(attr.len() + 1)
-        .position(|w| &w[..attr.len()] == attr && w[attr.len()] == b'=')?;
+    let pos =
+        memchr::memmem::find_iter(hay, attr).find(|&p| hay.get(p + attr.len()) == Some(&b'='))?;
     let q = *hay.get(pos + attr.len() + 1)?;
     if q != b'\'' && q != b'"' {
         return None;
@@ -469,9 +468,10 @@ fn delivered_post(bytes: &[u8], mechanism: Mechanism) -> Option<((u32, u32, u64)
         let id = attr_after(bytes, 0, b"id")?;
         return Some((parse_post_id(id)?, false));
     }
-    let item = bytes.windows(6).position(|w| w == b"<item ")?;
+    let item = memchr::memmem::find(bytes, b"<item ")?;
     let id = attr_after(bytes, item, b"id")?;
-    let replay = bytes.windows(7).any(|w| w == b"<delay ");
+    // A replay's <delay/> follows the event, so only the tail is searched.
+    let replay = memchr::memmem::find(&bytes[item..], b"<delay ").is_some();
     Some((parse_post_id(id)?, replay))
 }
 

@@ -52,6 +52,15 @@ pub fn threads_cpu(prefixes: &[&str]) -> f64 {
         .sum()
 }
 
+/// CPU seconds the calling thread has run, with nanosecond resolution
+/// (the scheduler's own accounting in /proc/thread-self/schedstat).
+pub fn thread_cpu() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e9)
+}
+
 /// A one-line description of the machine: CPUs, model, memory, kernel.
 pub fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());

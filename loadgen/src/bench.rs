@@ -68,13 +68,13 @@ impl std::fmt::Display for TargetSpec {
 type Keep = Box<dyn std::any::Any>;
 
 /// A figure's name and how to read it from a run.
-type Figure = (&'static str, fn(&Figures) -> f64);
+pub type Figure = (&'static str, fn(&Figures) -> f64);
 
 /// Median, min and max over repetitions.
-type Spread = (f64, f64, f64);
+pub type Spread = (f64, f64, f64);
 
 /// The figures compared.
-const FIGURES: &[Figure] = &[
+pub const FIGURES: &[Figure] = &[
     ("deliveries/s", |f| f.mean_deliveries_per_s),
     ("publish->delivery p50 ms", |f| f.delivery.p50_ms),
     ("publish->delivery p99 ms", |f| f.delivery.p99_ms),
@@ -112,7 +112,19 @@ pub struct BenchRecord {
     pub ratios: Vec<(String, Vec<f64>)>,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// (median, min, max) of one figure over repetitions.
+pub fn spread(runs: &[Figures], get: fn(&Figures) -> f64) -> Spread {
+    let mut v: Vec<f64> = runs.iter().map(get).collect();
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    (median(&mut v), lo, hi)
+}
+
+/// The median of `v` (sorted in place); NaN when empty.
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,
@@ -138,6 +150,7 @@ pub fn bench(
     let mut live: Vec<Keep> = Vec::new();
     let mut tgts = Vec::new();
     let mut labels = Vec::new();
+    let mut caches = Vec::new();
     for t in targets {
         let (l, target, label) = match t {
             TargetSpec::Starling(fanout) => {
@@ -186,10 +199,11 @@ pub fn bench(
                 format!("server at {addr}"),
             ),
         };
+        // Each target keeps its own key cache, warmed by its setup.
+        let keys = std::sync::Arc::new(scram::KeyCache::default());
         if !matches!(t, TargetSpec::Starling(_)) {
             rt.block_on(async {
                 setup::register(&target, plan.sessions, plan.sources).await?;
-                let keys = std::sync::Arc::new(scram::KeyCache::default());
                 setup::follow_graph(
                     &target,
                     graph,
@@ -203,6 +217,7 @@ pub fn bench(
             .with_context(|| format!("setting up {t}"))?;
         }
         live.push(l);
+        caches.push(keys);
         tgts.push(target);
         labels.push(label);
     }
@@ -212,7 +227,7 @@ pub fn bench(
             if !quiet {
                 eprintln!("bench: repetition {}/{repeat}, {}", rep + 1, targets[i]);
             }
-            let (f, _) = rt.block_on(run::run(plan, graph, t, quiet))?;
+            let (f, _) = rt.block_on(run::run(plan, graph, t, &caches[i], quiet))?;
             runs[i].push(f);
         }
     }
@@ -220,18 +235,7 @@ pub fn bench(
     let mut medians = Vec::new();
     let mut ratios = Vec::new();
     for (name, get) in FIGURES {
-        let per: Vec<Spread> = runs
-            .iter()
-            .map(|rs| {
-                let mut v: Vec<f64> = rs.iter().map(get).collect();
-                let (lo, hi) = v
-                    .iter()
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-                        (a.min(x), b.max(x))
-                    });
-                (median(&mut v), lo, hi)
-            })
-            .collect();
+        let per: Vec<Spread> = runs.iter().map(|rs| spread(rs, *get)).collect();
         medians.push(((*name).to_owned(), per));
         let r: Vec<f64> = runs[1..]
             .iter()

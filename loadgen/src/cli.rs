@@ -21,9 +21,6 @@ pub enum Command {
         /// Comma-separated: starling:STRATEGY, prosody, or HOST:PORT.
         #[arg(long, value_delimiter = ',', required = true)]
         targets: Vec<crate::bench::TargetSpec>,
-        /// Repetitions of each target's measured phase.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-        repeat: u32,
     },
     /// Receive capacity: loadgen's sessions fed by a trivial local sender
     /// of pre-made event messages, received on one thread.
@@ -170,6 +167,11 @@ pub struct Cli {
     /// Log in, stay idle, and measure the server's memory per session.
     #[arg(long, global = true)]
     pub idle: bool,
+    /// Repetitions of the measured phase (logins included), reported as
+    /// the median with its min–max spread. Default: 1 for a run, 3 for
+    /// `bench`.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: Option<u32>,
     /// Fan-out strategy of the embedded Starling.
     #[arg(long, global = true, default_value = "shared")]
     pub fanout: String,
@@ -187,6 +189,14 @@ pub struct Cli {
     /// for results that are kept (e.g. results/NAME).
     #[arg(long, global = true, value_name = "DIR")]
     pub save: Option<PathBuf>,
+    /// The SCRAM client key cache file: `setup` and runs against --server
+    /// save it, runs load it (default: scram-keys.json in --runs-dir).
+    #[arg(long = "key-cache", global = true, value_name = "PATH")]
+    pub key_cache: Option<PathBuf>,
+    /// Start from an empty SCRAM key cache and leave the file alone: every
+    /// account's first login derives its keys (the cold-cache login rate).
+    #[arg(long = "cold-cache", global = true)]
+    pub cold_cache: bool,
     /// No live progress.
     #[arg(long, global = true)]
     pub quiet: bool,
@@ -216,6 +226,7 @@ impl Cli {
             sources: self.sources,
             seed: self.seed,
             idle: self.idle,
+            repeat: self.repeat.unwrap_or(1) as usize,
         }
     }
 }

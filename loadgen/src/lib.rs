@@ -69,7 +69,8 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
     }
     let graph = plan.graph();
     let started_at = server::xep0082_datetime(session::now_us() / 1000);
-    if let Some(cli::Command::Bench { targets, repeat }) = &cli.command {
+    if let Some(cli::Command::Bench { targets }) = &cli.command {
+        let repeat = cli.repeat.unwrap_or(3);
         let accounts = cli.accounts.clone();
         let ext = run::Target {
             addr: cli
@@ -82,7 +83,7 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         };
         let b = bench::bench(
             targets,
-            *repeat as usize,
+            repeat as usize,
             &plan,
             &graph,
             &ext,
@@ -123,6 +124,17 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         password: cli.accounts.password.clone(),
         pid: cli.server_pid,
     };
+    let key_path = cli.key_cache.clone().unwrap_or_else(|| {
+        cli.runs_dir
+            .clone()
+            .unwrap_or_else(report::runs_dir)
+            .join("scram-keys.json")
+    });
+    let keys = std::sync::Arc::new(if cli.cold_cache {
+        scram::KeyCache::default()
+    } else {
+        scram::KeyCache::load(&key_path)?
+    });
     let rt = runtime()?;
     if !matches!(cli.command, Some(cli::Command::Run)) {
         rt.block_on(async {
@@ -130,7 +142,6 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
             if !cli.quiet {
                 eprintln!("setup: {created} accounts registered, {existed} already there");
             }
-            let keys = std::sync::Arc::new(scram::KeyCache::default());
             setup::follow_graph(
                 &target,
                 &graph,
@@ -145,11 +156,38 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
             }
             anyhow::Ok(())
         })?;
+        if !cli.cold_cache {
+            keys.save(&key_path)?;
+            if !cli.quiet {
+                eprintln!(
+                    "setup: {} SCRAM keys cached in {}",
+                    keys.len(),
+                    key_path.display()
+                );
+            }
+        }
         if matches!(cli.command, Some(cli::Command::Setup)) {
             return Ok(None);
         }
     }
-    let (figures, hist) = rt.block_on(run::run(&plan, &graph, &target, cli.quiet))?;
+    let preloaded = keys.len() as u64;
+    let mut runs = Vec::with_capacity(plan.repeat);
+    for rep in 0..plan.repeat {
+        if plan.repeat > 1 && !cli.quiet {
+            eprintln!("repetition {}/{}", rep + 1, plan.repeat);
+        }
+        // A cold cache is cold for every repetition.
+        let keys = if cli.cold_cache {
+            std::sync::Arc::new(scram::KeyCache::default())
+        } else {
+            keys.clone()
+        };
+        runs.push(rt.block_on(run::run(&plan, &graph, &target, &keys, cli.quiet))?);
+    }
+    let (figures, hist, repetitions, spread) = report::repetitions(runs, plan.idle);
+    if !cli.cold_cache {
+        keys.save(&key_path)?;
+    }
     drop(rt);
     let label = cli
         .server_name
@@ -166,12 +204,15 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
             fsync_before_ack: None,
             scram_iterations: None,
             tls: false,
+            scram_keys_preloaded: preloaded,
             machine: sys::machine(),
             loadgen_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: report::git_commit(),
         },
         plan,
         figures,
+        repetitions,
+        spread,
     };
     keep(cli, &record, &hist, &label)?;
     Ok(Some(record))
@@ -275,8 +316,18 @@ fn embedded_run(
         password: embedded::PASSWORD.into(),
         pid: server.pid(),
     };
+    // The seeded accounts share one salt: the first login derives, the
+    // rest hit (a fresh cache each run, as the salt is new each run).
+    let keys = std::sync::Arc::new(scram::KeyCache::default());
     let rt = runtime()?;
-    let (figures, hist) = rt.block_on(run::run(&plan, &graph, &target, cli.quiet))?;
+    let mut runs = Vec::with_capacity(plan.repeat);
+    for rep in 0..plan.repeat {
+        if plan.repeat > 1 && !cli.quiet {
+            eprintln!("repetition {}/{}", rep + 1, plan.repeat);
+        }
+        runs.push(rt.block_on(run::run(&plan, &graph, &target, &keys, cli.quiet))?);
+    }
+    let (figures, hist, repetitions, spread) = report::repetitions(runs, plan.idle);
     drop(rt);
     server.stop();
     let record = RunRecord {
@@ -294,12 +345,15 @@ fn embedded_run(
             fsync_before_ack: Some(true),
             scram_iterations: Some(embedded::ITERATIONS),
             tls: false,
+            scram_keys_preloaded: 0,
             machine: sys::machine(),
             loadgen_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: report::git_commit(),
         },
         plan,
         figures,
+        repetitions,
+        spread,
     };
     keep(cli, &record, &hist, &format!("starling-{}", cli.fanout))?;
     Ok(record)

@@ -26,6 +26,8 @@ pub struct Setup {
     pub scram_iterations: Option<u32>,
     /// TLS on the client connections.
     pub tls: bool,
+    /// SCRAM keys in loadgen's cache before the logins (0: a cold cache).
+    pub scram_keys_preloaded: u64,
     /// The machine.
     pub machine: String,
     /// loadgen's version.
@@ -48,8 +50,14 @@ pub struct RunRecord {
     pub setup: Setup,
     /// The plan.
     pub plan: Plan,
-    /// The figures.
+    /// The figures: of the only repetition, or of the one whose headline
+    /// figure (logins/s for an idle run, publish→delivery p50 otherwise)
+    /// is the median.
     pub figures: Figures,
+    /// Every repetition's figures, in order (one entry without --repeat).
+    pub repetitions: Vec<Figures>,
+    /// Per compared figure: (median, min, max) over the repetitions.
+    pub spread: Vec<(String, crate::bench::Spread)>,
 }
 
 /// The schema id written into every record.
@@ -127,6 +135,15 @@ pub fn text(r: &RunRecord) -> String {
     for (k, v) in &f.dropped_sessions {
         line(format!("session ended early ({k}): {v}"));
     }
+    if r.repetitions.len() > 1 {
+        line(format!(
+            "\nover {} repetitions (figures above: the median one), median [min–max]:",
+            r.repetitions.len()
+        ));
+        for (name, (m, lo, hi)) in &r.spread {
+            line(format!("  {name:<28} {m:>12.2}  [{lo:.2}–{hi:.2}]"));
+        }
+    }
     if f.lost > 0 {
         line(format!(
             "LOSS: {} expected deliveries never arrived",
@@ -134,6 +151,37 @@ pub fn text(r: &RunRecord) -> String {
         ));
     }
     out
+}
+
+/// The figures of several repetitions: the median one (by logins/s when
+/// idle, else by publish→delivery p50) with its histograms, all of them,
+/// and each compared figure's spread. `runs` is not empty.
+pub fn repetitions(
+    mut runs: Vec<(Figures, Histograms)>,
+    idle: bool,
+) -> (
+    Figures,
+    Histograms,
+    Vec<Figures>,
+    Vec<(String, crate::bench::Spread)>,
+) {
+    let all: Vec<Figures> = runs.iter().map(|(f, _)| f.clone()).collect();
+    let spread = crate::bench::FIGURES
+        .iter()
+        .filter(|(name, _)| !idle || !name.contains("deliver") && !name.contains("ack"))
+        .map(|(name, get)| ((*name).to_owned(), crate::bench::spread(&all, *get)))
+        .collect();
+    let headline = |f: &Figures| {
+        if idle {
+            f.logins_per_s
+        } else {
+            f.delivery.p50_ms
+        }
+    };
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|&a, &b| headline(&runs[a].0).total_cmp(&headline(&runs[b].0)));
+    let (f, h) = runs.swap_remove(order[(order.len() - 1) / 2]);
+    (f, h, all, spread)
 }
 
 /// Writes `run.json`, the `.hgrm` files, `report.txt` and `command.txt`

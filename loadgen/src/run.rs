@@ -68,6 +68,8 @@ pub struct Plan {
     pub seed: u64,
     /// Log in, stay idle, and measure the server's memory per session.
     pub idle: bool,
+    /// Repetitions of the measured phase.
+    pub repeat: usize,
 }
 
 /// The background follow graph.
@@ -144,6 +146,9 @@ pub struct Figures {
     pub deliveries_per_s: Vec<u64>,
     /// Mean deliveries per second over the measured phase.
     pub mean_deliveries_per_s: f64,
+    /// Second by second of the measured phase: deliveries that arrived in
+    /// it and their latency percentiles (from one histogram per second).
+    pub intervals: Vec<Interval>,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
     /// Sessions that ended early, by reason.
@@ -168,6 +173,21 @@ pub struct Figures {
     pub rss_per_idle_session: f64,
     /// SCRAM key cache (hits, misses).
     pub scram_cache: (u64, u64),
+}
+
+/// One second of the measured phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    /// Seconds since the measured phase began.
+    pub second: usize,
+    /// Deliveries that arrived in this second.
+    pub deliveries: u64,
+    /// Their publish → delivery median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Largest, ms.
+    pub max_ms: f64,
 }
 
 /// The histograms behind the figures, for `.hgrm` files.
@@ -254,6 +274,7 @@ pub async fn run(
     plan: &Plan,
     graph: &Graph,
     target: &Target,
+    keys: &Arc<KeyCache>,
     quiet: bool,
 ) -> Result<(Figures, Histograms)> {
     let n = plan.sessions;
@@ -261,8 +282,9 @@ pub async fn run(
         bail!("the graph has {} users for {n} sessions", graph.len());
     }
     let progress = Progress::new(quiet);
-    let keys = Arc::new(KeyCache::default());
     let rss_before = server_rss(target.pid);
+    // The cache may be shared with a setup or an earlier repetition.
+    let cache0 = keys.stats();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
 
     // 1. Logins, paced by the ramp, a bounded number in flight.
@@ -456,7 +478,7 @@ pub async fn run(
         completion: stats::histogram(),
     };
     let mut per_post: Vec<(u32, u32)> = vec![(0, 0); expected.len()]; // (received, max latency)
-    let mut per_sec: Vec<u64> = Vec::new();
+    let mut per_sec: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
     let mut duplicates = 0u64;
     let mut dropped_sessions: BTreeMap<String, u64> = BTreeMap::new();
     let mut replays = 0;
@@ -486,9 +508,9 @@ pub async fn run(
             let sec = (u64::from(d.at_ms).saturating_sub(measure_from_ms) / 1000) as usize;
             if u64::from(d.at_ms) >= measure_from_ms {
                 if per_sec.len() <= sec {
-                    per_sec.resize(sec + 1, 0);
+                    per_sec.resize_with(sec + 1, stats::histogram);
                 }
-                per_sec[sec] += 1;
+                stats::record(&mut per_sec[sec], u64::from(d.latency_us));
             }
         }
     }
@@ -528,7 +550,21 @@ pub async fn run(
         lost: exp_sum - rec_sum,
         duplicates,
         mean_deliveries_per_s: rec_sum as f64 / measured_secs,
-        deliveries_per_s: per_sec,
+        deliveries_per_s: per_sec.iter().map(|h| h.len()).collect(),
+        intervals: per_sec
+            .iter()
+            .enumerate()
+            .map(|(second, h)| {
+                let s = Summary::of(h);
+                Interval {
+                    second,
+                    deliveries: s.count,
+                    p50_ms: s.p50_ms,
+                    p99_ms: s.p99_ms,
+                    max_ms: s.max_ms,
+                }
+            })
+            .collect(),
         errors,
         dropped_sessions,
         replays,
@@ -540,7 +576,10 @@ pub async fn run(
         server_rss_before: rss_before,
         server_rss_idle: rss_idle,
         rss_per_idle_session: rss_idle.saturating_sub(rss_before) as f64 / up as f64,
-        scram_cache: keys.stats(),
+        scram_cache: {
+            let (h, m) = keys.stats();
+            (h - cache0.0, m - cache0.1)
+        },
     };
     Ok((figures, h))
 }

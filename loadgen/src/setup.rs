@@ -88,6 +88,36 @@ pub async fn register(target: &Target, n: usize, sources: u8) -> Result<(usize, 
     Ok((created, existed))
 }
 
+/// Logs every account in once, so `keys` holds each account's salted
+/// keys (a no-op for PLAIN).
+pub async fn warm_keys(
+    target: &Target,
+    n: u32,
+    mech: Mech,
+    sources: u8,
+    keys: &Arc<KeyCache>,
+) -> Result<()> {
+    if mech == Mech::Plain {
+        return Ok(());
+    }
+    let gate = Arc::new(Semaphore::new(256));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let l = login_for(target, i, mech, sources);
+        let (gate, keys) = (gate.clone(), keys.clone());
+        tasks.spawn(async move {
+            let _p = gate.acquire_owned().await;
+            let mut c = session::login(&l, &keys).await?;
+            let _ = c.wr.write_all(b"</stream:stream>").await;
+            Ok::<_, session::SessionError>(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r?.map_err(|e| anyhow::anyhow!("setup login: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Builds the follow graph over XMPP.
 pub async fn follow_graph(
     target: &Target,
@@ -97,10 +127,12 @@ pub async fn follow_graph(
     sources: u8,
     keys: &Arc<KeyCache>,
 ) -> Result<()> {
-    if mechanism == Mechanism::Direct {
-        return Ok(());
-    }
     let n = graph.len() as u32;
+    if mechanism == Mechanism::Direct {
+        // No follows to build; one login per account still warms the
+        // SCRAM key cache the measured run will use.
+        return warm_keys(target, n, mech, sources, keys).await;
+    }
     let gate = Arc::new(Semaphore::new(256));
     let mut tasks = tokio::task::JoinSet::new();
     // Who each user must subscribe to: the users it follows. For presence

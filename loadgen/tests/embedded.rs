@@ -62,7 +62,21 @@ fn run(
 #[test]
 fn fifty_sessions_ten_seconds_no_loss_for_each_mechanism() {
     for mechanism in ["presence", "pubsub", "direct"] {
-        let (r, value, _dir) = run(&["--mechanism", mechanism]);
+        // One mechanism also repeats its measured phase.
+        let repeat = if mechanism == "direct" { "2" } else { "1" };
+        let (r, value, _dir) = run(&["--mechanism", mechanism, "--repeat", repeat]);
+        assert_eq!(r.repetitions.len(), repeat.parse::<usize>().unwrap());
+        for f in &r.repetitions {
+            assert_eq!(f.lost, 0, "{mechanism}: every repetition is lossless");
+        }
+        if repeat == "2" {
+            let (name, (median, lo, hi)) = r
+                .spread
+                .iter()
+                .find(|(n, _)| n == "deliveries/s")
+                .expect("deliveries/s spread");
+            assert!(lo <= median && median <= hi && *lo > 0.0, "{name}");
+        }
         let f = &r.figures;
         assert_eq!(f.sessions_up, 50, "{mechanism}");
         assert!(f.posts >= 60, "{mechanism}: {} posts", f.posts);
@@ -72,6 +86,16 @@ fn fifty_sessions_ten_seconds_no_loss_for_each_mechanism() {
         );
         assert_eq!(f.lost, 0, "{mechanism}");
         assert_eq!(f.delivery.count, f.received, "{mechanism}");
+        // Per-second intervals agree with the per-second counts.
+        assert!(f.intervals.len() >= 5, "{mechanism}: {:?}", f.intervals);
+        assert_eq!(
+            f.intervals.iter().map(|i| i.deliveries).collect::<Vec<_>>(),
+            f.deliveries_per_s
+        );
+        assert!(f
+            .intervals
+            .iter()
+            .all(|i| i.deliveries == 0 || i.p50_ms > 0.0 && i.p50_ms <= i.max_ms));
         assert!(f.errors.is_empty(), "{mechanism}: {:?}", f.errors);
         if mechanism != "direct" {
             assert_eq!(

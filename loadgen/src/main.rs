@@ -7,8 +7,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = loadgen::cli::Cli::parse();
+    // As a shell would need it typed, so command.txt reruns as written.
     let command = std::iter::once("loadgen".to_owned())
-        .chain(std::env::args().skip(1))
+        .chain(
+            std::env::args()
+                .skip(1)
+                .map(|a| loadgen::report::shell_quote(&a)),
+        )
         .collect::<Vec<_>>()
         .join(" ");
     match loadgen::main_with(&cli, command) {

@@ -204,6 +204,19 @@ pub fn save(dir: &Path, r: &RunRecord, h: &Histograms) -> Result<()> {
     Ok(())
 }
 
+/// `arg` quoted for a POSIX shell when it needs to be.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
 /// The revision of the source tree loadgen was built from, as
 /// `git describe --always --dirty` reports it; `unknown` when loadgen runs
 /// outside a checkout or git is missing.
@@ -239,4 +252,19 @@ pub fn stamp(iso: &str) -> String {
         .take(15)
         .collect::<String>()
         + "Z"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_quoted_only_when_a_shell_needs_it() {
+        assert_eq!(shell_quote("--sessions"), "--sessions");
+        assert_eq!(shell_quote("127.0.0.1:5222"), "127.0.0.1:5222");
+        assert_eq!(shell_quote("starling 4e35c6e"), "'starling 4e35c6e'");
+        assert_eq!(shell_quote("lg{n}:pw"), "'lg{n}:pw'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

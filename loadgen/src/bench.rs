@@ -97,6 +97,8 @@ pub struct BenchRecord {
     pub started_at: String,
     /// The machine.
     pub machine: String,
+    /// The source revision loadgen was built from.
+    pub git_commit: String,
     /// The plan, the same for every target.
     pub plan: Plan,
     /// Targets, in order; the first is the baseline of the ratios.
@@ -158,8 +160,12 @@ pub fn bench(
                 embedded::seed(data.path(), graph, plan.mechanism)?;
                 let server = match embedded::sibling_binary() {
                     // A child process, so its CPU and memory are its own.
-                    Some(bin) => embedded::Embedded::child(&bin, data.path(), fanout)?,
-                    None => embedded::Embedded::in_process(embedded::config(data.path(), fanout))?,
+                    Some(bin) => embedded::Embedded::child(&bin, data.path(), fanout, ext.tls)?,
+                    None => embedded::Embedded::in_process(embedded::config(
+                        data.path(),
+                        fanout,
+                        ext.tls,
+                    ))?,
                 };
                 let target = Target {
                     addr: server.addr(),
@@ -167,6 +173,7 @@ pub fn bench(
                     user: std::sync::Arc::new(embedded::user),
                     password: embedded::PASSWORD.into(),
                     pid: server.pid(),
+                    tls: ext.tls,
                 };
                 let label = format!(
                     "starling {} (fan-out {fanout}; fsync before ack; SCRAM {} iterations)",
@@ -183,6 +190,7 @@ pub fn bench(
                     user: std::sync::Arc::new(|i| format!("lg{i}")),
                     password: "loadgen-pw".into(),
                     pid: Some(p.pid()),
+                    tls: ext.tls,
                 };
                 let label = format!(
                     "prosody {} (internal_hashed, no fsync; SCRAM-SHA-1 only)",
@@ -255,6 +263,7 @@ pub fn bench(
         command,
         started_at: server::xep0082_datetime(crate::session::now_us() / 1000),
         machine: crate::sys::machine(),
+        git_commit: crate::report::git_commit(),
         plan: plan.clone(),
         targets: targets.iter().map(ToString::to_string).collect(),
         labels,
@@ -273,7 +282,7 @@ pub fn text(b: &BenchRecord) -> String {
         b.started_at,
         b.runs.first().map_or(0, Vec::len)
     );
-    let _ = writeln!(out, "machine: {}", b.machine);
+    let _ = writeln!(out, "machine: {}; loadgen at {}", b.machine, b.git_commit);
     for (t, l) in b.targets.iter().zip(&b.labels) {
         let _ = writeln!(out, "target {t}: {l}");
     }
@@ -290,21 +299,56 @@ pub fn text(b: &BenchRecord) -> String {
         b.plan.duration_s,
         b.plan.warmup_s
     );
+    // Columns as wide as their widest cell, so long target names line up.
+    let heads: Vec<String> = b
+        .targets
+        .iter()
+        .cloned()
+        .chain(
+            b.targets
+                .iter()
+                .skip(1)
+                .map(|t| format!("{t} / {}", b.targets[0])),
+        )
+        .collect();
+    let rows: Vec<(String, Vec<String>)> = b
+        .medians
+        .iter()
+        .zip(&b.ratios)
+        .map(|((name, per), (_, ratios))| {
+            let cells = per
+                .iter()
+                .map(|(m, lo, hi)| format!("{m:.2} [{lo:.2}–{hi:.2}]"))
+                .chain(ratios.iter().map(|r| {
+                    if r.is_finite() {
+                        format!("{r:.2}×")
+                    } else {
+                        "-".to_owned()
+                    }
+                }))
+                .collect();
+            (name.clone(), cells)
+        })
+        .collect();
+    let width: Vec<usize> = (0..heads.len())
+        .map(|c| {
+            rows.iter()
+                .map(|(_, cells)| cells[c].chars().count())
+                .chain([heads[c].chars().count()])
+                .max()
+                .unwrap_or(0)
+                + 2
+        })
+        .collect();
     let _ = write!(out, "{:<28}", "median [min–max]");
-    for t in &b.targets {
-        let _ = write!(out, "{t:>30}");
-    }
-    for t in b.targets.iter().skip(1) {
-        let _ = write!(out, "{:>26}", format!("{t} / {}", b.targets[0]));
+    for (h, w) in heads.iter().zip(&width) {
+        let _ = write!(out, "{h:>w$}");
     }
     out.push('\n');
-    for ((name, per), (_, ratios)) in b.medians.iter().zip(&b.ratios) {
+    for (name, cells) in &rows {
         let _ = write!(out, "{name:<28}");
-        for (m, lo, hi) in per {
-            let _ = write!(out, "{:>30}", format!("{m:.2} [{lo:.2}–{hi:.2}]"));
-        }
-        for r in ratios {
-            let _ = write!(out, "{:>26}", format!("{r:.2}×"));
+        for (c, w) in cells.iter().zip(&width) {
+            let _ = write!(out, "{c:>w$}");
         }
         out.push('\n');
     }

@@ -22,6 +22,16 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         targets: Vec<crate::bench::TargetSpec>,
     },
+    /// Saved runs side by side (ratios to the first) and an SVG plot of
+    /// their publish→delivery percentiles.
+    Compare {
+        /// run.json files, or the directories holding them.
+        #[arg(required = true, num_args = 2.., value_name = "RUN")]
+        runs: Vec<PathBuf>,
+        /// Where to write the plot (default: a new file in --runs-dir).
+        #[arg(long, value_name = "PATH")]
+        svg: Option<PathBuf>,
+    },
     /// Receive capacity: loadgen's sessions fed by a trivial local sender
     /// of pre-made event messages, received on one thread.
     Receive {
@@ -155,6 +165,10 @@ pub struct Cli {
     /// Logins started per second.
     #[arg(long, global = true, default_value_t = 5000.0, value_parser = positive)]
     pub ramp: f64,
+    /// Negotiate STARTTLS on every connection (the embedded Starling then
+    /// offers it with a self-signed certificate, which loadgen accepts).
+    #[arg(long, global = true)]
+    pub tls: bool,
     /// SASL mechanism.
     #[arg(long, global = true, value_enum, default_value_t = Mech::ScramSha1)]
     pub mech: Mech,

@@ -94,13 +94,15 @@ pub fn seed(dir: &Path, graph: &Graph, mechanism: Mechanism) -> Result<()> {
 
 /// The configuration of an embedded server: plaintext auth on loopback,
 /// rate limits out of the way, `fanout` as chosen.
-pub fn config(dir: &Path, fanout: &str) -> Config {
+pub fn config(dir: &Path, fanout: &str, tls: bool) -> Config {
     let mut c = Config {
         domains: vec![DOMAIN.into()],
         c2s_listen: vec!["127.0.0.1:0".parse().expect("literal")],
         c2s_tls_listen: Vec::new(),
         data_dir: dir.to_owned(),
-        tls: false,
+        // With TLS: STARTTLS with a self-signed certificate generated in
+        // the data directory.
+        tls,
         require_encryption: false,
         allow_plaintext_auth: true,
         fanout: fanout.to_owned(),
@@ -186,37 +188,59 @@ impl Embedded {
     }
 
     /// Starts `binary serve` on the data dir, with the same settings.
-    pub fn child(binary: &Path, dir: &Path, fanout: &str) -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    pub fn child(binary: &Path, dir: &Path, fanout: &str, tls: bool) -> Result<Self> {
         let cfg = dir.join("loadgen-starling.toml");
         std::fs::write(
             &cfg,
-            "tls = false\nrequire_encryption = false\nallow_plaintext_auth = true\n\
-             [limits]\nstanzas_per_sec = 1000000\nstanza_burst = 1000000\n\
-             publishes_per_sec = 1000000\npublish_burst = 1000000\n",
+            format!(
+                "tls = {tls}\nrequire_encryption = false\nallow_plaintext_auth = true\n\
+                 c2s_tls_listen = []\n\
+                 [limits]\nstanzas_per_sec = 1000000\nstanza_burst = 1000000\n\
+                 publishes_per_sec = 1000000\npublish_burst = 1000000\n"
+            ),
         )?;
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--domain", DOMAIN, "serve", "--fanout", fanout])
-            .args(["--c2s-listen", &port.to_string()])
-            // Warnings only, as the Prosody peer logs: per-session info
-            // lines would cost the server time the comparison counts.
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(port).is_err() {
-            if Instant::now() > deadline {
-                bail!("{} did not start listening on {port}", binary.display());
+        // The port is picked by binding and releasing it, so another socket
+        // (an earlier run's client connection, say) can take it before the
+        // child binds: a child that exits at once is retried on a new port.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            let mut child = Command::new(binary)
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--data-dir")
+                .arg(dir)
+                .args(["--domain", DOMAIN, "serve", "--fanout", fanout])
+                .args(["--c2s-listen", &port.to_string()])
+                // Warnings only, as the Prosody peer logs: per-session info
+                // lines would cost the server time the comparison counts.
+                .env("RUST_LOG", "warn")
+                .env_remove("RUST_BACKTRACE")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if std::net::TcpStream::connect(port).is_ok() {
+                    return Ok(Self::Child { addr: port, child });
+                }
+                if let Some(status) = child.try_wait()? {
+                    last = format!(
+                        "{} exited ({status}) before listening on {port}",
+                        binary.display()
+                    );
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("{} did not start listening on {port}", binary.display());
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(Self::Child { addr: port, child })
+        bail!("{last}, five times")
     }
 
     /// The c2s address.

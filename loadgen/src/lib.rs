@@ -16,10 +16,14 @@
 //! - [`embedded`]: the Starling loadgen starts and seeds itself.
 //! - [`setup`]: accounts and follow graph over XMPP, for any server.
 //! - [`peers`]: real servers to compare against (Prosody).
+//! - [`bench`]: the same plan on several targets, A B A B, with ratios.
+//! - [`compare`]: saved runs side by side, with a percentile plot.
+//! - [`receive`]: the receive-capacity benchmark (a trivial sender).
 //! - [`sys`]: CPU and RSS from /proc.
 
 pub mod bench;
 pub mod cli;
+pub mod compare;
 pub mod embedded;
 pub mod graph;
 pub mod peers;
@@ -54,6 +58,11 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 /// run (the caller prints it and sets the exit code), or `None` after a
 /// set-up.
 pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
+    if let Some(cli::Command::Compare { runs, svg }) = &cli.command {
+        let dir = cli.runs_dir.clone().unwrap_or_else(report::runs_dir);
+        compare::compare(runs, svg.as_deref(), &dir)?;
+        return Ok(None);
+    }
     if let Some(cli::Command::Receive { batch }) = &cli.command {
         return receive_bench(cli, *batch as usize, command).map(|()| None);
     }
@@ -80,6 +89,7 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
             user: std::sync::Arc::new(move |i| accounts.user(i)),
             password: cli.accounts.password.clone(),
             pid: cli.server_pid,
+            tls: cli.tls,
         };
         let b = bench::bench(
             targets,
@@ -123,6 +133,7 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         user: std::sync::Arc::new(move |i| accounts.user(i)),
         password: cli.accounts.password.clone(),
         pid: cli.server_pid,
+        tls: cli.tls,
     };
     let key_path = cli.key_cache.clone().unwrap_or_else(|| {
         cli.runs_dir
@@ -203,7 +214,7 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
             fanout: None,
             fsync_before_ack: None,
             scram_iterations: None,
-            tls: false,
+            tls: cli.tls,
             scram_keys_preloaded: preloaded,
             machine: sys::machine(),
             loadgen_version: env!("CARGO_PKG_VERSION").into(),
@@ -305,9 +316,9 @@ fn embedded_run(
                  or pass --starling-bin",
             )?,
         };
-        embedded::Embedded::child(&bin, data.path(), &cli.fanout)?
+        embedded::Embedded::child(&bin, data.path(), &cli.fanout, cli.tls)?
     } else {
-        embedded::Embedded::in_process(embedded::config(data.path(), &cli.fanout))?
+        embedded::Embedded::in_process(embedded::config(data.path(), &cli.fanout, cli.tls))?
     };
     let target = run::Target {
         addr: server.addr(),
@@ -315,6 +326,7 @@ fn embedded_run(
         user: std::sync::Arc::new(embedded::user),
         password: embedded::PASSWORD.into(),
         pid: server.pid(),
+        tls: cli.tls,
     };
     // The seeded accounts share one salt: the first login derives, the
     // rest hit (a fresh cache each run, as the salt is new each run).
@@ -344,7 +356,7 @@ fn embedded_run(
             fanout: Some(cli.fanout.clone()),
             fsync_before_ack: Some(true),
             scram_iterations: Some(embedded::ITERATIONS),
-            tls: false,
+            tls: cli.tls,
             scram_keys_preloaded: 0,
             machine: sys::machine(),
             loadgen_version: env!("CARGO_PKG_VERSION").into(),

@@ -228,6 +228,7 @@ pub fn run(plan: &ReceivePlan) -> Result<ReceiveFigures> {
                 password: String::new(),
                 mech: Mech::Plain,
                 resource: "r".into(),
+                tls: false,
             };
             let conn = session::connect(&login)
                 .await

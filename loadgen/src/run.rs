@@ -112,6 +112,8 @@ pub struct Target {
     pub user: Arc<dyn Fn(u32) -> String + Send + Sync>,
     /// Every account's password.
     pub password: String,
+    /// Negotiate STARTTLS on every connection.
+    pub tls: bool,
     /// The server's pid, for CPU and RSS (`None` when it is this process:
     /// then its threads are told apart by name).
     pub pid: Option<u32>,
@@ -209,6 +211,7 @@ impl std::fmt::Debug for Target {
             .field("addr", &self.addr)
             .field("domain", &self.domain)
             .field("pid", &self.pid)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -300,6 +303,7 @@ pub async fn run(
             password: target.password.clone(),
             mech: plan.mech,
             resource: "lg".into(),
+            tls: target.tls,
         };
         let (keys, in_flight) = (keys.clone(), in_flight.clone());
         let at = t0 + Duration::from_secs_f64(i as f64 / plan.ramp.max(1.0));

@@ -17,8 +17,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use server::sasl::{Hash, ScramClient};
 use stanza::{Element, Event, Framer, Kind, Stanza};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 
@@ -59,6 +58,9 @@ pub enum SessionError {
     /// No answer in time.
     #[error("timed out during {0}")]
     Timeout(&'static str),
+    /// STARTTLS was refused or the TLS handshake failed.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl SessionError {
@@ -72,6 +74,7 @@ impl SessionError {
             Self::Auth(_) => "auth".into(),
             Self::Negotiation(_) => "negotiation".into(),
             Self::Timeout(w) => format!("timeout:{w}"),
+            Self::Tls(_) => "tls".into(),
         }
     }
 }
@@ -93,20 +96,112 @@ pub struct Login {
     pub mech: Mech,
     /// The resource to bind.
     pub resource: String,
+    /// Negotiate STARTTLS before authenticating.
+    pub tls: bool,
 }
 
+/// The read half of a session's stream (TCP, or TLS over TCP).
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a session's stream.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// A bound session's connection.
-#[derive(Debug)]
 pub struct Conn {
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     /// The write half.
-    pub wr: OwnedWriteHalf,
+    pub wr: WriteHalf,
     framer: Framer,
     /// The bound full JID.
     pub jid: String,
 }
 
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("jid", &self.jid)
+            .finish_non_exhaustive()
+    }
+}
+
 const NEGOTIATION: Duration = Duration::from_secs(30);
+
+/// The next framed event from `rd`, waiting at most `limit`.
+async fn read_event<R: AsyncRead + Unpin + ?Sized>(
+    rd: &mut R,
+    framer: &mut Framer,
+    what: &'static str,
+    limit: Duration,
+) -> Result<Event, SessionError> {
+    loop {
+        match framer.next() {
+            Ok(Some(ev)) => return Ok(ev),
+            Ok(None) => {}
+            Err(e) => return Err(SessionError::Xml(e.to_string())),
+        }
+        framer.buffer_mut().reserve(8192);
+        let n = tokio::time::timeout(limit, rd.read_buf(framer.buffer_mut()))
+            .await
+            .map_err(|_| SessionError::Timeout(what))??;
+        if n == 0 {
+            return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// The next top-level element from `rd` (headers skipped); stream errors
+/// are returned as errors.
+async fn read_element<R: AsyncRead + Unpin + ?Sized>(
+    rd: &mut R,
+    framer: &mut Framer,
+    what: &'static str,
+) -> Result<Element, SessionError> {
+    loop {
+        match read_event(rd, framer, what, NEGOTIATION).await? {
+            Event::StreamOpen(_) => continue,
+            Event::StreamClose => return Err(SessionError::Stream("closed".into())),
+            Event::Stanza(b) => {
+                let el = Element::from_stanza(&b).map_err(|e| SessionError::Xml(e.to_string()))?;
+                if el.name == "error" && el.ns == stanza::ns::STREAM {
+                    let cond = el
+                        .first_element()
+                        .map_or_else(|| "unknown".to_owned(), |c| c.name.clone());
+                    return Err(SessionError::Stream(cond));
+                }
+                return Ok(el);
+            }
+        }
+    }
+}
+
+/// Writes a stream header to `wr` and reads the features from `rd`.
+async fn open_stream<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    framer: &mut Framer,
+    domain: &str,
+) -> Result<Element, SessionError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    framer.reset();
+    wr.write_all(
+        format!(
+            "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' \
+             xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let f = read_element(rd, framer, "stream features").await?;
+    if f.name != "features" {
+        return Err(SessionError::Negotiation(format!(
+            "expected features, got <{}>",
+            f.name
+        )));
+    }
+    Ok(f)
+}
 
 impl Conn {
     /// The next framed event, waiting at most the negotiation timeout.
@@ -120,65 +215,117 @@ impl Conn {
         what: &'static str,
         limit: Duration,
     ) -> Result<Event, SessionError> {
-        loop {
-            match self.framer.next() {
-                Ok(Some(ev)) => return Ok(ev),
-                Ok(None) => {}
-                Err(e) => return Err(SessionError::Xml(e.to_string())),
-            }
-            self.framer.buffer_mut().reserve(8192);
-            let n = tokio::time::timeout(limit, self.rd.read_buf(self.framer.buffer_mut()))
-                .await
-                .map_err(|_| SessionError::Timeout(what))??;
-            if n == 0 {
-                return Err(SessionError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-        }
+        read_event(&mut self.rd, &mut self.framer, what, limit).await
     }
 
     /// The next top-level element (headers skipped); stream errors are
     /// returned as errors.
     pub async fn element(&mut self, what: &'static str) -> Result<Element, SessionError> {
-        loop {
-            match self.read_event(what).await? {
-                Event::StreamOpen(_) => continue,
-                Event::StreamClose => return Err(SessionError::Stream("closed".into())),
-                Event::Stanza(b) => {
-                    let el =
-                        Element::from_stanza(&b).map_err(|e| SessionError::Xml(e.to_string()))?;
-                    if el.name == "error" && el.ns == stanza::ns::STREAM {
-                        let cond = el
-                            .first_element()
-                            .map_or_else(|| "unknown".to_owned(), |c| c.name.clone());
-                        return Err(SessionError::Stream(cond));
-                    }
-                    return Ok(el);
-                }
-            }
-        }
+        read_element(&mut self.rd, &mut self.framer, what).await
     }
 
     /// Opens (or restarts) the stream; returns the features.
     pub async fn open(&mut self, domain: &str) -> Result<Element, SessionError> {
-        self.framer.reset();
-        self.wr
-            .write_all(
-                format!(
-                    "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' \
-                     xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
-                )
-                .as_bytes(),
-            )
-            .await?;
-        let f = self.element("stream features").await?;
-        if f.name != "features" {
-            return Err(SessionError::Negotiation(format!(
-                "expected features, got <{}>",
-                f.name
-            )));
-        }
-        Ok(f)
+        open_stream(&mut self.rd, &mut self.wr, &mut self.framer, domain).await
     }
+}
+
+/// The TLS client loadgen uses: it encrypts but does not authenticate the
+/// server (a load test on loopback meets self-signed certificates), while
+/// still checking the handshake's signatures.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    static CONNECTOR: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// STARTTLS (RFC 6120 §5) on a fresh connection: the first stream, the
+/// `<starttls/>` request, `<proceed/>`, then the TLS handshake.
+async fn starttls(
+    mut tcp: TcpStream,
+    domain: &str,
+    framer: &mut Framer,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, SessionError> {
+    let (mut rd, mut wr) = tcp.split();
+    let features = open_stream(&mut rd, &mut wr, framer, domain).await?;
+    if features.child("starttls", stanza::ns::TLS).is_none() {
+        return Err(SessionError::Tls(
+            "the server does not offer STARTTLS".into(),
+        ));
+    }
+    wr.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await?;
+    let answer = read_element(&mut rd, framer, "STARTTLS").await?;
+    if answer.name != "proceed" {
+        return Err(SessionError::Tls(format!(
+            "<{}> instead of <proceed/>",
+            answer.name
+        )));
+    }
+    let name = rustls::pki_types::ServerName::try_from(domain.to_owned())
+        .map_err(|e| SessionError::Tls(format!("{domain}: {e}")))?;
+    tls_connector()
+        .connect(name, tcp)
+        .await
+        .map_err(|e| SessionError::Tls(e.to_string()))
 }
 
 fn nonce() -> String {
@@ -204,17 +351,25 @@ pub async fn connect(l: &Login) -> Result<Conn, SessionError> {
         .map_err(|_| SessionError::Timeout("connect"))?
         .map_err(SessionError::Connect)?;
     let _ = tcp.set_nodelay(true);
-    let (rd, wr) = tcp.into_split();
     // Deliveries are small; generous limits keep history pages readable.
     let limits = stanza::Limits {
         max_stanza_bytes: 4 << 20,
         max_namespace_decls: 100_000,
         ..stanza::Limits::default()
     };
+    let mut framer = Framer::new(limits);
+    let (rd, wr): (ReadHalf, WriteHalf) = if l.tls {
+        let tls = starttls(tcp, &l.domain, &mut framer).await?;
+        let (rd, wr) = tokio::io::split(tls);
+        (Box::new(rd), Box::new(wr))
+    } else {
+        let (rd, wr) = tcp.into_split();
+        (Box::new(rd), Box::new(wr))
+    };
     Ok(Conn {
         rd,
         wr,
-        framer: Framer::new(limits),
+        framer,
         jid: String::new(),
     })
 }

@@ -30,6 +30,7 @@ fn login_for(target: &Target, i: u32, mech: Mech, sources: u8) -> Login {
         password: target.password.clone(),
         mech,
         resource: "setup".into(),
+        tls: target.tls,
     }
 }
 

@@ -64,7 +64,13 @@ fn fifty_sessions_ten_seconds_no_loss_for_each_mechanism() {
     for mechanism in ["presence", "pubsub", "direct"] {
         // One mechanism also repeats its measured phase.
         let repeat = if mechanism == "direct" { "2" } else { "1" };
-        let (r, value, _dir) = run(&["--mechanism", mechanism, "--repeat", repeat]);
+        // And one runs every session over STARTTLS.
+        let mut args = vec!["--mechanism", mechanism, "--repeat", repeat];
+        if mechanism == "pubsub" {
+            args.push("--tls");
+        }
+        let (r, value, _dir) = run(&args);
+        assert_eq!(r.setup.tls, mechanism == "pubsub");
         assert_eq!(r.repetitions.len(), repeat.parse::<usize>().unwrap());
         for f in &r.repetitions {
             assert_eq!(f.lost, 0, "{mechanism}: every repetition is lossless");

@@ -84,8 +84,12 @@ impl Listeners {
             c2s.push(listen(*addr)?);
         }
         let mut c2s_tls = Vec::new();
-        for addr in &config.c2s_tls_listen {
-            c2s_tls.push(listen(*addr)?);
+        // Without TLS there is nothing to serve on a direct-TLS port, and
+        // holding the default 5223 would stop a second server starting.
+        if config.tls {
+            for addr in &config.c2s_tls_listen {
+                c2s_tls.push(listen(*addr)?);
+            }
         }
         let metrics = match config.metrics_listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),

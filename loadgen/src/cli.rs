@@ -211,6 +211,10 @@ pub struct Cli {
     /// account's first login derives its keys (the cold-cache login rate).
     #[arg(long = "cold-cache", global = true)]
     pub cold_cache: bool,
+    /// Internal: run as worker K of W for a parent loadgen (see
+    /// `loadgen::workers`).
+    #[arg(long, global = true, hide = true, value_name = "K/W")]
+    pub worker: Option<crate::workers::WorkerId>,
     /// No live progress.
     #[arg(long, global = true)]
     pub quiet: bool,

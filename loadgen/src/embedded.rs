@@ -274,9 +274,13 @@ impl Embedded {
                 }
             }
             Self::Child { child, .. } => {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return; // already stopped (stop, then drop)
+                }
                 // SIGTERM for a clean shutdown; kill if it lingers.
                 let _ = Command::new("kill")
                     .args(["-TERM", &child.id().to_string()])
+                    .stderr(Stdio::null())
                     .status();
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while Instant::now() < deadline {

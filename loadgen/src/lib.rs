@@ -35,6 +35,7 @@ pub mod session;
 pub mod setup;
 pub mod stats;
 pub mod sys;
+pub mod workers;
 
 use anyhow::{bail, Context, Result};
 
@@ -68,15 +69,20 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
     }
     let plan = cli.plan();
     let fds = sys::open_file_limit();
-    let n = plan.sessions as u64;
-    if n + FD_HEADROOM > fds {
+    // One socket per session in a loadgen process: past what one process
+    // may hold, the sessions are split over worker processes.
+    let per_process = fds.saturating_sub(FD_HEADROOM).max(1) as usize;
+    let n_workers = workers::count(plan.sessions, per_process);
+    let graph = plan.graph();
+    if let Some(id) = cli.worker {
+        return worker(cli, &plan, &graph, id).map(|()| None);
+    }
+    if n_workers > 1 && matches!(cli.command, Some(cli::Command::Bench { .. })) {
         bail!(
-            "--sessions {n} needs more open files than this process may have ({fds}); \
-             several loadgen worker processes are not built yet, so stay under {}",
-            fds.saturating_sub(FD_HEADROOM)
+            "--sessions {}: bench runs in one process, which may hold {per_process} sessions here",
+            plan.sessions
         );
     }
-    let graph = plan.graph();
     let started_at = server::xep0082_datetime(session::now_us() / 1000);
     if let Some(cli::Command::Bench { targets }) = &cli.command {
         let repeat = cli.repeat.unwrap_or(3);
@@ -124,7 +130,7 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         if matches!(cli.command, Some(cli::Command::Setup)) {
             bail!("setup prepares an external server (--server HOST:PORT); the embedded Starling is seeded directly");
         }
-        return embedded_run(cli, plan, graph, command, started_at).map(Some);
+        return embedded_run(cli, plan, graph, command, started_at, n_workers).map(Some);
     };
     let accounts = cli.accounts.clone();
     let target = run::Target {
@@ -193,7 +199,18 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         } else {
             keys.clone()
         };
-        runs.push(rt.block_on(run::run(&plan, &graph, &target, &keys, cli.quiet))?);
+        if n_workers > 1 {
+            let mut args = target_args(cli, &target, &cli.accounts);
+            args.extend(["--key-cache".into(), key_path.display().to_string()]);
+            if cli.cold_cache {
+                args.push("--cold-cache".into());
+            }
+            args.extend(workers::plan_args(&plan));
+            let parts = workers::run(&plan, n_workers, &args)?;
+            runs.push(run::merge(&plan, &parts));
+        } else {
+            runs.push(rt.block_on(run::run(&plan, &graph, &target, &keys, cli.quiet))?);
+        }
     }
     let (figures, hist, repetitions, spread) = report::repetitions(runs, plan.idle);
     if !cli.cold_cache {
@@ -216,6 +233,7 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
             scram_iterations: None,
             tls: cli.tls,
             scram_keys_preloaded: preloaded,
+            loadgen_processes: n_workers,
             machine: sys::machine(),
             loadgen_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: report::git_commit(),
@@ -278,6 +296,71 @@ fn receive_bench(cli: &cli::Cli, batch: usize, command: String) -> Result<()> {
     Ok(())
 }
 
+/// The flags that point a worker at the run's server.
+fn target_args(cli: &cli::Cli, target: &run::Target, accounts: &cli::Accounts) -> Vec<String> {
+    let mut a = vec![
+        "--server".into(),
+        target.addr.to_string(),
+        "--domain".into(),
+        target.domain.clone(),
+        "--accounts".into(),
+        format!(
+            "{}{{n}}{}:{}",
+            accounts.prefix, accounts.suffix, accounts.password
+        ),
+    ];
+    if let Some(pid) = target.pid {
+        a.extend(["--server-pid".into(), pid.to_string()]);
+    }
+    if target.tls {
+        a.push("--tls".into());
+    }
+    if let Some(d) = &cli.runs_dir {
+        a.extend(["--runs-dir".into(), d.display().to_string()]);
+    }
+    a
+}
+
+/// A worker process: its slice of the sessions, one rendezvous with the
+/// parent, its part reported on stdout.
+fn worker(
+    cli: &cli::Cli,
+    plan: &run::Plan,
+    graph: &graph::Graph,
+    id: workers::WorkerId,
+) -> Result<()> {
+    let Some(addr) = cli.server else {
+        bail!("--worker needs --server");
+    };
+    let accounts = cli.accounts.clone();
+    let target = run::Target {
+        addr,
+        domain: cli.domain.clone(),
+        user: std::sync::Arc::new(move |i| accounts.user(i)),
+        password: cli.accounts.password.clone(),
+        pid: cli.server_pid,
+        tls: cli.tls,
+    };
+    let keys = std::sync::Arc::new(match (&cli.key_cache, cli.cold_cache) {
+        (Some(p), false) => scram::KeyCache::load(p)?,
+        _ => scram::KeyCache::default(),
+    });
+    let coord = run::Coord {
+        held: workers::slice(plan.sessions, id.k, id.w),
+        meet: Box::new(workers::meet_parent),
+    };
+    let rt = runtime()?;
+    let part = rt.block_on(run::run_part(
+        plan,
+        graph,
+        &target,
+        &keys,
+        true,
+        Some(coord),
+    ))?;
+    workers::report(&part)
+}
+
 fn keep(cli: &cli::Cli, record: &RunRecord, hist: &run::Histograms, label: &str) -> Result<()> {
     let safe: String = label
         .chars()
@@ -302,6 +385,7 @@ fn embedded_run(
     graph: graph::Graph,
     command: String,
     started_at: String,
+    n_workers: usize,
 ) -> Result<RunRecord> {
     let n = plan.sessions as u64;
     let fds = sys::open_file_limit();
@@ -337,7 +421,19 @@ fn embedded_run(
         if plan.repeat > 1 && !cli.quiet {
             eprintln!("repetition {}/{}", rep + 1, plan.repeat);
         }
-        runs.push(rt.block_on(run::run(&plan, &graph, &target, &keys, cli.quiet))?);
+        if n_workers > 1 {
+            let accounts: cli::Accounts = format!("user{{n}}:{}", embedded::PASSWORD)
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!(e))?;
+            let mut args = target_args(cli, &target, &accounts);
+            // The seeded accounts share one salt: each worker derives once.
+            args.push("--cold-cache".into());
+            args.extend(workers::plan_args(&plan));
+            let parts = workers::run(&plan, n_workers, &args)?;
+            runs.push(run::merge(&plan, &parts));
+        } else {
+            runs.push(rt.block_on(run::run(&plan, &graph, &target, &keys, cli.quiet))?);
+        }
     }
     let (figures, hist, repetitions, spread) = report::repetitions(runs, plan.idle);
     drop(rt);
@@ -358,6 +454,7 @@ fn embedded_run(
             scram_iterations: Some(embedded::ITERATIONS),
             tls: cli.tls,
             scram_keys_preloaded: 0,
+            loadgen_processes: n_workers,
             machine: sys::machine(),
             loadgen_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: report::git_commit(),

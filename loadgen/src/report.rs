@@ -26,6 +26,9 @@ pub struct Setup {
     pub scram_iterations: Option<u32>,
     /// TLS on the client connections.
     pub tls: bool,
+    /// loadgen processes holding sessions: 1, or the worker processes a
+    /// run past one process's open files was split over.
+    pub loadgen_processes: usize,
     /// SCRAM keys in loadgen's cache before the logins (0: a cold cache).
     pub scram_keys_preloaded: u64,
     /// The machine.
@@ -83,6 +86,12 @@ pub fn text(r: &RunRecord) -> String {
             .unwrap_or_default()
     ));
     line(format!("machine: {}", r.setup.machine));
+    if r.setup.loadgen_processes > 1 {
+        line(format!(
+            "loadgen: {} worker processes (sessions past one process's open files)",
+            r.setup.loadgen_processes
+        ));
+    }
     let p = &r.plan;
     line(format!(
         "plan: {} sessions, {:?} follows, {} celebrit{} at {}/s, background {:?} (k={}) at {}/s, \

@@ -272,7 +272,86 @@ impl Progress {
     }
 }
 
-/// Runs the plan against the target.
+/// The rendezvous of a [`Coord`]: this part's up-set in, every part's
+/// up-set and the publishing start (µs since the epoch) out.
+pub type Meet = Box<dyn FnOnce(Vec<bool>) -> Result<(Vec<bool>, u64)> + Send>;
+
+/// Which sessions a process holds, and how it meets the run's other
+/// processes: `meet` gets this part's sessions that are up and returns
+/// every part's (so all parts draw the same publishers) and the instant
+/// publishing starts, µs on the shared system clock.
+pub struct Coord {
+    /// The users whose sessions this process holds.
+    pub held: std::ops::Range<usize>,
+    /// The rendezvous.
+    pub meet: Meet,
+}
+
+impl std::fmt::Debug for Coord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coord")
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one process measured: everything needed to merge parts into one
+/// run's figures.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Part {
+    /// Sessions this part logged in.
+    pub up: usize,
+    /// Seconds its login phase took.
+    pub login_secs: f64,
+    /// Histograms as (value, count) pairs, µs.
+    pub connect: Vec<(u64, u64)>,
+    /// See `connect`.
+    pub ack: Vec<(u64, u64)>,
+    /// See `connect`.
+    pub delivery: Vec<(u64, u64)>,
+    /// Per second of the measured phase, deliveries' latencies.
+    pub per_sec: Vec<Vec<(u64, u64)>>,
+    /// Per post: (expected here, received here, largest latency µs,
+    /// measured).
+    pub posts: Vec<(u32, u32, u32, bool)>,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Sessions ended early, by reason.
+    pub dropped_sessions: BTreeMap<String, u64>,
+    /// Replays seen.
+    pub replays: u64,
+    /// Duplicates seen.
+    pub duplicates: u64,
+    /// Server CPU seconds over the measured phase (when its pid is known,
+    /// or it runs in this process).
+    pub server_cpu_s: f64,
+    /// This process's own CPU seconds over the measured phase.
+    pub loadgen_cpu_s: f64,
+    /// Seconds from publishing's start to the end of the drain.
+    pub publish_secs: f64,
+    /// Server RSS samples, bytes.
+    pub rss_before: u64,
+    /// See `rss_before`.
+    pub rss_idle: u64,
+    /// See `rss_before`.
+    pub rss_max: u64,
+    /// SCRAM key cache (hits, misses) during this run.
+    pub scram_cache: (u64, u64),
+}
+
+fn pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+fn unpairs(into: &mut Histogram<u64>, p: &[(u64, u64)]) {
+    for &(v, c) in p {
+        let _ = into.record_n(v, c);
+    }
+}
+
+/// Runs the plan against the target in this one process.
 pub async fn run(
     plan: &Plan,
     graph: &Graph,
@@ -280,10 +359,25 @@ pub async fn run(
     keys: &Arc<KeyCache>,
     quiet: bool,
 ) -> Result<(Figures, Histograms)> {
+    let part = run_part(plan, graph, target, keys, quiet, None).await?;
+    Ok(merge(plan, &[part]))
+}
+
+/// Runs this process's part of the plan: all of it, or with `coord` the
+/// sessions it holds.
+pub async fn run_part(
+    plan: &Plan,
+    graph: &Graph,
+    target: &Target,
+    keys: &Arc<KeyCache>,
+    quiet: bool,
+    coord: Option<Coord>,
+) -> Result<Part> {
     let n = plan.sessions;
     if graph.len() != n {
         bail!("the graph has {} users for {n} sessions", graph.len());
     }
+    let held = coord.as_ref().map_or(0..n, |c| c.held.clone());
     let progress = Progress::new(quiet);
     let rss_before = server_rss(target.pid);
     // The cache may be shared with a setup or an earlier repetition.
@@ -294,7 +388,9 @@ pub async fn run(
     let in_flight = Arc::new(Semaphore::new(512));
     let t0 = Instant::now() + Duration::from_millis(50);
     let mut logins = tokio::task::JoinSet::new();
-    for i in 0..n {
+    // Parts share the ramp: each starts its share of the logins per second.
+    let ramp = plan.ramp.max(1.0) * held.len() as f64 / n as f64;
+    for (k, i) in held.clone().enumerate() {
         let login = Login {
             addr: target.addr,
             source: source(i, plan.sources, &target.addr),
@@ -306,7 +402,7 @@ pub async fn run(
             tls: target.tls,
         };
         let (keys, in_flight) = (keys.clone(), in_flight.clone());
-        let at = t0 + Duration::from_secs_f64(i as f64 / plan.ramp.max(1.0));
+        let at = t0 + Duration::from_secs_f64(k as f64 / ramp.max(1.0));
         logins.spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             let _permit = in_flight.acquire_owned().await;
@@ -330,11 +426,10 @@ pub async fn run(
             Err(e) => *errors.entry(format!("login:{}", e.kind())).or_default() += 1,
         }
         if up % 250 == 0 {
-            progress.set(format!("logged in {up}/{n}"));
+            progress.set(format!("logged in {up}/{}", held.len()));
         }
     }
     let login_secs = last_login.duration_since(t0).as_secs_f64().max(1e-6);
-    let logins_per_s = up as f64 / login_secs;
     if up == 0 {
         progress.done();
         bail!(
@@ -344,14 +439,28 @@ pub async fn run(
         );
     }
 
-    // 2. Live sessions: presence with caps, then wait for the server to
-    // verify them (one disco#info: every session shares the same ver).
+    // 2. Meet the other parts (if any): who is up everywhere, and when
+    // publishing starts. Alone, it starts once the sessions have settled
+    // (presence with caps sent, the server's one disco#info answered).
+    let local_up: Vec<bool> = conns.iter().map(Option::is_some).collect();
+    let settle = Duration::from_millis(1000 + (n as u64 / 5));
+    let (online_all, start_us) = match coord {
+        Some(c) => {
+            let meet = c.meet;
+            tokio::task::spawn_blocking(move || meet(local_up)).await??
+        }
+        None => (local_up, session::now_us() + settle.as_micros() as u64),
+    };
+    if online_all.len() != n {
+        bail!("the parts disagree on the session count");
+    }
+
+    // 3. Live sessions.
     let counters = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let payload: Arc<str> = "x".repeat(plan.payload).into();
     let run_start_us = session::now_us();
-    let settle = Duration::from_millis(1000 + (n as u64 / 5));
-    let measure_from_us = run_start_us + settle.as_micros() as u64 + (plan.warmup_s * 1e6) as u64;
+    let measure_from_us = start_us + (plan.warmup_s * 1e6) as u64;
     let mut senders: Vec<Option<mpsc::UnboundedSender<PostCmd>>> = (0..n).map(|_| None).collect();
     let mut lives = tokio::task::JoinSet::new();
     for (i, c) in conns.into_iter().enumerate() {
@@ -377,39 +486,50 @@ pub async fn run(
         lives.spawn(session::live(c, live, rx, stop_rx.clone(), run_start_us));
     }
     progress.set(format!("{up} sessions up; settling"));
-    tokio::time::sleep(settle).await;
+    // The schedule's origin: the same µs in every part, so every part
+    // stamps and classifies each post alike.
+    let base_us = start_us;
+    let publish_start =
+        Instant::now() + Duration::from_micros(start_us.saturating_sub(session::now_us()));
+    tokio::time::sleep_until(publish_start.into()).await;
     let rss_idle = server_rss(target.pid);
     let mut rss_max = rss_idle.max(rss_before);
 
-    // 3. Publishing, open loop.
+    // 4. Publishing, open loop.
     let (cpu_srv0, cpu_lg0) = cpu(target.pid);
-    // One (monotonic, system-clock) pair maps schedule instants to µs.
-    let base_us = session::now_us();
-    let publish_start = Instant::now();
-    let mut expected: Vec<(u32, bool)> = Vec::new(); // (expected, measured)
-    let online = |u: u32| senders[u as usize].is_some();
+    let mut expected: Vec<(u32, bool)> = Vec::new(); // (expected here, measured)
+    let mut sent = 0u64;
+    let online = |u: u32| online_all[u as usize];
+    let here = |u: u32| senders[u as usize].is_some();
     let celebs: Vec<u32> = (0..plan.celebrities.min(n) as u32).collect();
     let others: Vec<u32> = (plan.celebrities.min(n) as u32..n as u32)
         .filter(|&u| !graph.followers[u as usize].is_empty() && online(u))
         .collect();
     let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x5eed);
     let dur = Duration::from_secs_f64(if plan.idle { 0.0 } else { plan.duration_s });
-    let post = |publisher: u32, sched: Instant, expected: &mut Vec<(u32, bool)>| {
+    let mut post = |publisher: u32, sched: Instant, expected: &mut Vec<(u32, bool)>| {
         let index = expected.len() as u32;
         let sched_us = base_us + sched.saturating_duration_since(publish_start).as_micros() as u64;
-        let exp = graph.followers[publisher as usize]
-            .iter()
-            .filter(|&&f| online(f) && f != publisher)
-            .count() as u32;
+        // Expected here: this part's followers that are up. A post whose
+        // publisher is down anywhere is expected nowhere.
+        let exp = if online(publisher) {
+            graph.followers[publisher as usize]
+                .iter()
+                .filter(|&&f| here(f) && f != publisher)
+                .count() as u32
+        } else {
+            0
+        };
         expected.push((exp, sched_us >= measure_from_us));
         if let Some(tx) = &senders[publisher as usize] {
             let _ = tx.send(PostCmd { index, sched_us });
+            sent += 1;
         }
     };
     if !plan.idle {
         if let Some(b) = plan.burst {
-            tokio::time::sleep(Duration::from_secs_f64(plan.warmup_s)).await;
-            let at = Instant::now();
+            let at = publish_start + Duration::from_secs_f64(plan.warmup_s);
+            tokio::time::sleep_until(at.into()).await;
             for k in 0..b {
                 if let Some(&c) = celebs.get(k as usize % celebs.len().max(1)) {
                     post(c, at, &mut expected);
@@ -454,12 +574,12 @@ pub async fn run(
             }
         }
     }
-    // 4. Drain: until everything expected arrived, or a bounded wait.
+    // 5. Drain: until everything expected here arrived and this part's
+    // publishes are acknowledged, or a bounded wait.
     let all_expected: u64 = expected.iter().map(|&(e, _)| u64::from(e)).sum();
-    let all_posts = expected.len() as u64;
     let drain_deadline = Instant::now() + Duration::from_secs(10 + n as u64 / 1000);
     while (counters.received.load(Ordering::Relaxed) < all_expected
-        || counters.acked.load(Ordering::Relaxed) < all_posts)
+        || counters.acked.load(Ordering::Relaxed) < sent)
         && Instant::now() < drain_deadline
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -474,19 +594,15 @@ pub async fn run(
     }
     progress.done();
 
-    // 5. Account.
-    let mut h = Histograms {
-        connect,
-        ack: stats::histogram(),
-        delivery: stats::histogram(),
-        completion: stats::histogram(),
-    };
+    // 6. Account this part.
+    let mut ack = stats::histogram();
+    let mut delivery = stats::histogram();
     let mut per_post: Vec<(u32, u32)> = vec![(0, 0); expected.len()]; // (received, max latency)
-    let mut per_sec: Vec<hdrhistogram::Histogram<u64>> = Vec::new();
+    let mut per_sec: Vec<Histogram<u64>> = Vec::new();
     let mut duplicates = 0u64;
     let mut dropped_sessions: BTreeMap<String, u64> = BTreeMap::new();
     let mut replays = 0;
-    let measure_from_ms = (measure_from_us - run_start_us) / 1000;
+    let measure_from_ms = measure_from_us.saturating_sub(run_start_us) / 1000;
     for o in &outcomes {
         replays += o.replays;
         for e in &o.errors {
@@ -496,7 +612,7 @@ pub async fn run(
             *dropped_sessions.entry(why.clone()).or_default() += 1;
         }
         for &a in &o.acks {
-            stats::record(&mut h.ack, u64::from(a));
+            stats::record(&mut ack, u64::from(a));
         }
         let mut seen = std::collections::HashSet::new();
         for d in &o.deliveries {
@@ -504,13 +620,13 @@ pub async fn run(
                 duplicates += 1;
                 continue;
             }
-            stats::record(&mut h.delivery, u64::from(d.latency_us));
+            stats::record(&mut delivery, u64::from(d.latency_us));
             if let Some(p) = per_post.get_mut(d.index as usize) {
                 p.0 += 1;
                 p.1 = p.1.max(d.latency_us);
             }
-            let sec = (u64::from(d.at_ms).saturating_sub(measure_from_ms) / 1000) as usize;
             if u64::from(d.at_ms) >= measure_from_ms {
+                let sec = ((u64::from(d.at_ms) - measure_from_ms) / 1000) as usize;
                 if per_sec.len() <= sec {
                     per_sec.resize_with(sec + 1, stats::histogram);
                 }
@@ -518,22 +634,93 @@ pub async fn run(
             }
         }
     }
-    let (mut posts, mut exp_sum, mut rec_sum) = (0u64, 0u64, 0u64);
-    for (i, &(exp, measured)) in expected.iter().enumerate() {
+    Ok(Part {
+        up,
+        login_secs,
+        connect: pairs(&connect),
+        ack: pairs(&ack),
+        delivery: pairs(&delivery),
+        per_sec: per_sec.iter().map(pairs).collect(),
+        posts: expected
+            .iter()
+            .zip(&per_post)
+            .map(|(&(exp, measured), &(got, max))| (exp, got, max, measured))
+            .collect(),
+        errors,
+        dropped_sessions,
+        replays,
+        duplicates,
+        server_cpu_s: (cpu_srv1 - cpu_srv0).max(0.0),
+        loadgen_cpu_s: (cpu_lg1 - cpu_lg0).max(0.0),
+        publish_secs,
+        rss_before,
+        rss_idle,
+        rss_max,
+        scram_cache: {
+            let (h, m) = keys.stats();
+            (h - cache0.0, m - cache0.1)
+        },
+    })
+}
+
+/// One run's figures from its parts (one part when a single process ran
+/// it). Parts hold disjoint sessions, so counts add; a post is complete
+/// when every part has all it expected; the server's CPU is the first
+/// part's sample (they overlap), loadgen's is every part's own.
+pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
+    let mut h = Histograms {
+        connect: stats::histogram(),
+        ack: stats::histogram(),
+        delivery: stats::histogram(),
+        completion: stats::histogram(),
+    };
+    let mut per_sec: Vec<Histogram<u64>> = Vec::new();
+    let mut errors = BTreeMap::new();
+    let mut dropped_sessions = BTreeMap::new();
+    let n_posts = parts.iter().map(|p| p.posts.len()).max().unwrap_or(0);
+    let mut posts: Vec<(u64, u64, u32, bool)> = vec![(0, 0, 0, false); n_posts];
+    for p in parts {
+        unpairs(&mut h.connect, &p.connect);
+        unpairs(&mut h.ack, &p.ack);
+        unpairs(&mut h.delivery, &p.delivery);
+        if per_sec.len() < p.per_sec.len() {
+            per_sec.resize_with(p.per_sec.len(), stats::histogram);
+        }
+        for (s, pairs) in per_sec.iter_mut().zip(&p.per_sec) {
+            unpairs(s, pairs);
+        }
+        for (k, v) in &p.errors {
+            *errors.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &p.dropped_sessions {
+            *dropped_sessions.entry(k.clone()).or_default() += v;
+        }
+        for (acc, &(exp, got, max, measured)) in posts.iter_mut().zip(&p.posts) {
+            acc.0 += u64::from(exp);
+            acc.1 += u64::from(got.min(exp));
+            acc.2 = acc.2.max(max);
+            acc.3 |= measured;
+        }
+    }
+    let (mut n, mut exp_sum, mut rec_sum) = (0u64, 0u64, 0u64);
+    for &(exp, got, max, measured) in &posts {
         if !measured {
             continue;
         }
-        posts += 1;
-        let (got, max) = per_post[i];
-        exp_sum += u64::from(exp);
-        rec_sum += u64::from(got.min(exp));
+        n += 1;
+        exp_sum += exp;
+        rec_sum += got;
         if exp > 0 && got >= exp {
             stats::record(&mut h.completion, u64::from(max));
         }
     }
+    let first = &parts[0];
+    let up: usize = parts.iter().map(|p| p.up).sum();
+    let login_secs = parts.iter().map(|p| p.login_secs).fold(1e-6, f64::max);
+    let publish_secs = parts.iter().map(|p| p.publish_secs).fold(0.0, f64::max);
     let measured_secs = (publish_secs - plan.warmup_s).max(1e-6);
-    let server_cpu = (cpu_srv1 - cpu_srv0).max(0.0);
-    let loadgen_cpu = (cpu_lg1 - cpu_lg0).max(0.0);
+    let server_cpu = first.server_cpu_s;
+    let loadgen_cpu: f64 = parts.iter().map(|p| p.loadgen_cpu_s).sum();
     let per = |cpu: f64| {
         if rec_sum == 0 {
             0.0
@@ -541,18 +728,20 @@ pub async fn run(
             cpu * 1e6 / rec_sum as f64
         }
     };
+    let rss_before = parts.iter().map(|p| p.rss_before).min().unwrap_or(0);
+    let rss_idle = parts.iter().map(|p| p.rss_idle).max().unwrap_or(0);
     let figures = Figures {
         sessions_up: up,
-        logins_per_s,
+        logins_per_s: up as f64 / login_secs,
         connect: Summary::of(&h.connect),
         ack: Summary::of(&h.ack),
         delivery: Summary::of(&h.delivery),
         fanout_completion: Summary::of(&h.completion),
-        posts,
+        posts: n,
         expected: exp_sum,
         received: rec_sum,
         lost: exp_sum - rec_sum,
-        duplicates,
+        duplicates: parts.iter().map(|p| p.duplicates).sum(),
         mean_deliveries_per_s: rec_sum as f64 / measured_secs,
         deliveries_per_s: per_sec.iter().map(|h| h.len()).collect(),
         intervals: per_sec
@@ -571,19 +760,18 @@ pub async fn run(
             .collect(),
         errors,
         dropped_sessions,
-        replays,
+        replays: parts.iter().map(|p| p.replays).sum(),
         server_cpu_s: server_cpu,
         loadgen_cpu_s: loadgen_cpu,
         server_cpu_us_per_delivery: per(server_cpu),
         loadgen_cpu_us_per_delivery: per(loadgen_cpu),
-        server_rss_max: rss_max,
+        server_rss_max: parts.iter().map(|p| p.rss_max).max().unwrap_or(0),
         server_rss_before: rss_before,
         server_rss_idle: rss_idle,
-        rss_per_idle_session: rss_idle.saturating_sub(rss_before) as f64 / up as f64,
-        scram_cache: {
-            let (h, m) = keys.stats();
-            (h - cache0.0, m - cache0.1)
-        },
+        rss_per_idle_session: rss_idle.saturating_sub(rss_before) as f64 / up.max(1) as f64,
+        scram_cache: parts.iter().fold((0, 0), |(a, b), p| {
+            (a + p.scram_cache.0, b + p.scram_cache.1)
+        }),
     };
-    Ok((figures, h))
+    (figures, h)
 }

@@ -115,6 +115,42 @@ fn fifty_sessions_ten_seconds_no_loss_for_each_mechanism() {
 }
 
 #[test]
+fn past_one_process_s_open_files_the_sessions_split_over_workers() {
+    // A 700-file limit holds 200 sessions per process (500 kept for the
+    // rest), so 500 sessions take three workers and a child server.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let runs = dir.path().join("runs");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 700 && exec '{}' --sessions 500 --duration 8 --warmup 2 --quiet \
+             --json '{}' --runs-dir '{}'",
+            env!("CARGO_BIN_EXE_loadgen"),
+            json.display(),
+            runs.display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let errors = common::schema_errors(&value);
+    assert!(errors.is_empty(), "schema errors {errors:?}");
+    assert_eq!(value["setup"]["loadgen_processes"], 3);
+    assert_eq!(value["setup"]["server"], "starling (child process)");
+    let f = &value["figures"];
+    assert_eq!(f["sessions_up"], 500);
+    assert!(f["expected"].as_u64().unwrap() > 10_000, "{f}");
+    assert_eq!(f["received"], f["expected"]);
+    assert_eq!(f["lost"], 0);
+    // One fan-out completion per measured post: each post was complete
+    // only once every worker had all it expected.
+    assert_eq!(f["fanout_completion"]["count"], f["posts"]);
+}
+
+#[test]
 fn bad_command_lines_get_one_clear_error() {
     for (args, needle) in [
         (vec!["--rate", "0"], "--rate"),

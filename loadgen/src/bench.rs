@@ -171,7 +171,7 @@ pub fn bench(
                     addr: server.addr(),
                     domain: embedded::DOMAIN.into(),
                     user: std::sync::Arc::new(embedded::user),
-                    password: embedded::PASSWORD.into(),
+                    password: std::sync::Arc::new(|_| embedded::PASSWORD.into()),
                     pid: server.pid(),
                     tls: ext.tls,
                 };
@@ -188,7 +188,7 @@ pub fn bench(
                     addr: p.addr,
                     domain: peers::PROSODY_DOMAIN.into(),
                     user: std::sync::Arc::new(|i| format!("lg{i}")),
-                    password: "loadgen-pw".into(),
+                    password: std::sync::Arc::new(|_| "loadgen-pw".into()),
                     pid: Some(p.pid()),
                     tls: ext.tls,
                 };

@@ -117,6 +117,16 @@ pub struct Cli {
     /// for the user's number.
     #[arg(long, global = true, default_value = "lg{n}:loadgen-pw")]
     pub accounts: Accounts,
+    /// Existing accounts from a file instead: one `name:password` per
+    /// line, name a localpart or bare JID (user 0 first; blank lines and
+    /// `#` comments skipped).
+    #[arg(
+        long = "accounts-file",
+        global = true,
+        value_name = "PATH",
+        conflicts_with = "accounts"
+    )]
+    pub accounts_file: Option<PathBuf>,
     /// The external server's pid, to sample its CPU and RSS.
     #[arg(long = "server-pid", global = true)]
     pub server_pid: Option<u32>,
@@ -223,7 +233,64 @@ pub struct Cli {
     pub runs_dir: Option<PathBuf>,
 }
 
+/// Account name and password of user `i`.
+pub type AccountFn = std::sync::Arc<dyn Fn(u32) -> String + Send + Sync>;
+
+/// Reads an `--accounts-file`: `name:password` lines, in user order.
+pub fn read_accounts_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--accounts-file {}", path.display()))?;
+    let mut out = Vec::new();
+    for (no, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((name, pw)) if !name.is_empty() && !pw.is_empty() => {
+                // A bare JID names the same account as its localpart.
+                let local = name.split_once('@').map_or(name, |(l, _)| l);
+                out.push((local.to_owned(), pw.to_owned()));
+            }
+            _ => anyhow::bail!(
+                "--accounts-file {}: line {} is not name:password",
+                path.display(),
+                no + 1
+            ),
+        }
+    }
+    Ok(out)
+}
+
 impl Cli {
+    /// Account names and passwords for `sessions` users: from
+    /// `--accounts-file` when given, else the `--accounts` pattern.
+    pub fn account_fns(&self, sessions: usize) -> anyhow::Result<(AccountFn, AccountFn)> {
+        let Some(path) = &self.accounts_file else {
+            let a = self.accounts.clone();
+            let pw = self.accounts.password.clone();
+            return Ok((
+                std::sync::Arc::new(move |i| a.user(i)),
+                std::sync::Arc::new(move |_| pw.clone()),
+            ));
+        };
+        let list = read_accounts_file(path)?;
+        if list.len() < sessions {
+            anyhow::bail!(
+                "--accounts-file {} lists {} accounts; --sessions {sessions} needs as many",
+                path.display(),
+                list.len()
+            );
+        }
+        let list = std::sync::Arc::new(list);
+        let names = list.clone();
+        Ok((
+            std::sync::Arc::new(move |i| names[i as usize].0.clone()),
+            std::sync::Arc::new(move |i| list[i as usize].1.clone()),
+        ))
+    }
+
     /// The plan these flags describe.
     pub fn plan(&self) -> Plan {
         Plan {
@@ -246,5 +313,36 @@ impl Cli {
             idle: self.idle,
             repeat: self.repeat.unwrap_or(1) as usize,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_accounts_file_gives_each_user_its_name_and_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("accounts.txt");
+        std::fs::write(
+            &f,
+            "# who\njane:pw:with:colons\n\nbob@example.org:hunter2\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["loadgen", "--accounts-file", f.to_str().unwrap()]);
+        let (user, pw) = cli.account_fns(2).unwrap();
+        assert_eq!((user(0), pw(0)), ("jane".into(), "pw:with:colons".into()));
+        assert_eq!((user(1), pw(1)), ("bob".into(), "hunter2".into()));
+        let e = cli.account_fns(3).err().unwrap().to_string();
+        assert!(
+            e.contains("--accounts-file") && e.contains("--sessions 3"),
+            "{e}"
+        );
+        std::fs::write(&f, "jane\n").unwrap();
+        let e = cli.account_fns(1).err().unwrap().to_string();
+        assert!(e.contains("line 1"), "{e}");
+        // The pattern stays the default.
+        let (user, pw) = Cli::parse_from(["loadgen"]).account_fns(5).unwrap();
+        assert_eq!((user(4), pw(4)), ("lg4".into(), "loadgen-pw".into()));
     }
 }

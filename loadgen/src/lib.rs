@@ -86,14 +86,14 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
     let started_at = server::xep0082_datetime(session::now_us() / 1000);
     if let Some(cli::Command::Bench { targets }) = &cli.command {
         let repeat = cli.repeat.unwrap_or(3);
-        let accounts = cli.accounts.clone();
+        let (user, password) = cli.account_fns(plan.sessions)?;
         let ext = run::Target {
             addr: cli
                 .server
                 .unwrap_or_else(|| "127.0.0.1:5222".parse().expect("literal")),
             domain: cli.domain.clone(),
-            user: std::sync::Arc::new(move |i| accounts.user(i)),
-            password: cli.accounts.password.clone(),
+            user,
+            password,
             pid: cli.server_pid,
             tls: cli.tls,
         };
@@ -132,12 +132,12 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         }
         return embedded_run(cli, plan, graph, command, started_at, n_workers).map(Some);
     };
-    let accounts = cli.accounts.clone();
+    let (user, password) = cli.account_fns(plan.sessions)?;
     let target = run::Target {
         addr,
         domain: cli.domain.clone(),
-        user: std::sync::Arc::new(move |i| accounts.user(i)),
-        password: cli.accounts.password.clone(),
+        user,
+        password,
         pid: cli.server_pid,
         tls: cli.tls,
     };
@@ -303,12 +303,17 @@ fn target_args(cli: &cli::Cli, target: &run::Target, accounts: &cli::Accounts) -
         target.addr.to_string(),
         "--domain".into(),
         target.domain.clone(),
-        "--accounts".into(),
-        format!(
-            "{}{{n}}{}:{}",
-            accounts.prefix, accounts.suffix, accounts.password
-        ),
     ];
+    match &cli.accounts_file {
+        Some(f) => a.extend(["--accounts-file".into(), f.display().to_string()]),
+        None => a.extend([
+            "--accounts".into(),
+            format!(
+                "{}{{n}}{}:{}",
+                accounts.prefix, accounts.suffix, accounts.password
+            ),
+        ]),
+    }
     if let Some(pid) = target.pid {
         a.extend(["--server-pid".into(), pid.to_string()]);
     }
@@ -332,12 +337,12 @@ fn worker(
     let Some(addr) = cli.server else {
         bail!("--worker needs --server");
     };
-    let accounts = cli.accounts.clone();
+    let (user, password) = cli.account_fns(plan.sessions)?;
     let target = run::Target {
         addr,
         domain: cli.domain.clone(),
-        user: std::sync::Arc::new(move |i| accounts.user(i)),
-        password: cli.accounts.password.clone(),
+        user,
+        password,
         pid: cli.server_pid,
         tls: cli.tls,
     };
@@ -408,7 +413,7 @@ fn embedded_run(
         addr: server.addr(),
         domain: embedded::DOMAIN.into(),
         user: std::sync::Arc::new(embedded::user),
-        password: embedded::PASSWORD.into(),
+        password: std::sync::Arc::new(|_| embedded::PASSWORD.into()),
         pid: server.pid(),
         tls: cli.tls,
     };

@@ -7,7 +7,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = loadgen::cli::Cli::parse();
-    // As a shell would need it typed, so command.txt reruns as written.
+    let _ = loadgen::report::git_commit(); // the tree as the run starts
+                                           // As a shell would need it typed, so command.txt reruns as written.
     let command = std::iter::once("loadgen".to_owned())
         .chain(
             std::env::args()

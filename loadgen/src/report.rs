@@ -226,21 +226,26 @@ pub fn shell_quote(arg: &str) -> String {
     }
 }
 
-/// The revision of the source tree loadgen was built from, as
-/// `git describe --always --dirty` reports it; `unknown` when loadgen runs
-/// outside a checkout or git is missing.
+/// The revision of the source tree loadgen runs from, as
+/// `git describe --always --dirty` reports it when first asked (main asks
+/// at start, so edits made while a long run is going do not mark it
+/// dirty); `unknown` outside a checkout or without git.
 pub fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=12"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    static REV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REV.get_or_init(|| {
+        std::process::Command::new("git")
+            .args(["describe", "--always", "--dirty", "--abbrev=12"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into())
+    })
+    .clone()
 }
 
 /// `results/runs/` of the source tree when loadgen runs from it, else

@@ -110,8 +110,8 @@ pub struct Target {
     pub domain: String,
     /// Account name of user `i`.
     pub user: Arc<dyn Fn(u32) -> String + Send + Sync>,
-    /// Every account's password.
-    pub password: String,
+    /// Password of user `i`.
+    pub password: Arc<dyn Fn(u32) -> String + Send + Sync>,
     /// Negotiate STARTTLS on every connection.
     pub tls: bool,
     /// The server's pid, for CPU and RSS (`None` when it is this process:
@@ -396,7 +396,7 @@ pub async fn run_part(
             source: source(i, plan.sources, &target.addr),
             domain: target.domain.clone(),
             user: (target.user)(i as u32),
-            password: target.password.clone(),
+            password: (target.password)(i as u32),
             mech: plan.mech,
             resource: "lg".into(),
             tls: target.tls,

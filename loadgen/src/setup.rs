@@ -27,7 +27,7 @@ fn login_for(target: &Target, i: u32, mech: Mech, sources: u8) -> Login {
         source: crate::run::source(i as usize, sources, &target.addr),
         domain: target.domain.clone(),
         user: (target.user)(i),
-        password: target.password.clone(),
+        password: (target.password)(i),
         mech,
         resource: "setup".into(),
         tls: target.tls,

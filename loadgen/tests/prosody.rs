@@ -19,6 +19,21 @@ fn fifty_sessions_against_prosody_lose_nothing() {
     let json_s = json.to_str().unwrap().to_owned();
     let runs_s = dir.path().join("runs").to_str().unwrap().to_owned();
     for (round, mechanism) in ["presence", "pubsub"].into_iter().enumerate() {
+        // Presence accounts follow a pattern; the pubsub ones come from a
+        // file, each with its own password.
+        let accounts_file = dir.path().join("accounts.txt");
+        std::fs::write(
+            &accounts_file,
+            (0..50)
+                .map(|i| format!("file{i}:pw-{i}\n"))
+                .collect::<String>(),
+        )
+        .unwrap();
+        let (flag, value) = if mechanism == "presence" {
+            ("--accounts", format!("{mechanism}{{n}}:pw"))
+        } else {
+            ("--accounts-file", accounts_file.display().to_string())
+        };
         let args = [
             "loadgen",
             "--server",
@@ -29,8 +44,8 @@ fn fifty_sessions_against_prosody_lose_nothing() {
             "prosody",
             "--domain",
             loadgen::peers::PROSODY_DOMAIN,
-            "--accounts",
-            &format!("{mechanism}{{n}}:pw"),
+            flag,
+            &value,
             "--mechanism",
             mechanism,
             "--sessions",

@@ -226,24 +226,37 @@ pub fn shell_quote(arg: &str) -> String {
     }
 }
 
-/// The revision of the source tree loadgen runs from, as
-/// `git describe --always --dirty` reports it when first asked (main asks
-/// at start, so edits made while a long run is going do not mark it
-/// dirty); `unknown` outside a checkout or without git.
+/// The revision of the source tree loadgen runs from: the commit, with
+/// `-dirty` when tracked files outside `results/` differ from it (results
+/// being rewritten do not change what ran). Read when first asked (main
+/// asks at start, so edits made while a long run is going do not count);
+/// `unknown` outside a checkout or without git.
 pub fn git_commit() -> String {
     static REV: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     REV.get_or_init(|| {
-        std::process::Command::new("git")
-            .args(["describe", "--always", "--dirty", "--abbrev=12"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into())
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .args(args)
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+        };
+        let Some(rev) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+            return "unknown".into();
+        };
+        let dirty = git(&[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)results",
+        ])
+        .is_some_and(|s| !s.trim().is_empty());
+        format!("{}{}", rev.trim(), if dirty { "-dirty" } else { "" })
     })
     .clone()
 }

@@ -276,6 +276,50 @@ impl Progress {
 /// up-set and the publishing start (µs since the epoch) out.
 pub type Meet = Box<dyn FnOnce(Vec<bool>) -> Result<(Vec<bool>, u64)> + Send>;
 
+/// The open-loop publishing schedule: (seconds after publishing starts,
+/// publisher), in time order. Celebrities post round-robin at `rate`;
+/// background posts come at `background_rate` from `others`, drawn from
+/// the seed; `--burst` puts its posts at the end of the warm-up. A pure
+/// function of the plan, so every worker process draws the same one.
+pub fn schedule(plan: &Plan, celebs: &[u32], others: &[u32]) -> Vec<(f64, u32)> {
+    let mut out = Vec::new();
+    if plan.idle {
+        return out;
+    }
+    if let Some(b) = plan.burst {
+        if !celebs.is_empty() {
+            out.extend((0..b as usize).map(|k| (plan.warmup_s, celebs[k % celebs.len()])));
+        }
+        return out;
+    }
+    let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x5eed);
+    let c_step = (plan.rate > 0.0 && !celebs.is_empty()).then(|| 1.0 / plan.rate);
+    let b_step =
+        (plan.background_rate > 0.0 && !others.is_empty()).then(|| 1.0 / plan.background_rate);
+    let (mut next_c, mut next_b, mut k) = (0.0f64, 0.0f64, 0usize);
+    loop {
+        let (t, celeb) = match (c_step, b_step) {
+            (Some(_), Some(_)) if next_c <= next_b => (next_c, true),
+            (Some(_), None) => (next_c, true),
+            (_, Some(_)) => (next_b, false),
+            (None, None) => break,
+        };
+        if t >= plan.duration_s {
+            break;
+        }
+        let publisher = if celeb {
+            next_c += c_step.unwrap_or(f64::INFINITY);
+            k += 1;
+            celebs[k % celebs.len()]
+        } else {
+            next_b += b_step.unwrap_or(f64::INFINITY);
+            others[rng.gen_range(0..others.len())]
+        };
+        out.push((t, publisher));
+    }
+    out
+}
+
 /// Which sessions a process holds, and how it meets the run's other
 /// processes: `meet` gets this part's sessions that are up and returns
 /// every part's (so all parts draw the same publishers) and the instant
@@ -505,8 +549,6 @@ pub async fn run_part(
     let others: Vec<u32> = (plan.celebrities.min(n) as u32..n as u32)
         .filter(|&u| !graph.followers[u as usize].is_empty() && online(u))
         .collect();
-    let mut rng = StdRng::seed_from_u64(plan.seed ^ 0x5eed);
-    let dur = Duration::from_secs_f64(if plan.idle { 0.0 } else { plan.duration_s });
     let mut post = |publisher: u32, sched: Instant, expected: &mut Vec<(u32, bool)>| {
         let index = expected.len() as u32;
         let sched_us = base_us + sched.saturating_duration_since(publish_start).as_micros() as u64;
@@ -526,52 +568,19 @@ pub async fn run_part(
             sent += 1;
         }
     };
-    if !plan.idle {
-        if let Some(b) = plan.burst {
-            let at = publish_start + Duration::from_secs_f64(plan.warmup_s);
-            tokio::time::sleep_until(at.into()).await;
-            for k in 0..b {
-                if let Some(&c) = celebs.get(k as usize % celebs.len().max(1)) {
-                    post(c, at, &mut expected);
-                }
-            }
-        } else {
-            let c_step = (plan.rate > 0.0 && !celebs.is_empty()).then(|| 1.0 / plan.rate);
-            let b_step = (plan.background_rate > 0.0 && !others.is_empty())
-                .then(|| 1.0 / plan.background_rate);
-            let (mut next_c, mut next_b, mut k) = (0.0f64, 0.0f64, 0usize);
-            loop {
-                let (t, celeb) = match (c_step, b_step) {
-                    (Some(_), Some(_)) if next_c <= next_b => (next_c, true),
-                    (Some(_), None) => (next_c, true),
-                    (_, Some(_)) => (next_b, false),
-                    (None, None) => break,
-                };
-                if t >= dur.as_secs_f64() {
-                    break;
-                }
-                let sched = publish_start + Duration::from_secs_f64(t);
-                tokio::time::sleep_until(sched.into()).await;
-                let publisher = if celeb {
-                    next_c += c_step.unwrap_or(f64::INFINITY);
-                    k += 1;
-                    celebs[k % celebs.len()]
-                } else {
-                    next_b += b_step.unwrap_or(f64::INFINITY);
-                    others[rng.gen_range(0..others.len())]
-                };
-                post(publisher, sched, &mut expected);
-                if expected.len() % 50 == 0 {
-                    rss_max = rss_max.max(server_rss(target.pid));
-                    progress.set(format!(
-                        "{:.0}s: {} posts, {} acked, {} deliveries",
-                        t,
-                        expected.len(),
-                        counters.acked.load(Ordering::Relaxed),
-                        counters.received.load(Ordering::Relaxed)
-                    ));
-                }
-            }
+    for (t, publisher) in schedule(plan, &celebs, &others) {
+        let sched = publish_start + Duration::from_secs_f64(t);
+        tokio::time::sleep_until(sched.into()).await;
+        post(publisher, sched, &mut expected);
+        if expected.len() % 50 == 0 {
+            rss_max = rss_max.max(server_rss(target.pid));
+            progress.set(format!(
+                "{:.0}s: {} posts, {} acked, {} deliveries",
+                t,
+                expected.len(),
+                counters.acked.load(Ordering::Relaxed),
+                counters.received.load(Ordering::Relaxed)
+            ));
         }
     }
     // 5. Drain: until everything expected here arrived and this part's
@@ -774,4 +783,56 @@ pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
         }),
     };
     (figures, h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn plan(args: &[&str]) -> Plan {
+        let mut a = vec!["loadgen"];
+        a.extend_from_slice(args);
+        crate::cli::Cli::parse_from(a).plan()
+    }
+
+    #[test]
+    fn the_schedule_keeps_its_rates_in_order_and_is_the_same_every_time() {
+        let p = plan(&[
+            "--rate",
+            "10",
+            "--background-rate",
+            "20",
+            "--duration",
+            "30",
+        ]);
+        let others: Vec<u32> = (2..100).collect();
+        let s = schedule(&p, &[0, 1], &others);
+        assert!(s.windows(2).all(|w| w[0].0 <= w[1].0), "in time order");
+        assert!(s.iter().all(|&(t, _)| (0.0..30.0).contains(&t)));
+        let celeb: Vec<&(f64, u32)> = s.iter().filter(|(_, u)| *u < 2).collect();
+        assert_eq!(celeb.len(), 300, "10/s for 30 s");
+        for w in celeb.windows(2) {
+            assert!((w[1].0 - w[0].0 - 0.1).abs() < 1e-9, "evenly spaced");
+            assert_ne!(w[0].1, w[1].1, "round-robin over the celebrities");
+        }
+        assert_eq!(s.len() - celeb.len(), 600, "20/s for 30 s");
+        assert_eq!(s, schedule(&p, &[0, 1], &others), "deterministic");
+        let other_seed = plan(&["--seed", "2", "--background-rate", "20"]);
+        assert_ne!(
+            schedule(&other_seed, &[0, 1], &others),
+            schedule(&p, &[0, 1], &others)
+        );
+    }
+
+    #[test]
+    fn bursts_idle_runs_and_missing_publishers() {
+        let burst = plan(&["--burst", "5", "--warmup", "3"]);
+        let s = schedule(&burst, &[7], &[1, 2]);
+        assert_eq!(s, vec![(3.0, 7); 5]);
+        assert!(schedule(&plan(&["--idle"]), &[0], &[1]).is_empty());
+        // No background publishers: only the celebrity's posts.
+        let p = plan(&["--rate", "2", "--duration", "5"]);
+        assert_eq!(schedule(&p, &[0], &[]).len(), 10);
+    }
 }

@@ -83,7 +83,7 @@ pub async fn register(target: &Target, n: usize, sources: u8) -> Result<(usize, 
         match r? {
             Ok(true) => created += 1,
             Ok(false) => existed += 1,
-            Err(e) => bail!("registering accounts: {e}"),
+            Err(e) => bail!("registering accounts on {}: {e}", target.addr),
         }
     }
     Ok((created, existed))

@@ -151,6 +151,27 @@ fn past_one_process_s_open_files_the_sessions_split_over_workers() {
 }
 
 #[test]
+fn an_unreachable_server_is_one_clear_error_line() {
+    // Port 1 on loopback: nothing listens there.
+    for cmd in [&["run"][..], &[][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(cmd)
+            .args(["--server", "127.0.0.1:1", "--sessions", "2", "--quiet"])
+            .args(["--runs-dir", std::env::temp_dir().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{cmd:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{cmd:?}: {err}");
+        assert!(
+            err.starts_with("loadgen: ") && err.contains("127.0.0.1:1"),
+            "{cmd:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{cmd:?}: {err}");
+    }
+}
+
+#[test]
 fn bad_command_lines_get_one_clear_error() {
     for (args, needle) in [
         (vec!["--rate", "0"], "--rate"),

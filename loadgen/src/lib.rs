@@ -19,6 +19,8 @@
 //! - [`bench`]: the same plan on several targets, A B A B, with ratios.
 //! - [`compare`]: saved runs side by side, with a percentile plot.
 //! - [`receive`]: the receive-capacity benchmark (a trivial sender).
+//! - [`workers`]: several loadgen processes for one run, past one
+//!   process's open files.
 //! - [`sys`]: CPU and RSS from /proc.
 
 pub mod bench;

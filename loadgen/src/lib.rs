@@ -190,30 +190,27 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         }
     }
     let preloaded = keys.len() as u64;
-    let mut runs = Vec::with_capacity(plan.repeat);
-    for rep in 0..plan.repeat {
-        if plan.repeat > 1 && !cli.quiet {
-            eprintln!("repetition {}/{}", rep + 1, plan.repeat);
-        }
-        // A cold cache is cold for every repetition.
-        let keys = if cli.cold_cache {
+    let mut worker_args = target_args(cli, &target, &cli.accounts);
+    worker_args.extend(["--key-cache".into(), key_path.display().to_string()]);
+    if cli.cold_cache {
+        worker_args.push("--cold-cache".into());
+    }
+    // A cold cache is cold for every repetition.
+    let keys_for_run = || {
+        if cli.cold_cache {
             std::sync::Arc::new(scram::KeyCache::default())
         } else {
             keys.clone()
-        };
-        if n_workers > 1 {
-            let mut args = target_args(cli, &target, &cli.accounts);
-            args.extend(["--key-cache".into(), key_path.display().to_string()]);
-            if cli.cold_cache {
-                args.push("--cold-cache".into());
-            }
-            args.extend(workers::plan_args(&plan));
-            let parts = workers::run(&plan, n_workers, &args)?;
-            runs.push(run::merge(&plan, &parts));
-        } else {
-            runs.push(rt.block_on(run::run(&plan, &graph, &target, &keys, cli.quiet))?);
         }
-    }
+    };
+    let runs = measure(
+        cli,
+        &rt,
+        (&plan, &graph, &target),
+        keys_for_run,
+        n_workers,
+        worker_args,
+    )?;
     let (figures, hist, repetitions, spread) = report::repetitions(runs, plan.idle);
     if !cli.cold_cache {
         keys.save(&key_path)?;
@@ -296,6 +293,32 @@ fn receive_bench(cli: &cli::Cli, batch: usize, command: String) -> Result<()> {
             .with_context(|| format!("writing {}", p.display()))?;
     }
     Ok(())
+}
+
+/// The measured phase, `plan.repeat` times: in this process, or over
+/// `n_workers` worker processes started with `worker_args` (the target's
+/// flags; the plan's are added here).
+fn measure(
+    cli: &cli::Cli,
+    rt: &tokio::runtime::Runtime,
+    (plan, graph, target): (&run::Plan, &graph::Graph, &run::Target),
+    keys: impl Fn() -> std::sync::Arc<scram::KeyCache>,
+    n_workers: usize,
+    mut worker_args: Vec<String>,
+) -> Result<Vec<(run::Figures, run::Histograms)>> {
+    worker_args.extend(workers::plan_args(plan));
+    let mut runs = Vec::with_capacity(plan.repeat);
+    for rep in 0..plan.repeat {
+        if plan.repeat > 1 && !cli.quiet {
+            eprintln!("repetition {}/{}", rep + 1, plan.repeat);
+        }
+        runs.push(if n_workers > 1 {
+            run::merge(plan, &workers::run(plan, n_workers, &worker_args)?)
+        } else {
+            rt.block_on(run::run(plan, graph, target, &keys(), cli.quiet))?
+        });
+    }
+    Ok(runs)
 }
 
 /// The flags that point a worker at the run's server.
@@ -423,25 +446,20 @@ fn embedded_run(
     // rest hit (a fresh cache each run, as the salt is new each run).
     let keys = std::sync::Arc::new(scram::KeyCache::default());
     let rt = runtime()?;
-    let mut runs = Vec::with_capacity(plan.repeat);
-    for rep in 0..plan.repeat {
-        if plan.repeat > 1 && !cli.quiet {
-            eprintln!("repetition {}/{}", rep + 1, plan.repeat);
-        }
-        if n_workers > 1 {
-            let accounts: cli::Accounts = format!("user{{n}}:{}", embedded::PASSWORD)
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!(e))?;
-            let mut args = target_args(cli, &target, &accounts);
-            // The seeded accounts share one salt: each worker derives once.
-            args.push("--cold-cache".into());
-            args.extend(workers::plan_args(&plan));
-            let parts = workers::run(&plan, n_workers, &args)?;
-            runs.push(run::merge(&plan, &parts));
-        } else {
-            runs.push(rt.block_on(run::run(&plan, &graph, &target, &keys, cli.quiet))?);
-        }
-    }
+    let accounts: cli::Accounts = format!("user{{n}}:{}", embedded::PASSWORD)
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
+    let mut worker_args = target_args(cli, &target, &accounts);
+    // The seeded accounts share one salt: each worker derives once.
+    worker_args.push("--cold-cache".into());
+    let runs = measure(
+        cli,
+        &rt,
+        (&plan, &graph, &target),
+        || keys.clone(),
+        n_workers,
+        worker_args,
+    )?;
     let (figures, hist, repetitions, spread) = report::repetitions(runs, plan.idle);
     drop(rt);
     server.stop();

@@ -88,17 +88,12 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
     let started_at = server::xep0082_datetime(session::now_us() / 1000);
     if let Some(cli::Command::Bench { targets }) = &cli.command {
         let repeat = cli.repeat.unwrap_or(3);
-        let (user, password) = cli.account_fns(plan.sessions)?;
-        let ext = run::Target {
-            addr: cli
-                .server
+        let ext = cli_target(
+            cli,
+            cli.server
                 .unwrap_or_else(|| "127.0.0.1:5222".parse().expect("literal")),
-            domain: cli.domain.clone(),
-            user,
-            password,
-            pid: cli.server_pid,
-            tls: cli.tls,
-        };
+            plan.sessions,
+        )?;
         let b = bench::bench(
             targets,
             repeat as usize,
@@ -134,15 +129,7 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         }
         return embedded_run(cli, plan, graph, command, started_at, n_workers).map(Some);
     };
-    let (user, password) = cli.account_fns(plan.sessions)?;
-    let target = run::Target {
-        addr,
-        domain: cli.domain.clone(),
-        user,
-        password,
-        pid: cli.server_pid,
-        tls: cli.tls,
-    };
+    let target = cli_target(cli, addr, plan.sessions)?;
     let key_path = cli.key_cache.clone().unwrap_or_else(|| {
         cli.runs_dir
             .clone()
@@ -321,6 +308,20 @@ fn measure(
     Ok(runs)
 }
 
+/// The server the command line names (--domain, --accounts or
+/// --accounts-file, --server-pid, --tls) at `addr`.
+fn cli_target(cli: &cli::Cli, addr: std::net::SocketAddr, sessions: usize) -> Result<run::Target> {
+    let (user, password) = cli.account_fns(sessions)?;
+    Ok(run::Target {
+        addr,
+        domain: cli.domain.clone(),
+        user,
+        password,
+        pid: cli.server_pid,
+        tls: cli.tls,
+    })
+}
+
 /// The flags that point a worker at the run's server.
 fn target_args(cli: &cli::Cli, target: &run::Target, accounts: &cli::Accounts) -> Vec<String> {
     let mut a = vec![
@@ -362,15 +363,7 @@ fn worker(
     let Some(addr) = cli.server else {
         bail!("--worker needs --server");
     };
-    let (user, password) = cli.account_fns(plan.sessions)?;
-    let target = run::Target {
-        addr,
-        domain: cli.domain.clone(),
-        user,
-        password,
-        pid: cli.server_pid,
-        tls: cli.tls,
-    };
+    let target = cli_target(cli, addr, plan.sessions)?;
     let keys = std::sync::Arc::new(match (&cli.key_cache, cli.cold_cache) {
         (Some(p), false) => scram::KeyCache::load(p)?,
         _ => scram::KeyCache::default(),

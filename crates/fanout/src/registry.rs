@@ -17,9 +17,10 @@
 //! # The recipient set (PROTOCOL §6)
 //! [`Registry::visit`] yields each full JID once, however many routes
 //! qualify it: presence followers (`from`/`both`) whose session has
-//! `+notify` for the node; explicit subscribers (a full-JID subscription
-//! gets that resource, a bare one each `+notify` resource, or the bare JID
-//! itself when the server knows nothing of its presence); the owner's own
+//! `+notify` for the node; explicit subscribers, with no `+notify` filter (a
+//! full-JID subscription gets that resource, a bare one each available
+//! resource, or the bare JID itself when the server knows nothing of its
+//! presence); the owner's own
 //! `+notify` resources. Only available resources with non-negative priority
 //! count, and blocks (XEP-0191) are honoured both ways.
 //!
@@ -140,6 +141,14 @@ impl ExplicitSub {
     #[inline]
     fn full_match(&self, s: &SessionEntry) -> bool {
         !self.resources.is_empty() && self.resources.iter().any(|r| **r == *s.resource)
+    }
+    /// Whether this subscription covers session `s`: a bare-JID subscription
+    /// covers every resource, a full-JID one only that resource. No `+notify`
+    /// test: an explicit subscription is the subscriber's own request, and
+    /// XEP-0163 filtering applies only to presence-based follows (PROTOCOL §6).
+    #[inline]
+    fn covers(&self, s: &SessionEntry) -> bool {
+        self.bare || self.full_match(s)
     }
 }
 
@@ -599,6 +608,31 @@ impl Registry {
         account.following.lock().iter().cloned().collect()
     }
 
+    /// The names of `publisher`'s nodes that `subscriber` holds an explicit
+    /// subscription to (bare or any resource): the nodes whose last item a
+    /// resource gets on coming online even without `+notify`.
+    pub fn explicit_nodes(&self, publisher: &Account, subscriber: &BareJid) -> Vec<String> {
+        if !publisher.has_subs.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let ids: Vec<NodeId> = publisher
+            .subs
+            .read()
+            .iter()
+            .filter(|(_, m)| m.contains_key(subscriber))
+            .map(|(&id, _)| id)
+            .collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let nodes = self.nodes.read();
+        nodes
+            .iter()
+            .filter(|(_, id)| ids.contains(id))
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
     /// Sets the queue that carries stanzas for a remote domain (s2s).
     pub fn set_route(&self, domain: &str, queue: Arc<OutboundQueue>) {
         self.routes.remove(&domain.to_owned());
@@ -649,7 +683,7 @@ impl Registry {
                 let subs = publisher.subs.read();
                 subs.get(&node)
                     .and_then(|m| m.get(&bare))
-                    .map(|e| (e.bare && wants) || e.full_match(session))
+                    .map(|e| e.covers(session))
             })
             .flatten()
             .unwrap_or(false);
@@ -728,7 +762,7 @@ impl Registry {
                 }
                 for s in sessions.iter() {
                     if s.receives()
-                        && (s.wants(node) || explicit.is_some_and(|e| e.full_match(s)))
+                        && (s.wants(node) || explicit.is_some_and(|e| e.covers(s)))
                         && !(publisher.has_blocks.load(Ordering::Relaxed)
                             && publisher.blocks.read().blocks(&acc.jid, Some(&s.jid)))
                     {
@@ -768,7 +802,7 @@ impl Registry {
                     continue;
                 }
                 for s in sessions.iter() {
-                    if s.receives() && ((e.bare && s.wants(node)) || e.full_match(s)) {
+                    if s.receives() && e.covers(s) {
                         count += 1;
                         f(Target::Session(s));
                     }
@@ -780,7 +814,7 @@ impl Registry {
         if in_shard(publisher) {
             let explicit = node_subs.and_then(|m| m.get(&publisher.jid));
             for s in publisher.sessions.read().iter() {
-                if s.receives() && (s.wants(node) || explicit.is_some_and(|e| e.full_match(s))) {
+                if s.receives() && (s.wants(node) || explicit.is_some_and(|e| e.covers(s))) {
                     count += 1;
                     f(Target::Session(s));
                 }
@@ -872,7 +906,7 @@ mod tests {
         );
         online(&r, "ann@example.org/movim", 0, false);
         online(&r, "ann@example.org/other", 0, true);
-        // Bare subscription: each +notify resource.
+        // Bare subscription: every available resource, caps or not.
         r.subscribe(
             &p,
             stanza::ns::MICROBLOG,
@@ -897,6 +931,7 @@ mod tests {
             [
                 "ann@example.org/movim",
                 "bob@example.org/x",
+                "bob@example.org/y",
                 "remote:dan@other.org"
             ]
         );
@@ -905,7 +940,7 @@ mod tests {
             stanza::ns::MICROBLOG,
             &Jid::new("dan@other.org").unwrap(),
         );
-        assert_eq!(recipients(&r, "jane@example.org").len(), 2);
+        assert_eq!(recipients(&r, "jane@example.org").len(), 3);
     }
 
     #[test]

@@ -884,34 +884,53 @@ impl<S: Io> Conn<S> {
         self.replay_last_items().await
     }
 
-    /// A resource that became available with `+notify` (or whose interests
-    /// just became known) gets the last item of every node it would receive
-    /// now, marked with `<delay>` as a replay (PROTOCOL §6).
+    /// A resource that became available gets the last item of every node it
+    /// would receive now, marked with `<delay>` as a replay (PROTOCOL §6):
+    /// nodes it holds an explicit subscription to (no `+notify` needed) and
+    /// nodes in its `+notify` interests. When its interests grow later (caps
+    /// verified after the presence), only the new nodes are replayed.
     async fn replay_last_items(&mut self) -> Flow {
         let Step::Bound(s) = &mut self.step else {
             return Ok(());
         };
-        if !s.presence.available || s.presence.notify.is_empty() {
+        if !s.presence.available {
             s.replayed_for = None;
             return Ok(());
         }
-        if s.replayed_for.as_ref() == Some(&s.presence.notify) {
+        let first = s.replayed_for.is_none();
+        let done = s.replayed_for.take().unwrap_or_default();
+        let fresh: Vec<String> = s
+            .presence
+            .notify
+            .iter()
+            .filter(|n| !done.contains(n))
+            .cloned()
+            .collect();
+        s.replayed_for = Some(s.presence.notify.clone());
+        if !first && fresh.is_empty() {
             return Ok(());
         }
-        s.replayed_for = Some(s.presence.notify.clone());
         let registry = self.shared.fanout.registry();
         let session = s.handle.session().clone();
         let me = s.jid.to_bare();
         let mut publishers = registry.following(&registry.account(&me));
-        publishers.push(me);
+        publishers.push(me.clone());
         let mut wanted = Vec::new();
         for p in publishers {
             let Some(account) = registry.find_account(&p) else {
                 continue;
             };
-            for node in &s.presence.notify {
-                if registry.delivers_to(&account, registry.node_id(node), &session) {
-                    wanted.push((p.clone(), node.clone()));
+            let mut nodes = fresh.clone();
+            if first {
+                for n in registry.explicit_nodes(&account, &me) {
+                    if !nodes.contains(&n) {
+                        nodes.push(n);
+                    }
+                }
+            }
+            for node in nodes {
+                if registry.delivers_to(&account, registry.node_id(&node), &session) {
+                    wanted.push((p.clone(), node));
                 }
             }
         }

@@ -102,6 +102,15 @@ fn exact_delivery_for_every_strategy() {
         w.online("ann@example.org/movim", 0, false, 16);
         reg.subscribe(&jane, ns::MICROBLOG, &Jid::new("bob@example.org").unwrap());
         w.online("bob@example.org/x", 1, true, 16);
+        // A stranger without caps who subscribed with the bare JID (Movim):
+        // explicit subscriptions get no +notify filter (PROTOCOL §6).
+        reg.subscribe(&jane, ns::MICROBLOG, &Jid::new("cid@example.org").unwrap());
+        w.online("cid@example.org/web", 0, false, 16);
+        w.online("cid@example.org/away", -1, false, 16);
+        // A `both` contact without caps who also subscribed explicitly.
+        reg.set_presence_follow(&jane, &bare("dee@example.org"), true);
+        reg.subscribe(&jane, ns::MICROBLOG, &Jid::new("dee@example.org").unwrap());
+        w.online("dee@example.org/web", 0, false, 16);
         // The owner's own resources, +notify only.
         w.online("jane@example.org/laptop", 0, true, 16);
         w.online("jane@example.org/cli", 0, false, 16);
@@ -119,6 +128,8 @@ fn exact_delivery_for_every_strategy() {
             [
                 "ann@example.org/movim",
                 "bob@example.org/x",
+                "cid@example.org/web",
+                "dee@example.org/web",
                 "jane@example.org/laptop",
                 "joe@example.org/phone"
             ],
@@ -133,10 +144,20 @@ fn exact_delivery_for_every_strategy() {
                 "{name}: {s}"
             );
         }
-        assert_eq!(report.recipients, 4, "{name}");
-        assert_eq!(report.delivered, 4, "{name}");
+        assert_eq!(report.recipients, 6, "{name}");
+        assert_eq!(report.delivered, 6, "{name}");
         assert_eq!(report.dropped.total(), 0, "{name}");
-        assert_eq!(w.fanout.stats().delivered, 4, "{name}");
+        assert_eq!(w.fanout.stats().delivered, 6, "{name}");
+        // The replay check agrees with the walk for each of them.
+        let account = reg.account(&jane);
+        let node = reg.node_id(ns::MICROBLOG);
+        for (jid, h) in &w.handles {
+            assert_eq!(
+                reg.delivers_to(&account, node, h.session()),
+                got.contains_key(jid),
+                "{name}: delivers_to for {jid}"
+            );
+        }
     }
 }
 

@@ -19,7 +19,12 @@ server issue names:
      last item, and still gets each later post once;
   7. pages the history with RSM: an empty <before/> gives the newest page,
      then walks back;
-  8. retracts an item; the follower is notified and history forgets it.
+  8. retracts an item; the follower is notified and history forgets it;
+  9. explicit subscribers get no +notify filter (PROTOCOL §6): with the node
+     open, a stranger whose client advertises no caps subscribes with its
+     bare JID, as Movim does, and so does a `both` contact without caps;
+     each gets the next post live, once, and the stranger gets the last
+     item replayed when it comes online again.
 Exits non-zero on the first failure. Bounded: every wait has a timeout.
 """
 
@@ -64,15 +69,21 @@ def entry(title):
 
 
 class Client(slixmpp.ClientXMPP):
-    def __init__(self, user, password):
+    def __init__(self, user, password, caps=True, register=True):
         super().__init__(f"{user}@{DOMAIN}/slixmpp", password, sasl_mech="SCRAM-SHA-1")
         # The server's certificate is the self-signed one it generated.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ("xep_0004", "xep_0030", "xep_0059", "xep_0060", "xep_0077",
-                  "xep_0115", "xep_0163", "xep_0199", "xep_0203"):
+        plugins = ["xep_0004", "xep_0030", "xep_0059", "xep_0060", "xep_0077",
+                   "xep_0199", "xep_0203"]
+        # Without caps the client's presence carries no <c/>: the server
+        # knows no +notify interest for it at all.
+        if caps:
+            plugins += ["xep_0115", "xep_0163"]
+        for p in plugins:
             self.register_plugin(p)
-        self.plugin["xep_0077"].force_registration = True
+        self.plugin["xep_0077"].force_registration = register
+        self.plugin["xep_0077"].create_account = register
         self.ready = asyncio.Event()
         self.events = asyncio.Queue()
         self.add_event_handler("register", self.on_register)
@@ -191,8 +202,50 @@ async def flow(port):
     check(msg["pubsub_event"]["items"]["retract"]["id"] == "p5", "retract notified to the follower")
     ids, _ = await rsm_page(joe, ja, True)
     check(ids == ["third", "p4"], f"retracted item gone from history: {ids}")
-    for c in (jane, joe):
+
+    # 9. Explicit subscribers without caps (Movim-style bare subscriptions).
+    await open_node(jane, ja)
+    kim, lee = Client("kim", "pw-kim", caps=False), Client("lee", "pw-lee", caps=False)
+    for c in (kim, lee):
+        c.connect("127.0.0.1", port)
+        await asyncio.wait_for(c.ready.wait(), TIMEOUT)
+    ki, le = kim.boundjid.bare, lee.boundjid.bare
+    lee.send_presence_subscription(pto=ja)
+    await until(lambda: lee.client_roster[ja]["subscription"] == "both"
+                and jane.client_roster[le]["subscription"] == "both", "lee and jane mutual")
+    for c in (kim, lee):
+        r = await c.plugin["xep_0060"].subscribe(ja, NODE, bare=True, timeout=TIMEOUT)
+        check(r["pubsub"]["subscription"]["jid"] == c.boundjid.bare,
+              f"{c.boundjid.bare} subscribed with its bare JID, no caps")
+        msg = await asyncio.wait_for(c.events.get(), TIMEOUT)
+        check(msg["pubsub_event"]["items"]["item"]["id"] == "p4", f"{c.boundjid.bare} got the last item")
+    await publish(jane, "p6", "post 6")
+    for c in (kim, lee):
+        msg = await asyncio.wait_for(c.events.get(), TIMEOUT)
+        check(msg["pubsub_event"]["items"]["item"]["id"] == "p6" and msg["type"] == "headline",
+              f"{c.boundjid.bare} (no caps, bare subscription) got the next post live")
+        await c.plugin["xep_0199"].ping(DOMAIN, timeout=TIMEOUT)
+        check(c.events.empty(), f"{c.boundjid.bare} got it once")
+    # Coming online again without caps: the last item is replayed.
+    await asyncio.wait_for(kim.disconnect(), TIMEOUT)
+    kim2 = Client("kim", "pw-kim", caps=False, register=False)
+    kim2.connect("127.0.0.1", port)
+    await asyncio.wait_for(kim2.ready.wait(), TIMEOUT)
+    msg = await asyncio.wait_for(kim2.events.get(), TIMEOUT)
+    check(msg["pubsub_event"]["items"]["item"]["id"] == "p6" and msg["delay"]["stamp"] is not None,
+          f"{ki} coming online without caps got the last item replayed")
+    for c in (jane, joe, lee, kim2):
         c.disconnect()
+
+
+async def open_node(c, owner):
+    """Sets the microblog node's access model to open (#owner configure)."""
+    form = c.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/pubsub#node_config")
+    form.add_field(var="pubsub#access_model", value="open")
+    await c.plugin["xep_0060"].set_node_config(owner, NODE, form, timeout=TIMEOUT)
+    check(True, "node configured open")
 
 
 def main():

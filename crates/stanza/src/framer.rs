@@ -594,17 +594,26 @@ impl Scan {
                 self.pos = p + 1;
                 return self.finish_end(buf);
             }
-            St::Cdata => match memchr::memmem::find(&b[self.pos..cap], b"]]>") {
-                Some(i) => {
-                    self.pos += i + 3;
-                    self.st = St::Text;
+            St::Cdata => {
+                let found = memchr::memmem::find(&b[self.pos..cap], b"]]>");
+                // Keep the last two bytes when no end was found: they may
+                // start a `]]>`.
+                let end = found.map_or(cap.saturating_sub(2).max(self.pos), |i| self.pos + i);
+                // CDATA is character data too: XML's `Char` rule holds.
+                if b[self.pos..end].iter().any(|&c| CLASS[c as usize] == BAD) {
+                    return Err(FrameError::NotWellFormed("forbidden character"));
                 }
-                // Keep the last two bytes: they may start a `]]>`.
-                None => {
-                    self.pos = cap.saturating_sub(2).max(self.pos);
-                    return self.wait(cap);
+                match found {
+                    Some(_) => {
+                        self.pos = end + 3;
+                        self.st = St::Text;
+                    }
+                    None => {
+                        self.pos = end;
+                        return self.wait(cap);
+                    }
                 }
-            },
+            }
         }
         Ok(Step::Go)
     }
@@ -814,9 +823,7 @@ impl Scan {
         self.start = 0;
         self.st = St::Between;
         self.ns_count = 0;
-        if std::str::from_utf8(&raw).is_err() {
-            return Err(FrameError::InvalidUtf8);
-        }
+        check_text(&raw)?;
         let bytes = if self.inject.is_empty() {
             raw.freeze()
         } else {
@@ -834,6 +841,7 @@ impl Scan {
         self.consumed += self.pos as u64;
         self.pos = 0;
         self.start = 0;
+        check_text(&raw)?;
         let text = std::str::from_utf8(&raw).map_err(|_| FrameError::InvalidUtf8)?;
         let header = parse_header(text)?;
         self.header = Some(header.clone());
@@ -903,6 +911,22 @@ fn check_entity(s: &[u8]) -> Result<Option<usize>, FrameError> {
     } else {
         Err(FrameError::NotWellFormed("bad reference"))
     }
+}
+
+/// Checks what the byte scan cannot: that `raw` is UTF-8 and holds neither
+/// U+FFFE nor U+FFFF, the two non-characters valid UTF-8 can encode that
+/// XML 1.0's `Char` excludes (control bytes and surrogates are caught by the
+/// scan and by the UTF-8 check). Both are `EF BF BE`/`EF BF BF`.
+fn check_text(raw: &[u8]) -> Result<(), FrameError> {
+    if std::str::from_utf8(raw).is_err() {
+        return Err(FrameError::InvalidUtf8);
+    }
+    for i in memchr::memchr_iter(0xEF, raw) {
+        if raw.get(i + 1) == Some(&0xBF) && matches!(raw.get(i + 2), Some(0xBE | 0xBF)) {
+            return Err(FrameError::NotWellFormed("forbidden character"));
+        }
+    }
+    Ok(())
 }
 
 /// XML 1.0 `Char`.

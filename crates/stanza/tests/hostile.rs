@@ -145,3 +145,46 @@ fn good_stanzas_before_the_bad_one_are_yielded() {
     assert!(matches!(f.next(), Ok(Some(Event::Stanza(_)))));
     assert!(f.next().is_err());
 }
+
+/// XML 1.0's `Char` rule holds everywhere a stanza carries characters: text,
+/// CDATA, attribute values, character references, names, and the header.
+#[test]
+fn characters_xml_forbids() {
+    let cases: &[&[u8]] = &[
+        "<message><body>\u{FFFE}</body></message>".as_bytes(),
+        "<message><body>\u{FFFF}</body></message>".as_bytes(),
+        "<message a='\u{FFFF}'/>".as_bytes(),
+        b"<message><body><![CDATA[\x01]]></body></message>",
+        b"<message><body><![CDATA[a\x1fb]]></body></message>",
+        b"<message a='\x01'/>",
+        b"<message a='&#x1;'/>",
+        b"<message><body>&#x1;</body></message>",
+        b"<message><body>&#xFFFE;</body></message>",
+        b"<message><body>&#0;</body></message>",
+        b"<message><body>\x0c</body></message>",
+        "<message\u{FFFF}/>".as_bytes(),
+    ];
+    for body in cases {
+        let e = case(body);
+        assert_eq!(
+            e.condition(),
+            StreamErrorCondition::NotWellFormed,
+            "{:?}: {e}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // The header is held to the same rule.
+    let header = "<stream:stream to='example.org\u{FFFE}' version='1.0' \
+        xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    let e = feed_until_error(std::iter::once(header.as_bytes().to_vec()));
+    assert_eq!(e.condition(), StreamErrorCondition::NotWellFormed);
+    // The characters just inside the allowed ranges still pass.
+    let mut f = Framer::new(Limits::default());
+    f.feed(HEADER);
+    f.feed("<message a='\u{FFFD}\t'><body>\u{D7FF}\u{E000}\u{FFFD}\u{10000}<![CDATA[\t\r\n]]></body></message>".as_bytes());
+    let mut stanzas = 0;
+    while let Some(ev) = f.next().unwrap() {
+        stanzas += usize::from(matches!(ev, Event::Stanza(_)));
+    }
+    assert_eq!(stanzas, 1);
+}

@@ -65,8 +65,9 @@ struct Session {
     caps_ver: Option<String>,
     /// Outstanding disco#info queries for caps: iq id -> ver.
     caps_pending: std::collections::HashMap<String, String>,
-    /// The interests the last items were replayed for, while available.
-    replayed_for: Option<Vec<String>>,
+    /// The (publisher, node) pairs whose last item was replayed since the
+    /// resource became available; `None` while unavailable.
+    replayed_for: Option<std::collections::HashSet<(BareJid, String)>>,
 }
 
 /// Why the reader stops.
@@ -888,7 +889,7 @@ impl<S: Io> Conn<S> {
     /// would receive now, marked with `<delay>` as a replay (PROTOCOL §6):
     /// nodes it holds an explicit subscription to (no `+notify` needed) and
     /// nodes in its `+notify` interests. When its interests grow later (caps
-    /// verified after the presence), only the new nodes are replayed.
+    /// verified after the presence), only what was not replayed yet is.
     async fn replay_last_items(&mut self) -> Flow {
         let Step::Bound(s) = &mut self.step else {
             return Ok(());
@@ -898,18 +899,7 @@ impl<S: Io> Conn<S> {
             return Ok(());
         }
         let first = s.replayed_for.is_none();
-        let done = s.replayed_for.take().unwrap_or_default();
-        let fresh: Vec<String> = s
-            .presence
-            .notify
-            .iter()
-            .filter(|n| !done.contains(n))
-            .cloned()
-            .collect();
-        s.replayed_for = Some(s.presence.notify.clone());
-        if !first && fresh.is_empty() {
-            return Ok(());
-        }
+        let done = s.replayed_for.get_or_insert_with(Default::default);
         let registry = self.shared.fanout.registry();
         let session = s.handle.session().clone();
         let me = s.jid.to_bare();
@@ -920,7 +910,7 @@ impl<S: Io> Conn<S> {
             let Some(account) = registry.find_account(&p) else {
                 continue;
             };
-            let mut nodes = fresh.clone();
+            let mut nodes = s.presence.notify.clone();
             if first {
                 for n in registry.explicit_nodes(&account, &me) {
                     if !nodes.contains(&n) {
@@ -929,8 +919,12 @@ impl<S: Io> Conn<S> {
                 }
             }
             for node in nodes {
-                if registry.delivers_to(&account, registry.node_id(&node), &session) {
-                    wanted.push((p.clone(), node));
+                let key = (p.clone(), node);
+                if !done.contains(&key)
+                    && registry.delivers_to(&account, registry.node_id(&key.1), &session)
+                {
+                    done.insert(key.clone());
+                    wanted.push(key);
                 }
             }
         }

@@ -76,7 +76,10 @@ async fn subscribe_receive_unsubscribe_and_survive_a_restart() {
     let srv = TestServer::start_in(dir, &[], |c| c.allow_plaintext_auth = true).await;
     let (mut jane, _) = Client::login_plain(srv.addr, "jane", "secret", "a").await;
     let (mut joe, _) = Client::login_plain(srv.addr, "joe", "secret", "movim").await;
+    // Coming online, the subscribed resource gets the last item replayed,
+    // with no caps (explicit subscriptions get no +notify filter).
     joe.send("<presence/>").await;
+    assert_eq!(event(&mut joe).await, ("second".to_owned(), true));
     joe.ping().await;
     publish(&mut jane, "third", "").await;
     assert_eq!(event(&mut joe).await, ("third".to_owned(), false));

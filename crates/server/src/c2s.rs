@@ -932,18 +932,33 @@ impl<S: Io> Conn<S> {
             return Ok(());
         }
         let store = self.shared.store.clone();
+        // One replay batch is one reply's worth: following thousands of
+        // publishers must not queue thousands of items at one presence.
+        let budget = self.shared.config.limits.reply_budget();
         let last = tokio::task::spawn_blocking(move || {
-            wanted
-                .into_iter()
-                .filter_map(|(p, n)| {
-                    let config = store.node(&p, &n).ok()??.config;
-                    if config.send_last != crate::pubsub::SendLast::OnSubAndPresence {
-                        return None;
-                    }
-                    let item = store.items(&p, &n, Some(1)).ok()?.pop()?;
-                    Some((p, n, item))
-                })
-                .collect::<Vec<_>>()
+            let mut out = Vec::new();
+            let mut used = 0;
+            for (p, n) in wanted {
+                let Some(Some(node)) = store.node(&p, &n).ok() else {
+                    continue;
+                };
+                if node.config.send_last != crate::pubsub::SendLast::OnSubAndPresence {
+                    continue;
+                }
+                let Some(item) = store
+                    .items(&p, &n, crate::store::Budget::items(1))
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                else {
+                    continue;
+                };
+                if !budget.fits(out.len(), used, item.payload.len()) {
+                    break;
+                }
+                used += item.payload.len();
+                out.push((p, n, item));
+            }
+            out
         })
         .await
         .unwrap_or_default();

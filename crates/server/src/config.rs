@@ -88,6 +88,14 @@ pub struct LimitsConfig {
     pub publishes_per_sec: u32,
     /// Burst of publishes per account (100).
     pub publish_burst: u32,
+    /// Most items in one reply: an items request (with or without
+    /// `max_items`, by id, or an RSM page) and the last items replayed to a
+    /// resource coming online (256, Prosody's `pep_max_items`). More: the
+    /// reply is cut at the limit; RSM pages say where they stopped.
+    pub max_reply_items: usize,
+    /// Most item payload bytes in one such reply (1 MiB). More: the reply
+    /// is cut before the item that would pass it.
+    pub max_reply_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -109,6 +117,8 @@ impl Default for LimitsConfig {
             stanza_burst: 1000,
             publishes_per_sec: 20,
             publish_burst: 100,
+            max_reply_items: 256,
+            max_reply_bytes: 1 << 20,
         }
     }
 }
@@ -126,6 +136,13 @@ impl LimitsConfig {
     /// The handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+    /// What one items reply or replay batch may carry.
+    pub fn reply_budget(&self) -> crate::store::Budget {
+        crate::store::Budget {
+            items: self.max_reply_items,
+            bytes: self.max_reply_bytes,
+        }
     }
     /// The idle timeout.
     pub fn idle_timeout(&self) -> Duration {
@@ -256,6 +273,15 @@ impl Config {
         }
         if self.limits.max_stanza_bytes < 1024 {
             return invalid("limits.max_stanza_bytes", "must be at least 1024");
+        }
+        if self.limits.max_reply_items == 0 {
+            return invalid("limits.max_reply_items", "must be at least 1");
+        }
+        if self.limits.max_reply_bytes < self.limits.max_stanza_bytes {
+            return invalid(
+                "limits.max_reply_bytes",
+                "must be at least limits.max_stanza_bytes, so the largest item fits in a reply",
+            );
         }
         if self.limits.outbound_queue == 0 {
             return invalid("limits.outbound_queue", "must be at least 1");

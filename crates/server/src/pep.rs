@@ -26,7 +26,7 @@ use std::collections::HashSet;
 
 use crate::pubsub::{AccessModel, NodeConfig, Options, SendLast, StoredItem};
 use crate::roster::RosterItem;
-use crate::store::{Anchor, PublishError, PublishRequest};
+use crate::store::{Anchor, Budget, PublishError, PublishRequest};
 use crate::Shared;
 
 /// Who may receive a node's events, for the fan-out registry: `None` for
@@ -304,7 +304,9 @@ async fn subscribe(
         store.subscribe(&o, &n, &j)?;
         let last = match rec.config.send_last {
             SendLast::Never => None,
-            SendLast::OnSub | SendLast::OnSubAndPresence => store.items(&o, &n, Some(1))?.pop(),
+            SendLast::OnSub | SendLast::OnSubAndPresence => {
+                store.items(&o, &n, Budget::items(1))?.pop()
+            }
         };
         Ok::<_, crate::StoreError>(Ok(last))
     })
@@ -617,11 +619,18 @@ async fn items(
     let Some(node) = items.attr("node").map(str::to_owned) else {
         return Err(app(C::BadRequest, "nodeid-required"));
     };
-    let wanted: Vec<String> = items
+    // Each id once: a request repeating one id thousands of times must not
+    // get thousands of copies (reply amplification).
+    let mut wanted: Vec<String> = Vec::new();
+    for id in items
         .elements()
         .filter(|i| i.is("item", ns::PUBSUB))
-        .filter_map(|i| i.attr("id").map(str::to_owned))
-        .collect();
+        .filter_map(|i| i.attr("id"))
+    {
+        if !wanted.iter().any(|w| w == id) {
+            wanted.push(id.to_owned());
+        }
+    }
     let max = match items.attr("max_items").map(str::parse::<usize>) {
         None => None,
         Some(Ok(n)) => Some(n),
@@ -649,24 +658,41 @@ async fn read_items(
     let store = shared.store.clone();
     let (o, n) = (owner.clone(), node.clone());
     let requester = me.to_bare();
+    let budget = shared.config.limits.reply_budget();
     let read = tokio::task::spawn_blocking(move || {
         if let Err(e) = readable_node(&store, &o, &n, &requester)? {
             return Ok(Err(e));
         }
         let read = if !wanted.is_empty() {
-            let mut v = Vec::new();
+            let mut v: Vec<StoredItem> = Vec::new();
+            let mut used = 0;
             for id in &wanted {
-                v.extend(store.item(&o, &n, id)?);
+                let Some(it) = store.item(&o, &n, id)? else {
+                    continue;
+                };
+                if !budget.fits(v.len(), used, it.payload.len()) {
+                    break;
+                }
+                used += it.payload.len();
+                v.push(it);
             }
             Read::List(v)
         } else if let Some(rsm) = rsm {
             let max = max.map_or(rsm.max, |m| m.min(rsm.max));
-            match store.items_page(&o, &n, &rsm.anchor, max)? {
+            let b = Budget {
+                items: max.min(budget.items),
+                ..budget
+            };
+            match store.items_page(&o, &n, &rsm.anchor, b)? {
                 Some(p) => Read::Page(p),
                 None => return Ok(Err(StanzaError::new(C::ItemNotFound))),
             }
         } else {
-            Read::List(store.items(&o, &n, max)?)
+            let b = Budget {
+                items: max.unwrap_or(usize::MAX).min(budget.items),
+                ..budget
+            };
+            Read::List(store.items(&o, &n, b)?)
         };
         Ok::<_, crate::StoreError>(Ok(read))
     })

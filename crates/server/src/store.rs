@@ -145,6 +145,36 @@ pub enum Anchor {
     Before(String),
 }
 
+/// How much one reply may carry: a request must not be able to make the
+/// server read and send more than this, whatever it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Most items.
+    pub items: usize,
+    /// Most payload bytes, all items together.
+    pub bytes: usize,
+}
+
+impl Budget {
+    /// No limit (tests and internal reads of known-small sets).
+    pub const UNLIMITED: Self = Self {
+        items: usize::MAX,
+        bytes: usize::MAX,
+    };
+    /// At most `items` items, any size.
+    pub fn items(items: usize) -> Self {
+        Self {
+            items,
+            bytes: usize::MAX,
+        }
+    }
+    /// Whether an item of `len` bytes still fits after `taken` items of
+    /// `used` bytes.
+    pub fn fits(&self, taken: usize, used: usize, len: usize) -> bool {
+        taken < self.items && used.saturating_add(len) <= self.bytes
+    }
+}
+
 /// One RSM page of items, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -574,22 +604,27 @@ impl Store {
         v.map(|v| decode(&key, v.value())).transpose()
     }
 
-    /// The newest `newest` items (all when `None`), oldest first.
+    /// The newest items that fit `budget`, oldest first.
     pub fn items(
         &self,
         owner: &BareJid,
         node: &str,
-        newest: Option<usize>,
+        budget: Budget,
     ) -> Result<Vec<StoredItem>, StoreError> {
         let key = node_key(owner, node);
         let tx = self.db.begin_read()?;
         let t = tx.open_table(ITEMS)?;
         let mut out = Vec::new();
+        let mut used = 0;
         for entry in t.range((key.as_str(), 0)..=(key.as_str(), u64::MAX))?.rev() {
-            if newest.is_some_and(|n| out.len() >= n) {
+            let (_, v) = entry?;
+            // The stored record's length bounds the payload's: checked
+            // before decoding, so an over-budget item costs no copy.
+            let len = v.value().len();
+            if !budget.fits(out.len(), used, len) {
                 break;
             }
-            let (_, v) = entry?;
+            used += len;
             out.push(decode(&key, v.value())?);
         }
         out.reverse();
@@ -804,8 +839,9 @@ impl Store {
         owner: &BareJid,
         node: &str,
         anchor: &Anchor,
-        max: usize,
+        budget: Budget,
     ) -> Result<Option<Page>, StoreError> {
+        let max = budget.items;
         let key = node_key(owner, node);
         let tx = self.db.begin_read()?;
         let t = tx.open_table(ITEMS)?;
@@ -837,15 +873,38 @@ impl Store {
                 Some(p) => (p.saturating_sub(max), p),
             },
         };
-        let mut items = Vec::with_capacity(end - start);
-        for &seq in &seqs[start..end] {
+        // Past the byte budget the page is cut short on the side away from
+        // the anchor, so the client's next <before/> or <after/> from this
+        // page's edge continues where it stopped.
+        let backward = matches!(anchor, Anchor::Last | Anchor::Before(_));
+        let range = &seqs[start..end];
+        let mut items = Vec::with_capacity(range.len());
+        let mut used = 0;
+        let mut first = start;
+        let order: Box<dyn Iterator<Item = (usize, &u64)>> = if backward {
+            Box::new(range.iter().enumerate().rev())
+        } else {
+            Box::new(range.iter().enumerate())
+        };
+        for (i, &seq) in order {
             if let Some(v) = t.get((key.as_str(), seq))? {
+                let len = v.value().len();
+                if !budget.fits(items.len(), used, len) {
+                    break;
+                }
+                used += len;
                 items.push(decode(&key, v.value())?);
+                if backward {
+                    first = start + i;
+                }
             }
+        }
+        if backward {
+            items.reverse();
         }
         Ok(Some(Page {
             items,
-            first_index: start as u64,
+            first_index: first as u64,
             count: n as u64,
         }))
     }
@@ -1219,7 +1278,7 @@ mod tests {
             }
             // "a" was republished (newest then), and max_items is 3.
             let ids: Vec<_> = s
-                .items(&jane, node, None)
+                .items(&jane, node, Budget::UNLIMITED)
                 .unwrap()
                 .into_iter()
                 .map(|i| i.id)
@@ -1239,7 +1298,7 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         let ids: Vec<_> = s
-            .items(&jane, node, Some(2))
+            .items(&jane, node, Budget::items(2))
             .unwrap()
             .into_iter()
             .map(|i| i.id)
@@ -1255,7 +1314,7 @@ mod tests {
         );
         assert!(s.retract(&jane, "urn:example:none", "a").unwrap().is_none());
         let ids: Vec<_> = s
-            .items(&jane, node, None)
+            .items(&jane, node, Budget::UNLIMITED)
             .unwrap()
             .into_iter()
             .map(|i| i.id)

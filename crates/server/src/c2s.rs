@@ -103,13 +103,21 @@ struct Conn<S: Io> {
     header_sent: bool,
     step: Step,
     auth_failures: u32,
+    /// When negotiation must be over: fixed when the TCP connection was
+    /// accepted, carried across STARTTLS, and applied to everything before
+    /// the bind (reads, answers, back-off delays), so a client that stops
+    /// reading cannot hold the connection past it.
+    deadline: Instant,
 }
 
 impl<S: Io> Conn<S> {
-    fn new(stream: S, peer: SocketAddr, shared: Arc<Shared>, tls: bool) -> Self {
+    fn new(stream: S, peer: SocketAddr, shared: Arc<Shared>, tls: bool, deadline: Instant) -> Self {
         let (rd, wr) = tokio::io::split(stream);
         Self {
-            framer: stanza::Framer::new(shared.config.limits.framer()),
+            // Before authentication only SASL and registration are spoken:
+            // the much smaller pre-auth stanza limit applies.
+            framer: stanza::Framer::new(shared.config.limits.pre_auth_framer()),
+            deadline,
             shared,
             peer,
             tls,
@@ -132,20 +140,18 @@ pub(crate) async fn serve(
     direct_tls: bool,
 ) {
     let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + shared.config.limits.handshake_timeout();
     if direct_tls {
         let Some(acceptor) = shared.tls.clone() else {
             return;
         };
-        let handshake = tokio::time::timeout(
-            shared.config.limits.handshake_timeout(),
-            acceptor.accept(stream),
-        );
+        let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
         if let Ok(Ok(tls)) = handshake.await {
-            serve_on(tls, peer, shared, true).await;
+            serve_on(tls, peer, shared, true, deadline).await;
         }
         return;
     }
-    let mut conn = Conn::new(stream, peer, shared.clone(), false);
+    let mut conn = Conn::new(stream, peer, shared.clone(), false, deadline);
     let stop = conn.run().await;
     if !matches!(stop, Stop::StartTls) {
         conn.finish(stop).await;
@@ -159,25 +165,26 @@ pub(crate) async fn serve(
     if conn.framer.buffered() > 0 {
         debug!(%peer, bytes = conn.framer.buffered(), "data after <starttls/>: refused");
         if let Some(wr) = conn.wr.as_mut() {
-            let _ = wr.write_all(&tls_failure).await;
-            let _ = wr.shutdown().await;
+            let _ = tokio::time::timeout_at(deadline, async {
+                let _ = wr.write_all(&tls_failure).await;
+                let _ = wr.shutdown().await;
+            })
+            .await;
         }
         return;
     }
     let (Some(acceptor), Some(mut wr)) = (shared.tls.clone(), conn.wr.take()) else {
         return;
     };
-    if wr.write_all(&ser::tls_proceed()).await.is_err() {
-        return;
+    match tokio::time::timeout_at(deadline, wr.write_all(&ser::tls_proceed())).await {
+        Ok(Ok(())) => {}
+        _ => return,
     }
     let tcp = conn.rd.unsplit(wr);
-    let handshake = tokio::time::timeout(
-        shared.config.limits.handshake_timeout(),
-        acceptor.accept(tcp),
-    );
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
     match handshake.await {
-        Ok(Ok(tls)) => serve_on(tls, peer, shared, true).await,
-        _ => debug!(%peer, "TLS handshake failed"),
+        Ok(Ok(tls)) => serve_on(tls, peer, shared, true, deadline).await,
+        _ => debug!(%peer, "TLS handshake failed or timed out"),
     }
 }
 
@@ -197,23 +204,40 @@ pub(crate) async fn refuse(mut stream: TcpStream, shared: Arc<Shared>) {
     .await;
 }
 
-async fn serve_on<S: Io>(stream: S, peer: SocketAddr, shared: Arc<Shared>, tls: bool) {
-    let mut conn = Conn::new(stream, peer, shared, tls);
+async fn serve_on<S: Io>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: bool,
+    deadline: Instant,
+) {
+    let mut conn = Conn::new(stream, peer, shared, tls, deadline);
     let stop = conn.run().await;
     conn.finish(stop).await;
 }
 
 impl<S: Io> Conn<S> {
     async fn run(&mut self) -> Stop {
-        let limits = &self.shared.config.limits;
-        let handshake_deadline = Instant::now() + limits.handshake_timeout();
-        let idle = limits.idle_timeout();
+        let handshake_deadline = self.deadline;
+        let idle = self.shared.config.limits.idle_timeout();
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             loop {
                 match self.framer.next() {
                     Ok(Some(ev)) => {
-                        if let Err(stop) = self.on_event(ev).await {
+                        let r = if matches!(self.step, Step::Bound(_)) {
+                            self.on_event(ev).await
+                        } else {
+                            // Answers before the bind are written here, and a
+                            // client that does not read would block them.
+                            tokio::time::timeout_at(handshake_deadline, self.on_event(ev))
+                                .await
+                                .unwrap_or(Err(Stop::Error(
+                                    StreamErrorCondition::ConnectionTimeout,
+                                    None,
+                                )))
+                        };
+                        if let Err(stop) = r {
                             return stop;
                         }
                     }
@@ -287,12 +311,18 @@ impl<S: Io> Conn<S> {
                 }
             }
             _ => {
-                if let (Some(t), Some(wr)) = (tail, self.wr.as_mut()) {
-                    let _ = wr.write_all(&t).await;
-                }
-                if let Some(mut wr) = self.wr.take() {
-                    let _ = wr.shutdown().await;
-                }
+                // The last words get a short grace past the deadline, no
+                // more: a peer that does not read must not hold us here.
+                let grace = self.deadline.max(Instant::now()) + Duration::from_secs(1);
+                let _ = tokio::time::timeout_at(grace, async {
+                    if let (Some(t), Some(wr)) = (tail, self.wr.as_mut()) {
+                        let _ = wr.write_all(&t).await;
+                    }
+                    if let Some(mut wr) = self.wr.take() {
+                        let _ = wr.shutdown().await;
+                    }
+                })
+                .await;
             }
         }
     }
@@ -580,6 +610,7 @@ impl<S: Io> Conn<S> {
         info!(peer = %self.peer, %jid, "authenticated");
         self.step = Step::Authenticated(jid);
         self.framer.reset();
+        self.framer.set_limits(self.shared.config.limits.framer());
         self.header_sent = false;
         Ok(())
     }

@@ -44,6 +44,9 @@ pub enum ConfigError {
 pub struct LimitsConfig {
     /// Largest stanza in bytes (256 KiB). Exceeded: `policy-violation`.
     pub max_stanza_bytes: usize,
+    /// Largest stanza in bytes before authentication (16 KiB), sized for
+    /// SASL and in-band registration. Exceeded: `policy-violation`.
+    pub pre_auth_max_stanza_bytes: usize,
     /// Deepest element nesting in a stanza (64). Exceeded: `policy-violation`.
     pub max_depth: usize,
     /// Most attributes on one element (64). Exceeded: `policy-violation`.
@@ -103,6 +106,7 @@ impl Default for LimitsConfig {
         let f = stanza::Limits::default();
         Self {
             max_stanza_bytes: f.max_stanza_bytes,
+            pre_auth_max_stanza_bytes: 16 * 1024,
             max_depth: f.max_depth,
             max_attributes: f.max_attributes,
             max_namespace_decls: f.max_namespace_decls,
@@ -131,6 +135,13 @@ impl LimitsConfig {
             max_depth: self.max_depth,
             max_attributes: self.max_attributes,
             max_namespace_decls: self.max_namespace_decls,
+        }
+    }
+    /// The framer's limits before authentication.
+    pub fn pre_auth_framer(&self) -> stanza::Limits {
+        stanza::Limits {
+            max_stanza_bytes: self.pre_auth_max_stanza_bytes.min(self.max_stanza_bytes),
+            ..self.framer()
         }
     }
     /// The handshake timeout.
@@ -273,6 +284,9 @@ impl Config {
         }
         if self.limits.max_stanza_bytes < 1024 {
             return invalid("limits.max_stanza_bytes", "must be at least 1024");
+        }
+        if self.limits.pre_auth_max_stanza_bytes < 1024 {
+            return invalid("limits.pre_auth_max_stanza_bytes", "must be at least 1024");
         }
         if self.limits.max_reply_items == 0 {
             return invalid("limits.max_reply_items", "must be at least 1");

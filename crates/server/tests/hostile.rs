@@ -118,3 +118,70 @@ async fn replies_are_deduplicated_and_capped() {
     assert_eq!(item_ids(&r).0, ["b0", "b1"]);
     srv.stop();
 }
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream to='example.org' version='1.0' \
+    xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+/// Waits (bounded) until `metric` reads `want`; returns what it read last.
+async fn metric_becomes(srv: &Binary, metric: &str, want: f64, secs: u64) -> f64 {
+    let mut got = srv.metric(metric);
+    for _ in 0..secs * 10 {
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        got = srv.metric(metric);
+    }
+    got
+}
+
+/// §2.3: a client that asks for answers before logging in and never reads
+/// them is disconnected at the handshake deadline all the same.
+#[tokio::test]
+async fn unread_answers_do_not_extend_the_handshake() {
+    use tokio::io::AsyncWriteExt;
+    let srv = Binary::start(&[], "[limits]\nhandshake_timeout_secs = 2\n");
+    // A small receive window, so the server's answers back up quickly.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = sock.connect(srv.addr).await.unwrap();
+    tcp.write_all(HEADER.as_bytes()).await.unwrap();
+    // Registration-form requests: each gets an answer the server must write.
+    let ask = "<iq type='get' id='r'><query xmlns='jabber:iq:register'/></iq>".repeat(100);
+    // Write until the server stops reading (its answers are stuck), for
+    // at most 1.5 s.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(1500), async {
+        loop {
+            if tcp.write_all(ask.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    // The deadline was 2 s; 20 s is a generous bound for a loaded machine.
+    assert_eq!(metric_becomes(&srv, "connections", 0.0, 20).await, 0.0);
+    drop(tcp);
+    srv.stop();
+}
+
+/// §2.11: before authentication the stanza limit is the small pre-auth one.
+#[tokio::test]
+async fn pre_auth_stanzas_are_small() {
+    let srv = Binary::start(
+        &[("jane", "pw")],
+        "[limits]\npre_auth_max_stanza_bytes = 2048\n",
+    );
+    let mut c = Client::connect(srv.addr).await;
+    c.open(common::DOMAIN).await;
+    let big = format!(
+        "<iq type='get' id='r'><query xmlns='jabber:iq:register'><x>{}</x></query></iq>",
+        "a".repeat(3000)
+    );
+    c.send(&big).await;
+    assert_eq!(c.stream_error().await, "policy-violation");
+    // After authentication the same stanza is fine.
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;
+    let r = jane.iq(&big.replace("<iq ", "<iq to='example.org' ")).await;
+    assert_eq!(r.attr("id"), Some("r"));
+    srv.stop();
+}

@@ -304,6 +304,13 @@ impl Framer {
         &self.s.limits
     }
 
+    /// Changes the limits, for the next stanza on: a server raises them
+    /// once the peer has authenticated (a stanza already being scanned is
+    /// held to the limits it started under only as far as it got).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.s.limits = limits;
+    }
+
     /// Appends received bytes.
     pub fn feed(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
@@ -727,6 +734,16 @@ impl Scan {
                         limit: self.limits.max_namespace_decls,
                     });
                 }
+                // Namespaces in XML §3: `xml` stays bound to its own
+                // namespace, `xmlns` is never declared, and no other prefix
+                // takes the XML namespace.
+                let value = attr_value(b, a);
+                let is_xml_ns = value == XML_NS.as_bytes();
+                if an == b"xmlns:xmlns" || (an == b"xmlns:xml") != is_xml_ns {
+                    return Err(FrameError::NotWellFormed(
+                        "reserved namespace prefix re-bound",
+                    ));
+                }
                 if an.len() > 6 {
                     self.ns.push((self.depth as u32, (a.0 + 6, a.1 - 6)));
                 }
@@ -849,6 +866,22 @@ impl Scan {
         self.pending_close = empty;
         Ok(Step::Out(Some(Event::StreamOpen(header))))
     }
+}
+
+/// The namespace `xml` is bound to.
+const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+/// The raw value of the attribute whose name is `name`: the scanner has
+/// checked the syntax (`name`, optional spaces, `=`, spaces, a quote).
+fn attr_value(b: &[u8], name: Span) -> &[u8] {
+    let mut p = (name.0 + name.1) as usize;
+    while p < b.len() && b[p] != b'\'' && b[p] != b'"' {
+        p += 1;
+    }
+    let Some(&q) = b.get(p) else { return &[] };
+    let rest = &b[p + 1..];
+    let end = memchr::memchr(q, rest).unwrap_or(rest.len());
+    &rest[..end]
 }
 
 #[inline]
@@ -1089,6 +1122,25 @@ mod tests {
             stanzas(&evs),
             vec!["<stream:features xmlns:stream='http://etherx.jabber.org/streams'><bind/></stream:features>"]
         );
+    }
+
+    #[test]
+    fn reserved_prefixes_cannot_be_rebound() {
+        for bad in [
+            "<message xmlns:xml='urn:evil'/>",
+            "<message><body xmlns:xmlns='urn:x'/></message>",
+            "<message xmlns:x='http://www.w3.org/XML/1998/namespace'/>",
+            "<message xmlns='http://www.w3.org/XML/1998/namespace'/>",
+        ] {
+            let e = frame(&format!("{HEADER}{bad}")).unwrap_err();
+            assert_eq!(
+                e,
+                FrameError::NotWellFormed("reserved namespace prefix re-bound"),
+                "{bad}"
+            );
+        }
+        let ok = "<message xmlns:xml='http://www.w3.org/XML/1998/namespace' xml:lang='en'/>";
+        assert_eq!(stanzas(&frame(&format!("{HEADER}{ok}")).unwrap()), [ok]);
     }
 
     #[test]

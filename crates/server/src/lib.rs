@@ -16,6 +16,7 @@ pub mod caps;
 mod commit;
 pub mod config;
 mod disco;
+mod files;
 mod limits;
 mod metrics;
 mod owner;

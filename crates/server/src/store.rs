@@ -397,6 +397,9 @@ impl Store {
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(&path)?;
+        // Password-equivalent SCRAM keys and private posts: owner only.
+        crate::files::restrict(&path)
+            .map_err(|e| StoreError::Db(format!("{}: {e}", path.display())))?;
         let store = Self { db, path };
         store.migrate()?;
         Ok(store)

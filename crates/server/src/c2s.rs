@@ -103,6 +103,8 @@ struct Conn<S: Io> {
     header_sent: bool,
     step: Step,
     auth_failures: u32,
+    /// The account the current SASL attempt names, for the back-off.
+    attempt: Option<BareJid>,
     /// When negotiation must be over: fixed when the TCP connection was
     /// accepted, carried across STARTTLS, and applied to everything before
     /// the bind (reads, answers, back-off delays), so a client that stops
@@ -127,6 +129,7 @@ impl<S: Io> Conn<S> {
             header_sent: false,
             step: Step::Connected,
             auth_failures: 0,
+            attempt: None,
         }
     }
 }
@@ -479,7 +482,7 @@ impl<S: Io> Conn<S> {
                 ));
             }
             let domain = self.domain.clone().unwrap_or_default();
-            let reply = crate::register::iq(&self.shared, None, &domain, &el).await;
+            let reply = crate::register::iq(&self.shared, None, &domain, self.peer.ip(), &el).await;
             return self.send(reply).await;
         }
         if el.ns != ns::SASL {
@@ -542,14 +545,22 @@ impl<S: Io> Conn<S> {
                 if authz.is_some_and(|a| a != jid.as_str()) {
                     return Err(SaslFailure::InvalidAuthzid);
                 }
+                self.back_off(&jid).await;
                 let j = jid.clone();
+                let secret = self.shared.secret;
                 let ok = tokio::task::spawn_blocking(move || {
-                    store
+                    let found = store
                         .account(&j)
                         .ok()
                         .flatten()
-                        .and_then(|r| r.keys(Hash::Sha1).cloned())
-                        .is_some_and(|k| k.verify_password(&pass))
+                        .and_then(|r| r.keys(Hash::Sha1).cloned());
+                    // An unknown account is checked against its decoy keys:
+                    // the same PBKDF2, so the time taken tells nothing.
+                    let exists = found.is_some();
+                    let keys = found.unwrap_or_else(|| {
+                        ScramKeys::decoy(Hash::Sha1, &secret, j.as_str(), iterations)
+                    });
+                    keys.verify_password(&pass) && exists
                 })
                 .await
                 .unwrap_or(false);
@@ -572,28 +583,25 @@ impl<S: Io> Conn<S> {
                 if first.authzid.as_deref().is_some_and(|a| a != jid.as_str()) {
                     return Err(SaslFailure::InvalidAuthzid);
                 }
+                self.back_off(&jid).await;
                 // Read on this task, not the blocking pool: a redb read
                 // transaction never waits for writers and the account table
                 // stays in the store's cache, so the read costs a few µs,
                 // less than the two thread hand-offs (a third of the
                 // server's CPU at 5,000 logins/s).
-                // An unknown user gets a full exchange with keys no password
-                // matches, so the answer does not reveal which accounts
-                // exist; generating those keys is a PBKDF2, so it alone goes
-                // to the blocking pool.
+                // An unknown user gets a full exchange with decoy keys: a
+                // salt stable for the name, the same iteration count, and
+                // the same work as a real account (a lookup, no PBKDF2), so
+                // neither the answer nor its cost reveals which accounts
+                // exist.
                 let found = store
                     .account(&jid)
                     .ok()
                     .flatten()
                     .and_then(|r| r.keys(hash).cloned());
-                let keys = match found {
-                    Some(k) => k,
-                    None => tokio::task::spawn_blocking(move || {
-                        ScramKeys::generate(hash, &random_token(), iterations)
-                    })
-                    .await
-                    .map_err(|_| SaslFailure::TemporaryAuthFailure)?,
-                };
+                let keys = found.unwrap_or_else(|| {
+                    ScramKeys::decoy(hash, &self.shared.secret, jid.as_str(), iterations)
+                });
                 let (server, server_first) = ScramServer::start(keys, first, &random_token());
                 self.step = Step::Scram(Box::new(server), jid);
                 self.send(ser::sasl_challenge(&server_first))
@@ -604,7 +612,28 @@ impl<S: Io> Conn<S> {
         }
     }
 
+    /// Waits out the login back-off for `account` and this address, and
+    /// remembers the account for [`Self::fail_auth`].
+    async fn back_off(&mut self, account: &BareJid) {
+        self.attempt = Some(account.clone());
+        let keys = self.backoff_keys();
+        let wait = self.shared.backoff.wait(&keys, std::time::Instant::now());
+        if !wait.is_zero() {
+            self.shared.metrics.limited("login");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn backoff_keys(&self) -> Vec<crate::backoff::Key> {
+        let mut keys = vec![crate::backoff::Key::addr(self.peer.ip())];
+        if let Some(a) = &self.attempt {
+            keys.push(crate::backoff::Key::Account(a.clone()));
+        }
+        keys
+    }
+
     async fn succeed(&mut self, jid: BareJid, data: Option<&[u8]>) -> Flow {
+        self.shared.backoff.succeeded(&jid);
         self.send(ser::sasl_success(data)).await?;
         self.shared.metrics.logins.inc();
         info!(peer = %self.peer, %jid, "authenticated");
@@ -619,13 +648,19 @@ impl<S: Io> Conn<S> {
     /// after too many.
     async fn fail_auth(&mut self, f: SaslFailure) -> Flow {
         self.step = Step::Connected;
-        if f != SaslFailure::Aborted {
-            self.shared.metrics.auth_failures.inc();
-            self.auth_failures += 1;
-            // 250 ms, 500 ms, 1 s, ... : guessing gets slower, not easier.
-            let delay = Duration::from_millis(250) * 2u32.pow(self.auth_failures.min(6) - 1);
-            tokio::time::sleep(delay).await;
-        }
+        // Every failure counts, an abort too: an abort after the server's
+        // first message is a probe that cost the server a lookup and a
+        // challenge, and cannot be a way around the limits.
+        self.shared.metrics.auth_failures.inc();
+        self.auth_failures += 1;
+        // The back-off is shared with every other connection naming the
+        // account or coming from this address: guessing gets slower, not
+        // easier, however many connections it uses.
+        let keys = self.backoff_keys();
+        let now = std::time::Instant::now();
+        self.shared.backoff.failed(&keys, now);
+        tokio::time::sleep(self.shared.backoff.wait(&keys, now)).await;
+        self.attempt = None;
         self.send(ser::sasl_failure(f, None)).await?;
         if self.auth_failures >= self.shared.config.limits.max_auth_failures {
             return Err(Stop::Error(
@@ -733,8 +768,14 @@ impl<S: Io> Conn<S> {
                 let get = ty.as_deref() == Some("get");
                 if to_server && is("query", ns::REGISTER) {
                     let domain = self.domain.clone().unwrap_or_default();
-                    let reply =
-                        crate::register::iq(&self.shared, Some(&own_bare), &domain, &el).await;
+                    let reply = crate::register::iq(
+                        &self.shared,
+                        Some(&own_bare),
+                        &domain,
+                        self.peer.ip(),
+                        &el,
+                    )
+                    .await;
                     return self.send(reply).await;
                 }
                 if (to.is_none() || to_own) && is("query", ns::ROSTER) {

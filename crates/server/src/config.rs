@@ -91,6 +91,30 @@ pub struct LimitsConfig {
     pub publishes_per_sec: u32,
     /// Burst of publishes per account (100).
     pub publish_burst: u32,
+    /// Login back-off: the delay after the first failed login on an
+    /// account or from an address (250 ms); it doubles with each further
+    /// failure, across connections.
+    pub login_backoff_base_ms: u64,
+    /// The longest back-off delay (30 s). Nobody is ever locked out: the
+    /// right password works once the delay has passed.
+    pub login_backoff_max_secs: u64,
+    /// Seconds after the last failure when an account's or address's
+    /// failures are forgotten (900).
+    pub login_backoff_forget_secs: u64,
+    /// Most accounts and addresses the back-off remembers at once
+    /// (100,000); past it the oldest are forgotten first.
+    pub login_backoff_max_entries: usize,
+    /// In-band registrations from one address: one per this many seconds
+    /// (60), with bursts of `registration_burst_per_ip`. Loopback is exempt
+    /// unless `limit_loopback`. Exceeded: `resource-constraint` (wait).
+    pub registration_period_per_ip_secs: u64,
+    /// Burst of registrations from one address (3).
+    pub registration_burst_per_ip: u32,
+    /// In-band registrations per second from everywhere together (5, with
+    /// bursts of `registration_burst`). Exceeded: `resource-constraint`.
+    pub registrations_per_sec: u32,
+    /// Burst of registrations from everywhere (50).
+    pub registration_burst: u32,
     /// Most items in one reply: an items request (with or without
     /// `max_items`, by id, or an RSM page) and the last items replayed to a
     /// resource coming online (256, Prosody's `pep_max_items`). More: the
@@ -121,6 +145,14 @@ impl Default for LimitsConfig {
             stanza_burst: 1000,
             publishes_per_sec: 20,
             publish_burst: 100,
+            login_backoff_base_ms: 250,
+            login_backoff_max_secs: 30,
+            login_backoff_forget_secs: 900,
+            login_backoff_max_entries: 100_000,
+            registration_period_per_ip_secs: 60,
+            registration_burst_per_ip: 3,
+            registrations_per_sec: 5,
+            registration_burst: 50,
             max_reply_items: 256,
             max_reply_bytes: 1 << 20,
         }
@@ -288,6 +320,15 @@ impl Config {
         if self.limits.pre_auth_max_stanza_bytes < 1024 {
             return invalid("limits.pre_auth_max_stanza_bytes", "must be at least 1024");
         }
+        if self.limits.registration_period_per_ip_secs == 0 {
+            return invalid(
+                "limits.registration_period_per_ip_secs",
+                "must be at least 1",
+            );
+        }
+        if self.limits.login_backoff_max_entries == 0 {
+            return invalid("limits.login_backoff_max_entries", "must be at least 1");
+        }
         if self.limits.max_reply_items == 0 {
             return invalid("limits.max_reply_items", "must be at least 1");
         }
@@ -310,6 +351,15 @@ impl Config {
             ("limits.stanza_burst", self.limits.stanza_burst),
             ("limits.publishes_per_sec", self.limits.publishes_per_sec),
             ("limits.publish_burst", self.limits.publish_burst),
+            (
+                "limits.registration_burst_per_ip",
+                self.limits.registration_burst_per_ip,
+            ),
+            (
+                "limits.registrations_per_sec",
+                self.limits.registrations_per_sec,
+            ),
+            ("limits.registration_burst", self.limits.registration_burst),
         ] {
             if v == 0 {
                 return invalid(key, "must be at least 1");

@@ -10,6 +10,7 @@
 //! - [`sasl`]: SCRAM-SHA-1, SCRAM-SHA-256 and PLAIN on stored keys.
 //! - `c2s`: client connections, from the stream header to a bound session.
 
+mod backoff;
 mod blocking;
 mod c2s;
 pub mod caps;
@@ -158,6 +159,10 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) limiters: limits::Limiters,
+    /// Failed logins across connections, by account and address.
+    pub(crate) backoff: backoff::LoginBackoff,
+    /// The server secret (`data_dir/server.secret`): keys decoy SCRAM salts.
+    pub(crate) secret: [u8; 32],
 }
 
 /// Resolves once shutdown was signalled. (Wrapping `wait_for` keeps its
@@ -176,6 +181,7 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let store = Arc::new(Store::open(&config.data_dir)?);
+    let secret = files::server_secret(&config.data_dir)?;
     let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     let registry = Arc::new(fanout::Registry::new(config.domains.clone(), shards));
     // The store is the authority: rebuild the fan-out index from it.
@@ -224,6 +230,7 @@ pub async fn run(
     }
     let committer = commit::Committer::start(store.clone(), metrics.clone());
     let limiters = limits::Limiters::new(&config.limits);
+    let backoff = backoff::LoginBackoff::new(&config.limits);
     let shared = Arc::new(Shared {
         config,
         store,
@@ -236,6 +243,8 @@ pub async fn run(
         shutdown: stop_rx.clone(),
         metrics,
         limiters,
+        backoff,
+        secret,
     });
     let mut accept_loops = JoinSet::new();
     let all = listeners

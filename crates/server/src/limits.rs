@@ -21,6 +21,9 @@ pub(crate) struct Limiters {
     connections: Keyed<IpAddr>,
     stanzas: Keyed<BareJid>,
     publishes: Keyed<BareJid>,
+    registrations_ip: Keyed<IpAddr>,
+    registrations_all:
+        RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, DefaultClock>,
     limit_loopback: bool,
 }
 
@@ -39,6 +42,19 @@ impl Limiters {
             )),
             stanzas: RateLimiter::keyed(quota(l.stanzas_per_sec, l.stanza_burst)),
             publishes: RateLimiter::keyed(quota(l.publishes_per_sec, l.publish_burst)),
+            registrations_ip: RateLimiter::keyed(
+                Quota::with_period(Duration::from_secs(
+                    l.registration_period_per_ip_secs.max(1),
+                ))
+                .expect("a non-zero period")
+                .allow_burst(
+                    NonZeroU32::new(l.registration_burst_per_ip).unwrap_or(NonZeroU32::MIN),
+                ),
+            ),
+            registrations_all: RateLimiter::direct(quota(
+                l.registrations_per_sec,
+                l.registration_burst,
+            )),
             limit_loopback: l.limit_loopback,
         }
     }
@@ -64,6 +80,21 @@ impl Limiters {
             Ok(()) => Duration::ZERO,
             Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
         }
+    }
+
+    /// Whether a registration attempt from `ip` may go ahead: within the
+    /// address's rate (loopback exempt unless configured) and the global one.
+    pub(crate) fn registration(&self, ip: IpAddr) -> bool {
+        let exempt = ip.is_loopback() && !self.limit_loopback;
+        if !exempt {
+            if self.registrations_ip.check_key(&ip).is_err() {
+                return false;
+            }
+            if self.registrations_ip.len() > 10_000 {
+                self.registrations_ip.retain_recent();
+            }
+        }
+        self.registrations_all.check().is_ok()
     }
 
     /// Whether `account` may publish now.
@@ -105,6 +136,25 @@ mod tests {
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(1),
             "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn registrations_per_address_and_overall() {
+        let l = Limiters::new(&LimitsConfig {
+            registration_period_per_ip_secs: 3600,
+            registration_burst_per_ip: 2,
+            registrations_per_sec: 1,
+            registration_burst: 3,
+            ..LimitsConfig::default()
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(l.registration(a) && l.registration(a));
+        assert!(!l.registration(a), "a third from one address");
+        assert!(l.registration("192.0.2.2".parse().unwrap()));
+        assert!(
+            !l.registration("192.0.2.3".parse().unwrap()),
+            "the global burst of 3 is spent"
         );
     }
 

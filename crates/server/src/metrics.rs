@@ -32,8 +32,13 @@ pub(crate) struct Metrics {
     pub(crate) sessions: Gauge,
     /// Successful logins (rate() gives logins/s).
     pub(crate) logins: Counter,
-    /// Failed SASL attempts.
+    /// Failed SASL attempts (aborts included).
     pub(crate) auth_failures: Counter,
+    /// PBKDF2 derivations (PLAIN checks, new keys): mirrored from
+    /// [`crate::sasl::pbkdf2_runs`] at each scrape.
+    pbkdf2: Counter,
+    /// Accounts created by in-band registration.
+    pub(crate) registrations: Counter,
     /// Stanzas read from clients.
     pub(crate) stanzas_in: Counter,
     /// Frames written to clients (stanzas and stream-level elements).
@@ -50,6 +55,7 @@ pub(crate) struct Metrics {
     pub(crate) commit_seconds: Histogram,
     /// Publishes per group commit.
     pub(crate) commit_batch: Histogram,
+    sync: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -60,6 +66,8 @@ impl Metrics {
             sessions: Gauge::default(),
             logins: Counter::default(),
             auth_failures: Counter::default(),
+            pbkdf2: Counter::default(),
+            registrations: Counter::default(),
             stanzas_in: Counter::default(),
             stanzas_out: Counter::default(),
             publishes: Counter::default(),
@@ -68,6 +76,7 @@ impl Metrics {
             rate_limited: Family::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            sync: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
         registry.register(
@@ -81,6 +90,16 @@ impl Metrics {
             "auth_failures",
             "Failed SASL attempts",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "pbkdf2_derivations",
+            "PBKDF2 derivations (password checks and new SCRAM keys)",
+            m.pbkdf2.clone(),
+        );
+        registry.register(
+            "registrations",
+            "Accounts created by in-band registration",
+            m.registrations.clone(),
         );
         registry.register(
             "stanzas_in",
@@ -151,6 +170,12 @@ impl Metrics {
     /// The text exposition.
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
+        {
+            // One scrape at a time brings the mirror up to date.
+            let _one = self.sync.lock();
+            let now = crate::sasl::pbkdf2_runs();
+            self.pbkdf2.inc_by(now.saturating_sub(self.pbkdf2.get()));
+        }
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out

@@ -15,11 +15,13 @@ fn fields<'a>(query: &'a Element, name: &str) -> Option<std::borrow::Cow<'a, str
 }
 
 /// Answers a `jabber:iq:register` iq. `me` is the authenticated account,
-/// `None` before authentication; `domain` is the stream's.
+/// `None` before authentication; `domain` is the stream's; `peer` the
+/// client's address, for the registration rate limits.
 pub(crate) async fn iq(
     shared: &Arc<Shared>,
     me: Option<&BareJid>,
     domain: &str,
+    peer: std::net::IpAddr,
     iq: &Element,
 ) -> Bytes {
     let id = iq.attr("id").unwrap_or("");
@@ -63,6 +65,14 @@ pub(crate) async fn iq(
                 // A password change names the authenticated account only.
                 return err(StanzaError::new(C::NotAllowed));
             }
+            // Each attempt to create an account costs two PBKDF2s and a
+            // durable write: limited per address and overall (RFC 6120
+            // §8.3.3.18 `resource-constraint`, type `wait`).
+            if who.is_none() && !shared.limiters.registration(peer) {
+                shared.metrics.limited("registration");
+                return err(StanzaError::new(C::ResourceConstraint)
+                    .with_text("too many registrations; try again later"));
+            }
             let store = shared.store.clone();
             let iterations = shared.config.scram_iterations;
             let (j, p, change) = (jid.clone(), pass.into_owned(), who.is_some());
@@ -77,6 +87,9 @@ pub(crate) async fn iq(
             .await;
             match r {
                 Ok(Ok(())) => {
+                    if who.is_none() {
+                        shared.metrics.registrations.inc();
+                    }
                     info!(%jid, change = who.is_some(), "registration");
                     ser::iq_result(id, None, None, None)
                 }

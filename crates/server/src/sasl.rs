@@ -56,6 +56,7 @@ impl Hash {
     }
 
     fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+        PBKDF2_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self {
             Hash::Sha1 => {
                 let mut out = [0u8; 20];
@@ -69,6 +70,15 @@ impl Hash {
             }
         }
     }
+}
+
+/// PBKDF2 derivations since the process started: the one costly step of
+/// authentication, counted so that tests and metrics can see who pays it.
+static PBKDF2_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many PBKDF2 derivations this process has run.
+pub fn pbkdf2_runs() -> u64 {
+    PBKDF2_RUNS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What the store keeps for one account and one hash.
@@ -105,6 +115,31 @@ impl ScramKeys {
     pub fn generate(hash: Hash, password: &str, iterations: u32) -> Self {
         let salt: [u8; 16] = rand::random();
         Self::derive(hash, password, &salt, iterations)
+    }
+
+    /// Keys for an account that does not exist, so that SCRAM answers a
+    /// stranger as it answers a real account: a salt that stays the same for
+    /// the same name (derived from the server `secret`, so it cannot be
+    /// told from a real one), the configured iteration count, and keys no
+    /// password matches. Made with a few HMACs, no PBKDF2: looking up a real
+    /// account costs no PBKDF2 either.
+    pub fn decoy(hash: Hash, secret: &[u8], name: &str, iterations: u32) -> Self {
+        let tagged = |tag: &str| {
+            let mut data = Vec::with_capacity(tag.len() + name.len() + 16);
+            data.extend_from_slice(tag.as_bytes());
+            data.push(0);
+            data.extend_from_slice(hash.mechanism().as_bytes());
+            data.push(0);
+            data.extend_from_slice(name.as_bytes());
+            hash.hmac(secret, &data)
+        };
+        Self {
+            hash,
+            salt: tagged("decoy salt")[..16].to_vec(),
+            iterations,
+            stored_key: tagged("decoy stored key"),
+            server_key: tagged("decoy server key"),
+        }
     }
 
     /// Checks a password as PLAIN does: one PBKDF2, then compare.
@@ -494,6 +529,26 @@ mod tests {
             let (cfin, _) = bad.respond(&sf).unwrap();
             assert_eq!(server.finish(&cfin), Err(SaslError::NotAuthorized));
         }
+    }
+
+    #[test]
+    fn decoys_are_stable_per_name() {
+        let a = ScramKeys::decoy(Hash::Sha1, b"secret", "nobody", 4096);
+        let b = ScramKeys::decoy(Hash::Sha1, b"secret", "nobody", 4096);
+        let c = ScramKeys::decoy(Hash::Sha1, b"secret", "someone", 4096);
+        let d = ScramKeys::decoy(Hash::Sha1, b"other secret", "nobody", 4096);
+        assert_eq!(a, b, "the same name gets the same salt every time");
+        assert_ne!(a.salt, c.salt);
+        assert_ne!(a.salt, d.salt, "the salt depends on the server secret");
+        assert_eq!(
+            (a.salt.len(), a.iterations),
+            (16, 4096),
+            "shaped like a real one"
+        );
+        assert_eq!(a.stored_key.len(), 20);
+        let sha256 = ScramKeys::decoy(Hash::Sha256, b"secret", "nobody", 4096);
+        assert_eq!(sha256.stored_key.len(), 32);
+        assert!(!a.verify_password("nobody"));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! drains everything queued, and writes it with one vectored write.
 //!
 //! # Slow consumers
-//! The queue holds at most `capacity` frames. A push into a full queue
+//! The queue holds at most `capacity` frames and, when a byte limit is set
+//! ([`OutboundQueue::set_max_bytes`]), at most that many bytes (a frame
+//! larger than the limit still goes into an empty queue, so one big stanza
+//! is never refused alone). A push into a full queue
 //! fails with [`PushError::Full`] and *overflows* the queue: every later
 //! push fails with [`PushError::Closed`], and the writer is woken so it can
 //! end the stream with `<policy-violation/>`. Nothing is dropped silently:
@@ -107,6 +110,11 @@ struct Inner {
     /// less per delivery.
     first: Option<Arc<Notification>>,
     capacity: u32,
+    /// Bytes the queued frames will write; `u32` keeps the push path in one
+    /// cache line (a queue holds far less than 4 GiB).
+    bytes: u32,
+    /// Most bytes queued at once (`u32::MAX`: frames only).
+    max_bytes: u32,
     state: QueueState,
     /// Set by the first push after a drain; cleared by the writer. Lets a
     /// burst of pushes wake the writer once instead of per frame.
@@ -148,6 +156,8 @@ impl OutboundQueue {
                 first: None,
                 has_waker: false,
                 capacity: capacity.clamp(1, u32::MAX as usize) as u32,
+                bytes: 0,
+                max_bytes: u32::MAX,
                 state: QueueState::Open,
                 notified: false,
             }),
@@ -164,6 +174,17 @@ impl OutboundQueue {
     /// The configured capacity.
     pub fn capacity(&self) -> usize {
         self.inner.lock().capacity as usize
+    }
+
+    /// Bounds the bytes queued at once: a slow reader is disconnected at
+    /// this many bytes as at `capacity` frames.
+    pub fn set_max_bytes(&self, max: usize) {
+        self.inner.lock().max_bytes = max.clamp(1, u32::MAX as usize) as u32;
+    }
+
+    /// Bytes queued now.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().bytes as usize
     }
 
     /// Frames queued now.
@@ -195,7 +216,9 @@ impl OutboundQueue {
         if inner.state != QueueState::Open {
             return Err(PushError::Closed);
         }
-        if inner.len() >= inner.capacity as usize {
+        let size = frame.len_for(&self.to).min(u32::MAX as usize) as u32;
+        let over_bytes = inner.len() > 0 && inner.bytes.saturating_add(size) > inner.max_bytes;
+        if inner.len() >= inner.capacity as usize || over_bytes {
             inner.state = QueueState::Overflowed;
             inner.notified = true;
             let w = self.take_waker(&mut inner);
@@ -205,6 +228,7 @@ impl OutboundQueue {
             }
             return Err(PushError::Full);
         }
+        inner.bytes = inner.bytes.saturating_add(size);
         match frame {
             Frame::Notification(n) if inner.first.is_none() && inner.frames.is_empty() => {
                 inner.first = Some(n);
@@ -273,6 +297,20 @@ impl OutboundQueue {
             n = 1;
         }
         let rest = inner.frames.len().min(max - n);
+        if rest == inner.frames.len() {
+            // Everything leaves: nothing to count.
+            inner.bytes = 0;
+        } else {
+            let to = &self.to;
+            let gone: usize = inner.frames[..rest]
+                .iter()
+                .map(|f| f.len_for(to))
+                .sum::<usize>()
+                + out.last().filter(|_| n == 1).map_or(0, |f| f.len_for(to));
+            inner.bytes = inner
+                .bytes
+                .saturating_sub(gone.min(u32::MAX as usize) as u32);
+        }
         if rest == inner.frames.len() && out.is_empty() {
             // Swap buffers: no copy, and the writer's empty vector (with its
             // capacity) becomes the queue's next buffer.
@@ -305,6 +343,30 @@ impl OutboundQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_in_bytes_too() {
+        let q = OutboundQueue::new("a@b/c", 100);
+        q.set_max_bytes(10);
+        let b = |n: usize| Frame::Bytes(Bytes::from(vec![b'x'; n]));
+        // One frame over the limit still goes into an empty queue.
+        q.push(b(25)).unwrap();
+        assert_eq!(q.bytes(), 25);
+        let mut out = Vec::new();
+        assert_eq!(q.drain_into(&mut out, usize::MAX), 1);
+        assert_eq!(q.bytes(), 0);
+        q.push(b(4)).unwrap();
+        q.push(b(6)).unwrap();
+        assert_eq!(q.bytes(), 10);
+        // A partial drain gives back what left.
+        out.clear();
+        assert_eq!(q.drain_into(&mut out, 1), 1);
+        assert_eq!(q.bytes(), 6);
+        q.push(b(4)).unwrap();
+        assert_eq!(q.push(b(1)), Err(PushError::Full), "11 bytes > 10");
+        assert_eq!(q.state(), QueueState::Overflowed);
+        assert_eq!(q.push(b(1)), Err(PushError::Closed));
+    }
 
     #[test]
     fn bounded_and_overflow_is_sticky() {

@@ -708,7 +708,10 @@ impl<S: Io> Conn<S> {
 
     async fn bind(&mut self, jid: FullJid, id: &str) -> Flow {
         let fanout: &Arc<dyn Fanout> = &self.shared.fanout;
-        let handle = fanout.attach(jid.clone(), self.shared.config.limits.outbound_queue);
+        let limits = &self.shared.config.limits;
+        let handle = fanout.attach(jid.clone(), limits.outbound_queue);
+        handle.queue().set_max_bytes(limits.outbound_queue_bytes);
+        let stall = limits.write_stall_timeout();
         // A session this bind replaces is no longer available.
         self.shared.presences.remove(&jid);
         let closing = Arc::new(AtomicBool::new(false));
@@ -718,6 +721,7 @@ impl<S: Io> Conn<S> {
             handle.clone(),
             closing.clone(),
             self.shared.metrics.clone(),
+            stall,
         ));
         self.shared.metrics.sessions.inc();
         info!(peer = %self.peer, %jid, "bound");
@@ -1085,6 +1089,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     handle: OutboundHandle,
     closing: Arc<AtomicBool>,
     metrics: Arc<crate::metrics::Metrics>,
+    stall: Duration,
 ) {
     // Grows with the first batch: an idle session keeps no buffer.
     let mut frames: Vec<Frame> = Vec::new();
@@ -1095,11 +1100,19 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if handle.drain(&mut frames, WRITE_BATCH) == 0 {
                 break;
             }
-            if write_frames(&mut wr, &frames, handle.to_escaped())
-                .await
-                .is_err()
-            {
-                return;
+            match write_frames(&mut wr, &frames, handle.to_escaped(), stall).await {
+                Ok(()) => {}
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        // A peer that takes nothing for this long is gone or
+                        // hostile; what it holds stays in our memory.
+                        debug!(jid = %handle.session().jid(), "write stalled; closing");
+                        metrics.dropped("write_stall");
+                    }
+                    // Refuse further pushes: the reader sees the writer end.
+                    handle.queue().close();
+                    return;
+                }
             }
             metrics.stanzas_out.inc_by(frames.len() as u64);
         }
@@ -1108,33 +1121,38 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             QueueState::Overflowed => {
                 debug!(jid = %handle.session().jid(), "outbound queue overflowed");
                 metrics.dropped("overflow_disconnect");
-                let _ = wr
-                    .write_all(&ser::stream_error(
+                let _ = tokio::time::timeout(
+                    stall,
+                    wr.write_all(&ser::stream_error(
                         StreamErrorCondition::PolicyViolation,
                         Some("outbound queue full"),
-                    ))
-                    .await;
+                    )),
+                )
+                .await;
                 break;
             }
             QueueState::Closed => {
                 if !closing.load(Ordering::Acquire) {
                     // Detached by someone else: a newer session bound the
                     // same full JID (RFC 6120 §7.7.2.2).
-                    let _ = wr
-                        .write_all(&ser::stream_error(StreamErrorCondition::Conflict, None))
-                        .await;
+                    let _ = tokio::time::timeout(
+                        stall,
+                        wr.write_all(&ser::stream_error(StreamErrorCondition::Conflict, None)),
+                    )
+                    .await;
                 }
                 break;
             }
         }
     }
-    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(stall, wr.shutdown()).await;
 }
 
 async fn write_frames<W: AsyncWrite + Unpin>(
     wr: &mut W,
     frames: &[Frame],
     to: &[u8],
+    stall: Duration,
 ) -> std::io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 3);
     for f in frames {
@@ -1142,7 +1160,11 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     }
     let mut bufs = &mut slices[..];
     while !bufs.is_empty() {
-        let n = wr.write_vectored(bufs).await?;
+        // The stall timeout is per write call: a slow but moving reader is
+        // fine, one that takes nothing at all is not.
+        let n = tokio::time::timeout(stall, wr.write_vectored(bufs))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

@@ -59,6 +59,15 @@ pub struct LimitsConfig {
     /// session is disconnected with `policy-violation`; history keeps the
     /// posts it missed.
     pub outbound_queue: usize,
+    /// Bytes a session's outbound queue holds (4 MiB): with
+    /// `outbound_queue`, the slow-consumer bound, for every kind of stanza
+    /// (notifications, presence, roster pushes, iq results). Exceeded: the
+    /// session is disconnected with `policy-violation`.
+    pub outbound_queue_bytes: usize,
+    /// Seconds one write to a client may make no progress (60). Exceeded:
+    /// the session is closed, so a client that stops reading cannot hold
+    /// its queue and socket buffers.
+    pub write_stall_timeout_secs: u64,
     /// Seconds a connection has to finish the stream negotiation through
     /// resource binding (30). Exceeded: `connection-timeout`.
     pub handshake_timeout_secs: u64,
@@ -135,6 +144,8 @@ impl Default for LimitsConfig {
             max_attributes: f.max_attributes,
             max_namespace_decls: f.max_namespace_decls,
             outbound_queue: 8192,
+            outbound_queue_bytes: 4 << 20,
+            write_stall_timeout_secs: 60,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 300,
             max_auth_failures: 3,
@@ -186,6 +197,10 @@ impl LimitsConfig {
             items: self.max_reply_items,
             bytes: self.max_reply_bytes,
         }
+    }
+    /// The write-stall timeout.
+    pub fn write_stall_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_stall_timeout_secs)
     }
     /// The idle timeout.
     pub fn idle_timeout(&self) -> Duration {
@@ -337,6 +352,15 @@ impl Config {
                 "limits.max_reply_bytes",
                 "must be at least limits.max_stanza_bytes, so the largest item fits in a reply",
             );
+        }
+        if self.limits.outbound_queue_bytes < self.limits.max_stanza_bytes {
+            return invalid(
+                "limits.outbound_queue_bytes",
+                "must be at least limits.max_stanza_bytes",
+            );
+        }
+        if self.limits.write_stall_timeout_secs == 0 {
+            return invalid("limits.write_stall_timeout_secs", "must be at least 1");
         }
         if self.limits.outbound_queue == 0 {
             return invalid("limits.outbound_queue", "must be at least 1");

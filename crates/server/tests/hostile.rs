@@ -333,3 +333,83 @@ async fn login_back_off_spans_connections_without_locking_out() {
     assert_eq!(srv.metric("auth_failures_total"), 1.0);
     srv.stop();
 }
+
+/// Logs in with a 4 KiB receive window, then never reads: the server's
+/// writes back up at once instead of filling megabytes of socket buffers.
+async fn login_not_reading(srv: &Binary, user: &str) -> Client {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut c = Client::from_tcp(sock.connect(srv.addr).await.unwrap());
+    c.open(common::DOMAIN).await;
+    let ok = c.plain(user, "pw").await;
+    assert!(ok.is("success", ns::SASL), "{ok:?}");
+    c.bind(Some("r")).await;
+    c
+}
+
+/// Sends `n` chat messages of `size` bytes to `to`.
+async fn flood(c: &mut Client, to: &str, n: usize, size: usize) {
+    let body = "x".repeat(size);
+    for i in 0..n {
+        if c.try_send(&format!(
+            "<message to='{to}' type='chat' id='m{i}'><body>{body}</body></message>"
+        ))
+        .await
+        .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// §2.2: a session that never reads is disconnected once its queue holds
+/// `outbound_queue_bytes`, however few frames that is.
+#[tokio::test]
+async fn slow_readers_are_bounded_in_bytes() {
+    let srv = Binary::start(
+        &[("jane", "pw"), ("joe", "pw")],
+        "[limits]\nmax_stanza_bytes = 131072\noutbound_queue_bytes = 1048576\n\
+         write_stall_timeout_secs = 600\n",
+    );
+    let joe = login_not_reading(&srv, "joe").await;
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;
+    // 300 × 100 KiB would be 30 MiB held for joe.
+    flood(&mut jane, "joe@example.org/r", 300, 100 * 1024).await;
+    // Messages after joe left bounce; read past them.
+    jane.drain().await;
+    assert_eq!(
+        metric_becomes(&srv, "queue_drops_total", 1.0, 30).await,
+        1.0,
+        "one overflow disconnect"
+    );
+    assert_eq!(
+        metric_becomes(&srv, "sessions", 1.0, 30).await,
+        1.0,
+        "joe is gone"
+    );
+    drop(joe);
+    srv.stop();
+}
+
+/// §2.2: a write that makes no progress for `write_stall_timeout_secs`
+/// ends the session even while its queue is under its bounds.
+#[tokio::test]
+async fn stalled_writes_end_the_session() {
+    let srv = Binary::start(
+        &[("jane", "pw"), ("joe", "pw")],
+        "[limits]\nmax_stanza_bytes = 131072\noutbound_queue_bytes = 67108864\n\
+         write_stall_timeout_secs = 1\n",
+    );
+    let joe = login_not_reading(&srv, "joe").await;
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;
+    flood(&mut jane, "joe@example.org/r", 100, 100 * 1024).await;
+    jane.drain().await;
+    assert_eq!(
+        metric_becomes(&srv, "sessions", 1.0, 30).await,
+        1.0,
+        "joe is gone"
+    );
+    assert_eq!(srv.metric("queue_drops_total"), 1.0, "one write stall");
+    drop(joe);
+    srv.stop();
+}

@@ -40,6 +40,10 @@ use crate::Shared;
 
 /// Most frames one vectored write takes.
 const WRITE_BATCH: usize = 256;
+/// Longest caps `ver` the server asks about (a SHA-1 one is 28 bytes).
+const MAX_VER_LEN: usize = 64;
+/// Longest caps `node` the server asks about.
+const MAX_CAPS_NODE_LEN: usize = 1024;
 
 enum Step {
     /// Waiting for a stream header that will start SASL.
@@ -917,10 +921,24 @@ impl<S: Io> Conn<S> {
                 let ver = c
                     .filter(|c| c.attr("hash") == Some("sha-1"))
                     .and_then(|c| c.attr("ver"));
+                // A SHA-1 ver is 28 characters; anything much longer is
+                // not one, and is not worth a query or a cache slot.
+                let ver = ver.filter(|v| v.len() <= MAX_VER_LEN);
+                let node_ok = c
+                    .and_then(|c| c.attr("node"))
+                    .is_none_or(|n| n.len() <= MAX_CAPS_NODE_LEN);
                 s.caps_ver = ver.map(str::to_owned);
-                match ver {
+                let max_pending = self.shared.config.limits.max_caps_queries;
+                match ver.filter(|_| node_ok) {
                     Some(ver) => match caps.get(ver) {
                         Some(interests) => s.presence.notify = interests.to_vec(),
+                        None if s.caps_pending.len() >= max_pending
+                            || s.caps_pending.values().any(|v| v == ver) =>
+                        {
+                            // Asked already, or too many questions open:
+                            // no new one until answers come back.
+                            s.presence.notify.clear();
+                        }
                         None => {
                             // Unknown: ask, and verify the answer's hash.
                             s.presence.notify.clear();
@@ -1066,7 +1084,12 @@ impl<S: Io> Conn<S> {
         let Some(query) = el.child("query", ns::DISCO_INFO) else {
             return Ok(());
         };
-        match self.shared.caps.verify(&ver, query) {
+        let verified = self.shared.caps.verify(&ver, query);
+        self.shared
+            .metrics
+            .caps_cache
+            .set(self.shared.caps.len() as i64);
+        match verified {
             Some(interests) if s.caps_ver.as_deref() == Some(ver.as_str()) => {
                 s.presence.notify = interests.to_vec();
                 self.shared

@@ -8,27 +8,72 @@
 //! poison the cache for every client claiming the same `ver`. The features
 //! ending in `+notify` are the resource's PEP interests (XEP-0163 §4).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use dashmap::DashMap;
 use sha1::Digest as _;
 use stanza::{ns, Element};
 
 /// The `+notify` node names of one verified `ver`.
 pub type Interests = Arc<[String]>;
 
-/// Verified capabilities by `ver`, shared by every session.
-#[derive(Debug, Default)]
+/// Verified capabilities by `ver`, shared by every session, holding at most
+/// `capacity` answers: past it the least recently used is forgotten (the
+/// next presence with that `ver` is simply asked again).
+#[derive(Debug)]
 pub struct CapsCache {
-    by_ver: DashMap<String, Interests>,
+    inner: Mutex<Lru>,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Lru {
+    /// ver -> (interests, last use).
+    by_ver: HashMap<String, (Interests, u64)>,
+    clock: u64,
+}
+
+impl Default for CapsCache {
+    fn default() -> Self {
+        Self::new(10_000)
+    }
 }
 
 impl CapsCache {
+    /// A cache of at most `capacity` verified answers.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Lru::default()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
+        // Nothing panics while the lock is held.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The interests of a verified `ver`.
     pub fn get(&self, ver: &str) -> Option<Interests> {
-        self.by_ver.get(ver).map(|v| v.clone())
+        let mut lru = self.lock();
+        lru.clock += 1;
+        let now = lru.clock;
+        lru.by_ver.get_mut(ver).map(|(v, used)| {
+            *used = now;
+            v.clone()
+        })
+    }
+
+    /// Answers cached now.
+    pub fn len(&self) -> usize {
+        self.lock().by_ver.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Checks a disco#info answer against `ver`; caches and returns the
@@ -38,7 +83,29 @@ impl CapsCache {
             return None;
         }
         let interests: Interests = notify_nodes(query).into();
-        self.by_ver.insert(ver.to_owned(), interests.clone());
+        let mut lru = self.lock();
+        lru.clock += 1;
+        let now = lru.clock;
+        if lru.by_ver.len() >= self.capacity && !lru.by_ver.contains_key(ver) {
+            // Evict the least recently used eighth at once, so a stream of
+            // new vers pays the O(n) scan once per capacity/8 inserts.
+            let mut ages: Vec<u64> = lru.by_ver.values().map(|(_, u)| *u).collect();
+            let cut = (self.capacity / 8).max(1).min(ages.len() - 1);
+            let (_, &mut oldest_kept, _) = ages.select_nth_unstable(cut);
+            lru.by_ver.retain(|_, (_, u)| *u >= oldest_kept);
+            while lru.by_ver.len() >= self.capacity {
+                let Some(k) = lru
+                    .by_ver
+                    .iter()
+                    .min_by_key(|(_, (_, u))| *u)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                lru.by_ver.remove(&k);
+            }
+        }
+        lru.by_ver.insert(ver.to_owned(), (interests.clone(), now));
         Some(interests)
     }
 }
@@ -191,5 +258,30 @@ mod tests {
         let interests = cache.verify(&ver, &q).unwrap();
         assert_eq!(&*interests, ["urn:xmpp:microblog:0".to_owned()]);
         assert_eq!(cache.get(&ver).unwrap(), interests);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_keeps_what_is_used() {
+        let cache = CapsCache::new(8);
+        let answer = |i: usize| {
+            query(&format!(
+                "<query xmlns='http://jabber.org/protocol/disco#info'>\
+                 <identity category='client' type='pc' name='c{i}'/></query>"
+            ))
+        };
+        let first = verification_string_hash(&answer(0));
+        cache.verify(&first, &answer(0)).unwrap();
+        for i in 1..100 {
+            let q = answer(i);
+            cache.verify(&verification_string_hash(&q), &q).unwrap();
+            // The first one is in use all along: it stays.
+            assert!(cache.get(&first).is_some(), "evicted at {i}");
+            assert!(cache.len() <= 8, "{}", cache.len());
+        }
+        let old = answer(1);
+        assert!(
+            cache.get(&verification_string_hash(&old)).is_none(),
+            "least recent gone"
+        );
     }
 }

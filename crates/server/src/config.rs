@@ -124,6 +124,13 @@ pub struct LimitsConfig {
     pub registrations_per_sec: u32,
     /// Burst of registrations from everywhere (50).
     pub registration_burst: u32,
+    /// Verified caps (XEP-0115) answers kept, shared by all sessions
+    /// (10,000); past it the least recently used is forgotten and asked
+    /// again when next seen.
+    pub caps_cache_entries: usize,
+    /// Caps disco#info queries one session may have unanswered (4); past it
+    /// new `ver`s are not asked about until answers come back.
+    pub max_caps_queries: usize,
     /// Most items in one reply: an items request (with or without
     /// `max_items`, by id, or an RSM page) and the last items replayed to a
     /// resource coming online (256, Prosody's `pep_max_items`). More: the
@@ -164,6 +171,8 @@ impl Default for LimitsConfig {
             registration_burst_per_ip: 3,
             registrations_per_sec: 5,
             registration_burst: 50,
+            caps_cache_entries: 10_000,
+            max_caps_queries: 4,
             max_reply_items: 256,
             max_reply_bytes: 1 << 20,
         }
@@ -343,6 +352,9 @@ impl Config {
         }
         if self.limits.login_backoff_max_entries == 0 {
             return invalid("limits.login_backoff_max_entries", "must be at least 1");
+        }
+        if self.limits.caps_cache_entries == 0 {
+            return invalid("limits.caps_cache_entries", "must be at least 1");
         }
         if self.limits.max_reply_items == 0 {
             return invalid("limits.max_reply_items", "must be at least 1");

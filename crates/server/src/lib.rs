@@ -231,12 +231,13 @@ pub async fn run(
     let committer = commit::Committer::start(store.clone(), metrics.clone());
     let limiters = limits::Limiters::new(&config.limits);
     let backoff = backoff::LoginBackoff::new(&config.limits);
+    let caps = Arc::new(caps::CapsCache::new(config.limits.caps_cache_entries));
     let shared = Arc::new(Shared {
         config,
         store,
         fanout,
         committer,
-        caps: Arc::new(caps::CapsCache::default()),
+        caps,
         presences: dashmap::DashMap::new(),
         directed: dashmap::DashMap::new(),
         tls,

@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     pbkdf2: Counter,
     /// Accounts created by in-band registration.
     pub(crate) registrations: Counter,
+    /// Verified caps answers cached.
+    pub(crate) caps_cache: Gauge,
     /// Stanzas read from clients.
     pub(crate) stanzas_in: Counter,
     /// Frames written to clients (stanzas and stream-level elements).
@@ -68,6 +70,7 @@ impl Metrics {
             auth_failures: Counter::default(),
             pbkdf2: Counter::default(),
             registrations: Counter::default(),
+            caps_cache: Gauge::default(),
             stanzas_in: Counter::default(),
             stanzas_out: Counter::default(),
             publishes: Counter::default(),
@@ -100,6 +103,11 @@ impl Metrics {
             "registrations",
             "Accounts created by in-band registration",
             m.registrations.clone(),
+        );
+        registry.register(
+            "caps_cache_entries",
+            "Verified XEP-0115 answers cached",
+            m.caps_cache.clone(),
         );
         registry.register(
             "stanzas_in",

@@ -413,3 +413,71 @@ async fn stalled_writes_end_the_session() {
     drop(joe);
     srv.stop();
 }
+
+/// A disco#info answer naming client `i`, and its caps `ver`.
+fn caps_answer(i: usize) -> (String, String) {
+    let query = format!(
+        "<query xmlns='http://jabber.org/protocol/disco#info'>\
+         <identity category='client' type='pc' name='client {i}'/>\
+         <feature var='http://jabber.org/protocol/caps'/></query>"
+    );
+    let ver = server::caps::verification_string_hash(&Element::parse(&query).unwrap());
+    (query, ver)
+}
+
+fn caps_presence(ver: &str) -> String {
+    format!(
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
+         node='https://hostile.test' ver='{ver}'/></presence>"
+    )
+}
+
+/// Reads up to the answer of a ping; returns the caps queries seen.
+async fn caps_queries(c: &mut Client) -> Vec<Element> {
+    c.send("<iq type='get' id='fence'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let mut out = Vec::new();
+    loop {
+        let e = c.element().await;
+        if e.attr("id") == Some("fence") {
+            return out;
+        }
+        if e.name == "iq" && e.child("query", ns::DISCO_INFO).is_some() {
+            out.push(e);
+        }
+    }
+}
+
+/// §2.6: unanswered caps queries are bounded per session, long `ver`s are
+/// not asked about, and the verified cache is bounded.
+#[tokio::test]
+async fn caps_state_is_bounded() {
+    let srv = Binary::start(
+        &[("jane", "pw")],
+        "[limits]\nmax_caps_queries = 4\ncaps_cache_entries = 3\n",
+    );
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;
+    // 50 unknown vers, never answered: 4 questions, not 50.
+    for i in 0..50 {
+        jane.send(&caps_presence(&format!("{i:0>27}="))).await;
+    }
+    jane.send(&caps_presence(&"v".repeat(5000))).await;
+    assert_eq!(caps_queries(&mut jane).await.len(), 4);
+    // Answers free the slots: each of 6 real clients is asked and verified,
+    // and the cache keeps 3.
+    let (mut joe, _) = Client::login_plain(srv.addr, "jane", "pw", "b").await;
+    for i in 0..6 {
+        let (query, ver) = caps_answer(i);
+        joe.send(&caps_presence(&ver)).await;
+        let asked = caps_queries(&mut joe).await;
+        assert_eq!(asked.len(), 1, "client {i}");
+        let (id, from) = (asked[0].attr("id").unwrap(), asked[0].attr("from").unwrap());
+        joe.send(&format!(
+            "<iq type='result' id='{id}' to='{from}'>{query}</iq>"
+        ))
+        .await;
+        joe.ping().await;
+    }
+    assert_eq!(srv.metric("caps_cache_entries"), 3.0);
+    srv.stop();
+}

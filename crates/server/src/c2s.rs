@@ -40,6 +40,9 @@ use crate::Shared;
 
 /// Most frames one vectored write takes.
 const WRITE_BATCH: usize = 256;
+/// How often a writer blocked on a peer that does not read looks at its
+/// queue's state.
+const STATE_CHECK: Duration = Duration::from_secs(1);
 /// Longest caps `ver` the server asks about (a SHA-1 one is 28 bytes).
 const MAX_VER_LEN: usize = 64;
 /// Longest caps `node` the server asks about.
@@ -1123,8 +1126,17 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if handle.drain(&mut frames, WRITE_BATCH) == 0 {
                 break;
             }
-            match write_frames(&mut wr, &frames, handle.to_escaped(), stall).await {
+            match write_frames(&mut wr, &frames, &handle, stall).await {
                 Ok(()) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::BrokenPipe
+                        && handle.state() == QueueState::Overflowed =>
+                {
+                    // Overflowed during a write the peer is not reading.
+                    debug!(jid = %handle.session().jid(), "outbound queue overflowed");
+                    metrics.dropped("overflow_disconnect");
+                    return;
+                }
                 Err(e) => {
                     if e.kind() == std::io::ErrorKind::TimedOut {
                         // A peer that takes nothing for this long is gone or
@@ -1145,7 +1157,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 debug!(jid = %handle.session().jid(), "outbound queue overflowed");
                 metrics.dropped("overflow_disconnect");
                 let _ = tokio::time::timeout(
-                    stall,
+                    stall.min(STATE_CHECK),
                     wr.write_all(&ser::stream_error(
                         StreamErrorCondition::PolicyViolation,
                         Some("outbound queue full"),
@@ -1174,9 +1186,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 async fn write_frames<W: AsyncWrite + Unpin>(
     wr: &mut W,
     frames: &[Frame],
-    to: &[u8],
+    handle: &OutboundHandle,
     stall: Duration,
 ) -> std::io::Result<()> {
+    let to = handle.to_escaped();
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 3);
     for f in frames {
         f.io_slices(to, &mut slices);
@@ -1184,10 +1197,25 @@ async fn write_frames<W: AsyncWrite + Unpin>(
     let mut bufs = &mut slices[..];
     while !bufs.is_empty() {
         // The stall timeout is per write call: a slow but moving reader is
-        // fine, one that takes nothing at all is not.
-        let n = tokio::time::timeout(stall, wr.write_vectored(bufs))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        // fine, one that takes nothing at all is not. While a write waits,
+        // the queue is looked at every second: a queue that overflowed
+        // meanwhile ends the session now, not when the peer reads again.
+        // (Dropping a pending write_vectored writes nothing, so retrying it
+        // is safe.)
+        let started = Instant::now();
+        let n = loop {
+            let left = stall.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            match tokio::time::timeout(left.min(STATE_CHECK), wr.write_vectored(bufs)).await {
+                Ok(r) => break r?,
+                Err(_) if handle.state() != QueueState::Open => {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+                Err(_) => {}
+            }
+        };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }

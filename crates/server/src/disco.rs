@@ -78,11 +78,17 @@ pub(crate) async fn iq(
             }
         }
         Some(account) => {
+            // Strangers learn nothing (PROTOCOL §8): a missing account, and
+            // an account that blocked the requester, answer exactly as an
+            // existing one with no node the requester may read.
+            let registry = shared.fanout.registry();
+            let blocked = registry.is_blocked(account, &me.to_bare(), Some(me))
+                || registry.is_blocked(&me.to_bare(), account, None);
             let store = shared.store.clone();
             let (a, requester) = (account.clone(), me.to_bare());
             let read = tokio::task::spawn_blocking(move || {
-                if store.account(&a)?.is_none() {
-                    return Ok(None);
+                if blocked || store.account(&a)?.is_none() {
+                    return Ok((Vec::new(), None));
                 }
                 let nodes = store.nodes_of(&a)?;
                 let item = if requester == a {
@@ -90,12 +96,11 @@ pub(crate) async fn iq(
                 } else {
                     store.roster_item(&a, &requester)?
                 };
-                Ok::<_, crate::StoreError>(Some((nodes, item)))
+                Ok::<_, crate::StoreError>((nodes, item))
             })
             .await;
             let (nodes, item) = match read {
-                Ok(Ok(Some(x))) => x,
-                Ok(Ok(None)) => return Err(StanzaError::new(C::ServiceUnavailable)),
+                Ok(Ok(x)) => x,
                 _ => return Err(StanzaError::new(C::InternalServerError)),
             };
             let is_owner = me.to_bare() == *account;

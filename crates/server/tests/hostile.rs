@@ -481,3 +481,68 @@ async fn caps_state_is_bounded() {
     assert_eq!(srv.metric("caps_cache_entries"), 3.0);
     srv.stop();
 }
+
+async fn disco(c: &mut Client, to: &str, what: &str) -> Element {
+    let r = c
+        .iq(&format!(
+            "<iq type='get' id='disco-{what}' to='{to}'>\
+             <query xmlns='http://jabber.org/protocol/disco#{what}'/></iq>"
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    r.first_element().unwrap().clone()
+}
+
+/// §2.7 and §2.12: disco#info tells a stranger nothing about whether an
+/// account exists, and a blocked user sees what a stranger to a missing
+/// account sees.
+#[tokio::test]
+async fn disco_tells_strangers_nothing() {
+    let srv = Binary::start(&[("jane", "pw"), ("mal", "pw"), ("eve", "pw")], "");
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;
+    let r = jane
+        .iq(&format!(
+            "<iq type='set' id='pub'><pubsub xmlns='{}'><publish node='{NODE}'><item id='1'>\
+             <entry xmlns='http://www.w3.org/2005/Atom'><title>hi</title></entry></item></publish>\
+             <publish-options><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+             <field var='pubsub#access_model'><value>open</value></field></x></publish-options>\
+             </pubsub></iq>",
+            ns::PUBSUB
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let (mut eve, _) = Client::login_plain(srv.addr, "eve", "pw", "a").await;
+    let real = disco(&mut eve, "jane@example.org", "info").await;
+    let missing = disco(&mut eve, "nobody@example.org", "info").await;
+    assert_eq!(real, missing, "the same answer, existing or not");
+    assert_eq!(
+        disco(&mut eve, "jane@example.org", "items")
+            .await
+            .elements()
+            .count(),
+        1
+    );
+    assert_eq!(
+        disco(&mut eve, "nobody@example.org", "items")
+            .await
+            .elements()
+            .count(),
+        0
+    );
+    // Jane blocks mal: to mal she looks like a missing account.
+    // (The block push to jane's resource comes first; drain reads past it.)
+    jane.send("<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='mal@example.org'/></block></iq>")
+        .await;
+    jane.drain().await;
+    let (mut mal, _) = Client::login_plain(srv.addr, "mal", "pw", "a").await;
+    assert_eq!(disco(&mut mal, "jane@example.org", "info").await, missing);
+    assert_eq!(
+        disco(&mut mal, "jane@example.org", "items")
+            .await
+            .elements()
+            .count(),
+        0
+    );
+    srv.stop();
+}

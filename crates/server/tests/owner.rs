@@ -334,9 +334,28 @@ async fn disco_shows_the_server_the_pep_service_and_its_nodes() {
         .filter_map(|i| i.attr("node").map(str::to_owned))
         .collect();
     assert_eq!(nodes, [NODE]);
+    // Strangers learn nothing: a missing account's disco#info is the same
+    // as an existing one's (ids aside), and it lists no items.
+    let jane_info = joe
+        .iq("<iq type='get' id='d4' to='jane@example.org'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
     let r = joe
         .iq("<iq type='get' id='d4' to='nobody@example.org'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await;
-    assert_eq!(error_conditions(&r), ["service-unavailable"]);
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    assert_eq!(
+        r.child("query", ns::DISCO_INFO),
+        jane_info.child("query", ns::DISCO_INFO)
+    );
+    let r = joe
+        .iq("<iq type='get' id='d5' to='nobody@example.org'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+        .await;
+    assert_eq!(
+        r.child("query", ns::DISCO_ITEMS)
+            .unwrap()
+            .elements()
+            .count(),
+        0
+    );
     let _ = srv.stop().await;
 }

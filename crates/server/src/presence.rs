@@ -463,8 +463,12 @@ pub(crate) async fn broadcast(shared: &Arc<Shared>, me: &FullJid, stanza: Option
             }
         }
     }
-    // Subscription requests that waited for us (§3.1.3).
+    // Subscription requests that waited for us (§3.1.3), except from
+    // those we block (or who block us): a block stops their requests too.
     for (contact, _) in roster.iter().filter(|(_, i)| i.pending_in) {
+        if blocked(shared, &me_jid, &contact.to_jid()) {
+            continue;
+        }
         push(
             &own,
             ser::presence(

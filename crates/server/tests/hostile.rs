@@ -546,3 +546,35 @@ async fn disco_tells_strangers_nothing() {
     );
     srv.stop();
 }
+
+/// §2.12: a pending subscription request from someone the user blocked is
+/// not replayed at the user's next login.
+#[tokio::test]
+async fn pending_requests_do_not_cross_a_block() {
+    let srv = Binary::start(&[("jane", "pw"), ("mal", "pw"), ("kim", "pw")], "");
+    for who in ["mal", "kim"] {
+        let (mut c, _) = Client::login_plain(srv.addr, who, "pw", "a").await;
+        c.send("<presence to='jane@example.org' type='subscribe'/>").await;
+        c.drain().await;
+    }
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;
+    jane.send("<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='mal@example.org'/></block></iq>")
+        .await;
+    jane.drain().await;
+    jane.keep_presence = true;
+    jane.send("<presence/>").await;
+    jane.send("<iq type='get' id='fence'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let mut requests = Vec::new();
+    loop {
+        let e = jane.element().await;
+        if e.attr("id") == Some("fence") {
+            break;
+        }
+        if e.name == "presence" && e.attr("type") == Some("subscribe") {
+            requests.push(e.attr("from").unwrap_or("").to_owned());
+        }
+    }
+    assert_eq!(requests, ["kim@example.org"]);
+    srv.stop();
+}

@@ -554,7 +554,8 @@ async fn pending_requests_do_not_cross_a_block() {
     let srv = Binary::start(&[("jane", "pw"), ("mal", "pw"), ("kim", "pw")], "");
     for who in ["mal", "kim"] {
         let (mut c, _) = Client::login_plain(srv.addr, who, "pw", "a").await;
-        c.send("<presence to='jane@example.org' type='subscribe'/>").await;
+        c.send("<presence to='jane@example.org' type='subscribe'/>")
+            .await;
         c.drain().await;
     }
     let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;

@@ -218,22 +218,37 @@ impl Stanza {
         let mut cut: Vec<(usize, usize)> = Vec::with_capacity(2);
         for r in [Some(self.from), to.map(|_| self.to)].into_iter().flatten() {
             if r.is_some() {
-                // Remove ` name='value'`: back up over the name and `=`.
-                let vstart = r.start as usize;
-                let vend = vstart + (r.len & !ESCAPED) as usize + 1; // closing quote
-                let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
-                let mut s = vstart - 1; // opening quote
-                while ws(src[s - 1]) {
-                    s -= 1;
+                cut.push(attr_span(
+                    src,
+                    r.start as usize,
+                    (r.len & !ESCAPED) as usize,
+                ));
+            }
+        }
+        // A prefixed `x:from` (or `x:to`) is another attribute to a
+        // namespace-aware reader, but a careless one takes it for the
+        // address: strip those too. Rare, so only looked for when the start
+        // tag holds `:from` or `:to` at all.
+        let tag = &src[..start_tag_len(src)];
+        let finder = |pat: &[u8]| memchr::memmem::find(tag, pat).is_some();
+        if finder(b":from") || (to.is_some() && finder(b":to")) {
+            let text = self.as_str();
+            let mut reader = quick_xml::Reader::from_str(text);
+            if let Ok(quick_xml::events::Event::Start(st) | quick_xml::events::Event::Empty(st)) =
+                reader.read_event()
+            {
+                for a in st.attributes().flatten() {
+                    let key = a.key.0;
+                    let local = key.rsplit_once(':').map(|(p, l)| (p, l));
+                    let hit = match local {
+                        Some((p, l)) if p != "xmlns" => l == "from" || (to.is_some() && l == "to"),
+                        _ => false,
+                    };
+                    if let (true, Cow::Borrowed(v)) = (hit, &a.value) {
+                        let vstart = v.as_ptr() as usize - text.as_ptr() as usize;
+                        cut.push(attr_span(src, vstart, v.len()));
+                    }
                 }
-                s -= 1; // '='
-                while ws(src[s - 1]) {
-                    s -= 1;
-                }
-                while !ws(src[s - 1]) {
-                    s -= 1;
-                }
-                cut.push((s - 1, vend));
             }
         }
         cut.sort_unstable();
@@ -256,6 +271,25 @@ impl Stanza {
         out.extend_from_slice(&src[last..]);
         Stanza::from_framed(Bytes::from(out))
     }
+}
+
+/// The span of ` name='value'` (leading whitespace included) for the
+/// attribute whose value starts at `vstart` and is `vlen` bytes long.
+fn attr_span(src: &[u8], vstart: usize, vlen: usize) -> (usize, usize) {
+    let vend = vstart + vlen + 1; // closing quote
+    let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+    let mut s = vstart - 1; // opening quote
+    while ws(src[s - 1]) {
+        s -= 1;
+    }
+    s -= 1; // '='
+    while ws(src[s - 1]) {
+        s -= 1;
+    }
+    while !ws(src[s - 1]) {
+        s -= 1;
+    }
+    (s - 1, vend)
 }
 
 /// Length of the start tag at the front of `b`, through its `>` (or all of
@@ -348,6 +382,20 @@ mod tests {
             .unwrap();
         assert_eq!(u.as_str(), "<iq from='a&apos;b@c' to='x@y' id='1'/>");
         assert_eq!(u.from().as_deref(), Some("a'b@c"));
+        // Prefixed look-alikes are stripped too; a declaration is kept.
+        let p = parse(
+            "<message xmlns:c='jabber:client' xmlns:from='urn:x' c:from='admin@x' to='d@e' \
+             c:to='z@z'><body/></message>",
+        );
+        assert_eq!(
+            p.with_addresses("a@b", None).unwrap().as_str(),
+            "<message from='a@b' xmlns:c='jabber:client' xmlns:from='urn:x' to='d@e' \
+             c:to='z@z'><body/></message>"
+        );
+        assert_eq!(
+            p.with_addresses("a@b", Some("d@e")).unwrap().as_str(),
+            "<message from='a@b' to='d@e' xmlns:c='jabber:client' xmlns:from='urn:x'><body/></message>"
+        );
     }
 
     #[test]

@@ -72,6 +72,8 @@ struct Session {
     caps_ver: Option<String>,
     /// Outstanding disco#info queries for caps: iq id -> ver.
     caps_pending: std::collections::HashMap<String, String>,
+    /// Lets other tasks end this session (password change, deletion).
+    control: Arc<crate::control::Control>,
     /// The (publisher, node) pairs whose last item was replayed since the
     /// resource became available; `None` while unavailable.
     replayed_for: Option<std::collections::HashSet<(BareJid, String)>>,
@@ -265,6 +267,16 @@ impl<S: Io> Conn<S> {
                 handshake_deadline.min(Instant::now() + idle)
             };
             self.framer.buffer_mut().reserve(4096);
+            let control = match &self.step {
+                Step::Bound(s) => Some(s.control.clone()),
+                _ => None,
+            };
+            let ended = async {
+                match &control {
+                    Some(c) => c.ended().await,
+                    None => std::future::pending().await,
+                }
+            };
             let writer_done = async {
                 match &mut self.step {
                     Step::Bound(s) => {
@@ -283,6 +295,7 @@ impl<S: Io> Conn<S> {
                     return Stop::Error(StreamErrorCondition::SystemShutdown, None);
                 }
                 () = writer_done => return Stop::WriterEnded,
+                cond = ended => return Stop::Error(cond, None),
             }
         }
     }
@@ -349,6 +362,9 @@ impl<S: Io> Conn<S> {
 
     /// Detaches from the registry unless a newer session took the JID.
     fn leave(&self, s: &Session) {
+        self.shared
+            .controls
+            .remove_if(&s.jid, |_, c| c.id == s.control.id);
         let fanout = &self.shared.fanout;
         if self.is_current(s) {
             fanout.detach(&s.jid);
@@ -489,7 +505,8 @@ impl<S: Io> Conn<S> {
                 ));
             }
             let domain = self.domain.clone().unwrap_or_default();
-            let reply = crate::register::iq(&self.shared, None, &domain, self.peer.ip(), &el).await;
+            let reply =
+                crate::register::iq(&self.shared, None, None, &domain, self.peer.ip(), &el).await;
             return self.send(reply).await;
         }
         if el.ns != ns::SASL {
@@ -732,7 +749,10 @@ impl<S: Io> Conn<S> {
         ));
         self.shared.metrics.sessions.inc();
         info!(peer = %self.peer, %jid, "bound");
+        let control = crate::control::Control::new(handle.session().id());
+        self.shared.controls.insert(jid.clone(), control.clone());
         self.step = Step::Bound(Session {
+            control,
             jid: jid.clone(),
             handle,
             writer,
@@ -782,6 +802,7 @@ impl<S: Io> Conn<S> {
                     let reply = crate::register::iq(
                         &self.shared,
                         Some(&own_bare),
+                        Some(&me),
                         &domain,
                         self.peer.ip(),
                         &el,

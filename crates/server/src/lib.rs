@@ -16,6 +16,7 @@ mod c2s;
 pub mod caps;
 mod commit;
 pub mod config;
+mod control;
 mod disco;
 mod files;
 mod limits;
@@ -159,6 +160,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) limiters: limits::Limiters,
+    /// Each bound session's kill switch, by full JID.
+    pub(crate) controls: dashmap::DashMap<stanza::FullJid, Arc<control::Control>>,
     /// Failed logins across connections, by account and address.
     pub(crate) backoff: backoff::LoginBackoff,
     /// The server secret (`data_dir/server.secret`): keys decoy SCRAM salts.
@@ -246,6 +249,7 @@ pub async fn run(
         limiters,
         backoff,
         secret,
+        controls: dashmap::DashMap::new(),
     });
     let mut accept_loops = JoinSet::new();
     let all = listeners

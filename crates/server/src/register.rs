@@ -15,11 +15,13 @@ fn fields<'a>(query: &'a Element, name: &str) -> Option<std::borrow::Cow<'a, str
 }
 
 /// Answers a `jabber:iq:register` iq. `me` is the authenticated account,
-/// `None` before authentication; `domain` is the stream's; `peer` the
+/// `None` before authentication, with `current` its session (kept when the
+/// password changes); `domain` is the stream's; `peer` the
 /// client's address, for the registration rate limits.
 pub(crate) async fn iq(
     shared: &Arc<Shared>,
     me: Option<&BareJid>,
+    current: Option<&stanza::FullJid>,
     domain: &str,
     peer: std::net::IpAddr,
     iq: &Element,
@@ -87,8 +89,20 @@ pub(crate) async fn iq(
             .await;
             match r {
                 Ok(Ok(())) => {
-                    if who.is_none() {
-                        shared.metrics.registrations.inc();
+                    match who {
+                        None => {
+                            shared.metrics.registrations.inc();
+                        }
+                        // The account's other sessions authenticated with
+                        // the old password: they must log in again.
+                        Some(account) => {
+                            crate::control::end_sessions(
+                                shared,
+                                account,
+                                current,
+                                stanza::StreamErrorCondition::Reset,
+                            );
+                        }
                     }
                     info!(%jid, change = who.is_some(), "registration");
                     ser::iq_result(id, None, None, None)

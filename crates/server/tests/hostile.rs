@@ -579,3 +579,28 @@ async fn pending_requests_do_not_cross_a_block() {
     assert_eq!(requests, ["kim@example.org"]);
     srv.stop();
 }
+
+/// §2.12: a password change ends the account's other sessions.
+#[tokio::test]
+async fn a_password_change_ends_the_other_sessions() {
+    let srv = Binary::start(&[("jane", "old")], "");
+    let (mut a, _) = Client::login_plain(srv.addr, "jane", "old", "a").await;
+    let (mut b, _) = Client::login_plain(srv.addr, "jane", "old", "b").await;
+    let r = a
+        .iq("<iq type='set' id='pw'><query xmlns='jabber:iq:register'>\
+             <username>jane</username><password>new</password></query></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    assert_eq!(b.stream_error().await, "reset");
+    a.ping().await;
+    let mut c = Client::connect(srv.addr).await;
+    c.open(common::DOMAIN).await;
+    assert!(c
+        .plain("jane", "old")
+        .await
+        .child("not-authorized", ns::SASL)
+        .is_some());
+    let (mut d, _) = Client::login_plain(srv.addr, "jane", "new", "d").await;
+    d.ping().await;
+    srv.stop();
+}

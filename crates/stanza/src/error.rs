@@ -29,6 +29,9 @@ pub enum StreamErrorCondition {
     PolicyViolation,
     /// The server lacks the resources to serve the stream.
     ResourceConstraint,
+    /// The server closes the stream because something security-relevant
+    /// changed, such as the account's credentials (RFC 6120 §4.9.3.16).
+    Reset,
     /// The XML uses a feature RFC 6120 §11.1 forbids.
     RestrictedXml,
     /// The server is shutting down.
@@ -57,6 +60,7 @@ impl StreamErrorCondition {
             NotWellFormed => "not-well-formed",
             PolicyViolation => "policy-violation",
             ResourceConstraint => "resource-constraint",
+            Reset => "reset",
             RestrictedXml => "restricted-xml",
             SystemShutdown => "system-shutdown",
             UndefinedCondition => "undefined-condition",

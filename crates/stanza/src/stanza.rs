@@ -239,7 +239,7 @@ impl Stanza {
             {
                 for a in st.attributes().flatten() {
                     let key = a.key.0;
-                    let local = key.rsplit_once(':').map(|(p, l)| (p, l));
+                    let local = key.rsplit_once(':');
                     let hit = match local {
                         Some((p, l)) if p != "xmlns" => l == "from" || (to.is_some() && l == "to"),
                         _ => false,

@@ -10,6 +10,8 @@
 //! - [`sasl`]: SCRAM-SHA-1, SCRAM-SHA-256 and PLAIN on stored keys.
 //! - `c2s`: client connections, from the stream header to a bound session.
 
+mod account;
+pub mod admin;
 mod backoff;
 mod blocking;
 mod c2s;
@@ -251,6 +253,14 @@ pub async fn run(
         secret,
         controls: dashmap::DashMap::new(),
     });
+    match admin::bind(&shared.config.data_dir) {
+        Ok(l) => {
+            tokio::spawn(admin::serve(l, shared.clone(), stop_rx.clone()));
+        }
+        // Not fatal: the server works without it, deletions then wait for
+        // a stop.
+        Err(e) => warn!(error = %e, "no control socket"),
+    }
     let mut accept_loops = JoinSet::new();
     let all = listeners
         .c2s

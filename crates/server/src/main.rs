@@ -204,11 +204,44 @@ fn main() -> Result<()> {
         Command::Deluser { jid } => {
             config.validate()?;
             let jid = account_jid(&jid, &config)?;
-            Store::open(&config.data_dir)?.delete_account(&jid)?;
+            // A running server holds the store: ask it. Otherwise delete
+            // in the store directly.
+            if let Some(answer) = control(&config.data_dir, &format!("deluser {jid}"))? {
+                return match answer.strip_prefix("ok ") {
+                    Some(done) => {
+                        eprintln!("{done} (through the running server)");
+                        Ok(())
+                    }
+                    None => bail!("the running server refused: {answer}"),
+                };
+            }
+            let store = Store::open(&config.data_dir).with_context(|| {
+                format!(
+                    "opening the store in {} (a running server holds it; is its control socket                      missing?)",
+                    config.data_dir.display()
+                )
+            })?;
+            store.delete_account(&jid)?;
             eprintln!("deleted {jid}");
             Ok(())
         }
     }
+}
+
+/// Sends one command line to a running server's control socket; `None`
+/// when no server listens there.
+fn control(data_dir: &std::path::Path, line: &str) -> Result<Option<String>> {
+    use std::io::{Read, Write};
+    let path = server::admin::socket_path(data_dir);
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
+        return Ok(None);
+    };
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .with_context(|| format!("reading the answer on {}", path.display()))?;
+    Ok(Some(answer.trim().to_owned()))
 }
 
 /// Ctrl-C or SIGTERM.

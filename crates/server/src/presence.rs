@@ -53,7 +53,12 @@ fn push_id() -> String {
 
 /// Sends a roster push of `owner`'s item for `contact` to every resource
 /// of `owner` (RFC 6121 §2.1.6).
-fn roster_push(shared: &Shared, owner: &BareJid, contact: &BareJid, item: Option<&RosterItem>) {
+pub(crate) fn roster_push(
+    shared: &Shared,
+    owner: &BareJid,
+    contact: &BareJid,
+    item: Option<&RosterItem>,
+) {
     let q = roster::query([(contact.as_str(), item)], None);
     for s in sessions(shared, owner) {
         push(

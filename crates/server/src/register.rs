@@ -48,6 +48,14 @@ pub(crate) async fn iq(
             w.raw(b"<password/>").end("query");
             ser::iq_result(id, None, None, Some(w.as_bytes()))
         }
+        (Some("set"), Some(me)) if query.child("remove", ns::REGISTER).is_some() => {
+            // XEP-0077 §3.2: the account goes, with everything it owned;
+            // this session gets the answer, then the stream ends.
+            match crate::account::delete(shared, me, None).await {
+                Ok(_) => ser::iq_result(id, None, None, None),
+                Err(_) => err(StanzaError::new(C::InternalServerError)),
+            }
+        }
         (Some("set"), None) if !shared.config.allow_registration => {
             err(StanzaError::new(C::NotAllowed))
         }

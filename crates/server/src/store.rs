@@ -22,6 +22,9 @@ use crate::pubsub::{NodeConfig, Options, StoredItem};
 use crate::roster::{self, Outcome, RosterItem, SubKind};
 use crate::sasl::{Hash, ScramKeys};
 
+mod delete;
+pub use delete::Deleted;
+
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 const ACCOUNTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("accounts");
 /// `owner NUL node` -> [`NodeRecord`] (JSON).
@@ -491,19 +494,6 @@ impl Store {
             }
             let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Db(e.to_string()))?;
             t.insert(jid.as_str(), bytes.as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Deletes an account; fails if it does not exist.
-    pub fn delete_account(&self, jid: &BareJid) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(ACCOUNTS)?;
-            if t.remove(jid.as_str())?.is_none() {
-                return Err(StoreError::NotFound(jid.to_string()));
-            }
         }
         tx.commit()?;
         Ok(())

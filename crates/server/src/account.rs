@@ -1,0 +1,73 @@
+//! Deleting an account while the server runs, by the user (XEP-0077
+//! `<remove/>`) or by the operator (`starling deluser` through the control
+//! socket): the store forgets everything the account owned, its sessions
+//! end, its contacts are told, and the fan-out registry forgets it.
+
+use std::sync::Arc;
+
+use stanza::{ser, BareJid, StreamErrorCondition};
+
+use crate::presence::{roster_push, sessions};
+use crate::store::Deleted;
+use crate::{Shared, StoreError};
+
+/// Deletes `jid` for good. Its sessions end with `<not-authorized/>`,
+/// except `keep`. (A session deleting its own account is not kept: its
+/// answer is queued before the end takes effect, so it still gets it.)
+pub(crate) async fn delete(
+    shared: &Arc<Shared>,
+    jid: &BareJid,
+    keep: Option<&stanza::FullJid>,
+) -> Result<Deleted, StoreError> {
+    let store = shared.store.clone();
+    let j = jid.clone();
+    let deleted = tokio::task::spawn_blocking(move || store.delete_account(&j))
+        .await
+        .map_err(|e| StoreError::Db(e.to_string()))??;
+    crate::control::end_sessions(shared, jid, keep, StreamErrorCondition::NotAuthorized);
+    // Contacts first hear that the account went away, while the registry
+    // still knows who is online.
+    for (contact, item) in &deleted.roster {
+        let mut out = Vec::new();
+        if item.sub.from() {
+            out.push(ser::presence(
+                Some(jid.as_str()),
+                Some(contact.as_str()),
+                Some("unavailable"),
+                None,
+                b"",
+            ));
+            out.push(ser::presence(
+                Some(jid.as_str()),
+                Some(contact.as_str()),
+                Some("unsubscribed"),
+                None,
+                b"",
+            ));
+        }
+        if item.sub.to() || item.ask {
+            out.push(ser::presence(
+                Some(jid.as_str()),
+                Some(contact.as_str()),
+                Some("unsubscribe"),
+                None,
+                b"",
+            ));
+        }
+        for s in sessions(shared, contact) {
+            for b in &out {
+                let _ = s.queue().push(fanout::Frame::Bytes(b.clone()));
+            }
+        }
+    }
+    // Their rosters lost the item: tell their resources, and recompute
+    // who may read their roster-limited nodes (a name registered again
+    // must not inherit the old owner's place in anyone's roster).
+    for owner in &deleted.other_sides {
+        roster_push(shared, owner, jid, None);
+        crate::pep::refresh_access(shared, owner).await;
+    }
+    shared.fanout.registry().remove_account(jid);
+    tracing::info!(%jid, nodes = deleted.nodes.len(), "account deleted");
+    Ok(deleted)
+}

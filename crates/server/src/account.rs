@@ -65,7 +65,8 @@ pub(crate) async fn delete(
     // must not inherit the old owner's place in anyone's roster).
     for owner in &deleted.other_sides {
         roster_push(shared, owner, jid, None);
-        crate::pep::refresh_access(shared, owner).await;
+        // Logged by refresh_access; the deletion itself is done.
+        let _ = crate::pep::refresh_access(shared, owner).await;
     }
     shared.fanout.registry().remove_account(jid);
     tracing::info!(%jid, nodes = deleted.nodes.len(), "account deleted");

@@ -162,6 +162,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) limiters: limits::Limiters,
+    /// Serializes node-access refreshes per owner.
+    pub(crate) access_locks: pep::AccessLocks,
     /// Each bound session's kill switch, by full JID.
     pub(crate) controls: dashmap::DashMap<stanza::FullJid, Arc<control::Control>>,
     /// Failed logins across connections, by account and address.
@@ -252,6 +254,7 @@ pub async fn run(
         backoff,
         secret,
         controls: dashmap::DashMap::new(),
+        access_locks: pep::AccessLocks::default(),
     });
     match admin::bind(&shared.config.data_dir) {
         Ok(l) => {

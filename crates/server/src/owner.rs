@@ -101,7 +101,7 @@ async fn configure_set(shared: &Arc<Shared>, owner: &BareJid, node: &str, op: &E
         return Err(StanzaError::new(C::ItemNotFound));
     }
     // Who may receive, and which subscriptions stand, follow the new model.
-    refresh_access(shared, owner).await;
+    refresh_access(shared, owner).await?;
     Ok(Vec::new())
 }
 

@@ -99,7 +99,18 @@ fn readable_node(
 /// roster or a node's configuration changed, and drops the explicit
 /// subscriptions the access model no longer allows (XEP-0060 §4.5). Done
 /// before the change is acknowledged, so later publishes see it.
-pub(crate) async fn refresh_access(shared: &Arc<Shared>, owner: &BareJid) {
+///
+/// Refreshes of one owner run one at a time (a striped lock): each reads
+/// the store after the change it follows committed, so the last one to
+/// apply holds the latest state, and the registry cannot keep a follower
+/// the store already removed. A refresh that fails is an error for the
+/// request that caused it: the change must not be acknowledged while the
+/// registry still delivers by the old rules.
+pub(crate) async fn refresh_access(
+    shared: &Arc<Shared>,
+    owner: &BareJid,
+) -> Result<(), StanzaError<'static>> {
+    let _one_at_a_time = shared.access_locks.lock(owner).await;
     let store = shared.store.clone();
     let o = owner.clone();
     let work = tokio::task::spawn_blocking(move || {
@@ -143,7 +154,7 @@ pub(crate) async fn refresh_access(shared: &Arc<Shared>, owner: &BareJid) {
     .await;
     let Ok(Ok((nodes, roster, dropped))) = work else {
         tracing::error!(%owner, "could not refresh node access");
-        return;
+        return Err(StanzaError::new(C::InternalServerError));
     };
     let registry = shared.fanout.registry();
     for (node, config) in &nodes {
@@ -152,6 +163,32 @@ pub(crate) async fn refresh_access(shared: &Arc<Shared>, owner: &BareJid) {
     for (node, jid) in dropped {
         debug!(%owner, %node, %jid, "subscription no longer allowed; removed");
         registry.unsubscribe(owner, &node, &jid);
+    }
+    Ok(())
+}
+
+/// Striped locks, one stripe per hash of an owner: refreshes of one owner
+/// are serialized without a lock per account.
+#[derive(Debug)]
+pub(crate) struct AccessLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::hash::RandomState,
+}
+
+impl Default for AccessLocks {
+    fn default() -> Self {
+        Self {
+            stripes: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+}
+
+impl AccessLocks {
+    async fn lock(&self, owner: &BareJid) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::BuildHasher;
+        let i = self.hasher.hash_one(owner.as_str()) as usize % self.stripes.len();
+        self.stripes[i].lock().await
     }
 }
 
@@ -517,7 +554,7 @@ async fn publish(
     };
     // Durable now: deliver. The access model limits who may receive.
     if config.access_model == AccessModel::Roster {
-        refresh_access(shared, owner).await;
+        refresh_access(shared, owner).await?;
     } else {
         shared
             .fanout

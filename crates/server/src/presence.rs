@@ -133,23 +133,18 @@ pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) 
                         return err(C::InternalServerError);
                     };
                     roster_push(shared, &bare, &jid, Some(&item));
-                    crate::pep::refresh_access(shared, &bare).await;
+                    if crate::pep::refresh_access(shared, &bare).await.is_err() {
+                        return err(C::InternalServerError);
+                    }
                 }
                 RosterSet::Remove(jid) => {
                     let local = shared.config.served_domain(jid.domain()).is_some();
                     let store = shared.store.clone();
                     let (b, j) = (bare.clone(), jid.clone());
-                    let r = tokio::task::spawn_blocking(move || {
-                        let before = (store.roster_item(&b, &j)?, store.roster_item(&j, &b)?);
-                        if before.0.is_none() {
-                            return Ok(None);
-                        }
-                        let ex = store.roster_remove(&b, &j, local)?;
-                        Ok::<_, crate::StoreError>(Some((before, ex)))
-                    })
-                    .await;
+                    let r = tokio::task::spawn_blocking(move || store.roster_remove(&b, &j, local))
+                        .await;
                     let (before, exchanges) = match r {
-                        Ok(Ok(Some(x))) => x,
+                        Ok(Ok(Some(x))) => (x.before, x.exchanges),
                         Ok(Ok(None)) => return err(C::ItemNotFound),
                         _ => return err(C::InternalServerError),
                     };
@@ -167,7 +162,9 @@ pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) 
                     for (kind, ex) in kinds.into_iter().zip(&exchanges) {
                         forward_effects(shared, &bare, &jid, kind, ex);
                     }
-                    settle(shared, &bare, &jid, before, (None, contact_after)).await;
+                    if !settle(shared, &bare, &jid, before, (None, contact_after)).await {
+                        return err(C::InternalServerError);
+                    }
                 }
             }
             ser::iq_result(id, None, Some(me.as_str()), None)
@@ -254,7 +251,8 @@ pub(crate) async fn subscription(
         }
     }
     forward_effects(shared, &user, &contact, kind, &ex);
-    settle(
+    // A presence stanza has no answer to fail; refresh_access logged it.
+    let _ = settle(
         shared,
         &user,
         &contact,
@@ -316,8 +314,9 @@ async fn settle(
     b: &BareJid,
     before: (Option<RosterItem>, Option<RosterItem>),
     after: (Option<Option<RosterItem>>, Option<Option<RosterItem>>),
-) {
+) -> bool {
     let registry = shared.fanout.registry();
+    let mut ok = true;
     // after.0 == None means a's item was removed by the caller (roster
     // remove): treat as no subscription.
     let a_after = after.0.unwrap_or(None);
@@ -331,9 +330,9 @@ async fn settle(
         if from(was) != from(now) {
             // The contact now follows (or no longer follows) the owner.
             registry.set_presence_follow(owner, contact, from(now));
-            crate::pep::refresh_access(shared, owner).await;
+            ok &= crate::pep::refresh_access(shared, owner).await.is_ok();
         } else if was.map(|i| &i.groups) != now.map(|i| &i.groups) {
-            crate::pep::refresh_access(shared, owner).await;
+            ok &= crate::pep::refresh_access(shared, owner).await.is_ok();
         }
         if to(was) != to(now) {
             // The owner now sees (or no longer sees) the contact.
@@ -358,6 +357,7 @@ async fn settle(
             }
         }
     }
+    ok
 }
 
 /// An unavailable presence from `from` to `to`.

@@ -243,6 +243,17 @@ pub struct Exchange {
     pub reply: Option<(SubKind, Outcome)>,
 }
 
+/// What removing a roster item did: both items before, and the
+/// unsubscribe/unsubscribed exchanges it made.
+#[derive(Debug, Clone)]
+pub struct RosterRemoval {
+    /// (the owner's item for the contact, the contact's item for the owner)
+    /// as they were inside the removing transaction.
+    pub before: (Option<RosterItem>, Option<RosterItem>),
+    /// The unsubscribe and unsubscribed halves.
+    pub exchanges: Vec<Exchange>,
+}
+
 type RosterTable<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
 
 fn get_item(
@@ -806,9 +817,9 @@ impl Store {
         owner: &BareJid,
         node: &str,
     ) -> Result<Option<Vec<stanza::Jid>>, StoreError> {
-        let subs = self.node_subscriptions(owner, node)?;
         let key = node_key(owner, node);
         let tx = self.db.begin_write()?;
+        let mut subs = Vec::new();
         {
             if tx.open_table(NODES)?.remove(key.as_str())?.is_none() {
                 return Ok(None);
@@ -816,9 +827,14 @@ impl Store {
             clear_items(&tx, &key)?;
             let mut t = tx.open_table(SUBS)?;
             let mut by = tx.open_table(SUBS_BY)?;
-            for j in &subs {
-                t.remove((key.as_str(), j.as_str()))?;
-                by.remove((j.to_bare().as_str(), key.as_str(), j.as_str()))?;
+            // The subscribers as of this transaction: one added just
+            // before must go too, not linger without its node.
+            for raw in delete::prefixed_keys(&t, &key)? {
+                let j = stanza::Jid::new(&raw)
+                    .map_err(|_| StoreError::Corrupt(raw.clone(), "bad subscription JID".into()))?;
+                t.remove((key.as_str(), raw.as_str()))?;
+                by.remove((j.to_bare().as_str(), key.as_str(), raw.as_str()))?;
+                subs.push(j);
             }
         }
         tx.commit()?;
@@ -1040,25 +1056,33 @@ impl Store {
         owner: &BareJid,
         contact: &BareJid,
         contact_local: bool,
-    ) -> Result<Vec<Exchange>, StoreError> {
+    ) -> Result<Option<RosterRemoval>, StoreError> {
         let tx = self.db.begin_write()?;
         let out = {
             let mut t = tx.open_table(ROSTER)?;
+            // Both items as they were, read in the same transaction that
+            // changes them: the caller updates the fan-out registry from
+            // these, and a state read before the transaction could already
+            // be stale.
+            let before = (get_item(&t, owner, contact)?, get_item(&t, contact, owner)?);
+            if before.0.is_none() {
+                return Ok(None);
+            }
             let contact_exists =
                 contact_local && tx.open_table(ACCOUNTS)?.get(contact.as_str())?.is_some();
-            let mut out = Vec::new();
+            let mut exchanges = Vec::new();
             for kind in [SubKind::Unsubscribe, SubKind::Unsubscribed] {
                 let ex = exchange(&mut t, owner, contact, kind, contact_exists)?;
                 if let Some(i) = &ex.contact {
                     put_item(&mut t, contact, owner, i.item.as_ref())?;
                 }
-                out.push(ex);
+                exchanges.push(ex);
             }
             put_item(&mut t, owner, contact, None)?;
-            out
+            RosterRemoval { before, exchanges }
         };
         tx.commit()?;
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// `owner`'s block list (XEP-0191).

@@ -57,7 +57,7 @@ impl Store {
 }
 
 /// The second parts of the keys `(first, *)` of a two-part table.
-fn prefixed_keys<V: redb::Value + 'static>(
+pub(super) fn prefixed_keys<V: redb::Value + 'static>(
     t: &impl ReadableTable<(&'static str, &'static str), V>,
     first: &str,
 ) -> Result<Vec<String>, StoreError> {

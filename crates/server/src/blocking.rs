@@ -51,11 +51,16 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Byte
                 return err(StanzaError::new(C::BadRequest));
             }
             let (o, j) = (owner.clone(), jids.clone());
-            let changed =
-                match tokio::task::spawn_blocking(move || store.set_blocked(&o, &j, block)).await {
-                    Ok(Ok(c)) => c,
-                    _ => return err(StanzaError::new(C::InternalServerError)),
-                };
+            let max = shared.config.limits.max_blocklist_items;
+            let r =
+                tokio::task::spawn_blocking(move || store.set_blocked(&o, &j, block, max)).await;
+            let changed = match r {
+                Ok(Ok(c)) => c,
+                Ok(Err(crate::StoreError::Quota(_))) => {
+                    return err(StanzaError::new(C::PolicyViolation).with_text("block list full"))
+                }
+                _ => return err(StanzaError::new(C::InternalServerError)),
+            };
             let registry = shared.fanout.registry();
             for j in &changed {
                 if block {

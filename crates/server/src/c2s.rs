@@ -722,6 +722,18 @@ impl<S: Io> Conn<S> {
                     .send(ser::stanza_error("iq", Some(&id), None, None, &err))
                     .await;
             };
+            // RFC 6120 §7.6.2.1: too many resources is resource-constraint
+            // (a bind that replaces one of them adds none).
+            let bound = crate::presence::sessions(&self.shared, &bare);
+            if bound.len() >= self.shared.config.limits.max_resources_per_account
+                && !bound.iter().any(|s| *s.jid() == jid)
+            {
+                let err = StanzaError::new(StanzaErrorCondition::ResourceConstraint)
+                    .with_text("too many resources for this account");
+                return self
+                    .send(ser::stanza_error("iq", Some(&id), None, None, &err))
+                    .await;
+            }
             return self.bind(jid, &id).await;
         }
         if el.child("session", ns::SESSION).is_some() {

@@ -131,6 +131,27 @@ pub struct LimitsConfig {
     /// Caps disco#info queries one session may have unanswered (4); past it
     /// new `ver`s are not asked about until answers come back.
     pub max_caps_queries: usize,
+    /// Most PEP nodes one account may own (100). Exceeded: a publish that
+    /// would create a node gets `policy-violation` + `max-nodes-exceeded`.
+    pub max_nodes_per_account: usize,
+    /// Largest item payload in bytes (128 KiB). Exceeded: `not-acceptable`
+    /// + `payload-too-big` (XEP-0060 §7.1.3.4).
+    pub max_item_bytes: usize,
+    /// Most roster items per account, hidden pending requests included
+    /// (100,000: a popular account's followers by presence are roster
+    /// items). Exceeded: `policy-violation`.
+    pub max_roster_items: usize,
+    /// Most pending incoming subscription requests per account (1,000).
+    /// Exceeded: the request bounces with `policy-violation`.
+    pub max_pending_requests: usize,
+    /// Most entries in one block list (1,000). Exceeded: `policy-violation`.
+    pub max_blocklist_items: usize,
+    /// Most resources bound at once per account (10). Exceeded: the bind
+    /// gets `resource-constraint` (RFC 6120 §7.6.2.1).
+    pub max_resources_per_account: usize,
+    /// Most distinct recipients of directed presence per session (100).
+    /// Exceeded: the presence bounces with `policy-violation`.
+    pub max_directed_presences: usize,
     /// Most items in one reply: an items request (with or without
     /// `max_items`, by id, or an RSM page) and the last items replayed to a
     /// resource coming online (256, Prosody's `pep_max_items`). More: the
@@ -173,6 +194,13 @@ impl Default for LimitsConfig {
             registration_burst: 50,
             caps_cache_entries: 10_000,
             max_caps_queries: 4,
+            max_nodes_per_account: 100,
+            max_item_bytes: 128 * 1024,
+            max_roster_items: 100_000,
+            max_pending_requests: 1_000,
+            max_blocklist_items: 1_000,
+            max_resources_per_account: 10,
+            max_directed_presences: 100,
             max_reply_items: 256,
             max_reply_bytes: 1 << 20,
         }
@@ -199,6 +227,13 @@ impl LimitsConfig {
     /// The handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+    /// The roster quotas.
+    pub fn roster_quota(&self) -> crate::store::RosterQuota {
+        crate::store::RosterQuota {
+            max_items: self.max_roster_items,
+            max_pending: self.max_pending_requests,
+        }
     }
     /// What one items reply or replay batch may carry.
     pub fn reply_budget(&self) -> crate::store::Budget {
@@ -355,6 +390,22 @@ impl Config {
         }
         if self.limits.caps_cache_entries == 0 {
             return invalid("limits.caps_cache_entries", "must be at least 1");
+        }
+        for (key, v) in [
+            (
+                "limits.max_nodes_per_account",
+                self.limits.max_nodes_per_account,
+            ),
+            ("limits.max_item_bytes", self.limits.max_item_bytes),
+            ("limits.max_roster_items", self.limits.max_roster_items),
+            (
+                "limits.max_resources_per_account",
+                self.limits.max_resources_per_account,
+            ),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1");
+            }
         }
         if self.limits.max_reply_items == 0 {
             return invalid("limits.max_reply_items", "must be at least 1");

@@ -531,6 +531,11 @@ async fn publish(
     // Stored and delivered as published, but standing on its own: prefixes
     // declared on <pubsub> or <iq> are re-declared (PROTOCOL §1.7).
     let payload = String::from_utf8(payload.to_bytes().to_vec()).unwrap_or_default();
+    let limits = &shared.config.limits;
+    if payload.len() > limits.max_item_bytes {
+        // XEP-0060 §7.1.3.4.
+        return Err(app(C::NotAcceptable, "payload-too-big"));
+    }
     let req = PublishRequest {
         owner: owner.clone(),
         node: node.clone(),
@@ -541,9 +546,14 @@ async fn publish(
             published_ms: now_ms(),
         },
         options,
+        max_nodes: limits.max_nodes_per_account,
     };
     let config = match shared.committer.publish(req.clone()).await {
         Ok(c) => c,
+        Err(PublishError::TooManyNodes) => {
+            return Err(app(C::PolicyViolation, "max-nodes-exceeded")
+                .with_text("the account has reached its node limit"))
+        }
         Err(PublishError::PreconditionNotMet) => {
             return Err(app(C::Conflict, "precondition-not-met"))
         }

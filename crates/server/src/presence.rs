@@ -125,12 +125,15 @@ pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) 
                     }
                     let store = shared.store.clone();
                     let (b, j) = (bare.clone(), jid.clone());
+                    let max = shared.config.limits.max_roster_items;
                     let r = tokio::task::spawn_blocking(move || {
-                        store.roster_update(&b, &j, name, groups)
+                        store.roster_update(&b, &j, name, groups, max)
                     })
                     .await;
-                    let Ok(Ok(item)) = r else {
-                        return err(C::InternalServerError);
+                    let item = match r {
+                        Ok(Ok(item)) => item,
+                        Ok(Err(crate::StoreError::Quota(_))) => return err(C::PolicyViolation),
+                        _ => return err(C::InternalServerError),
                     };
                     roster_push(shared, &bare, &jid, Some(&item));
                     if crate::pep::refresh_access(shared, &bare).await.is_err() {
@@ -225,14 +228,18 @@ pub(crate) async fn subscription(
     }
     let store = shared.store.clone();
     let (u, c) = (user.clone(), contact.clone());
-    let r = tokio::task::spawn_blocking(move || {
-        let before = (store.roster_item(&u, &c)?, store.roster_item(&c, &u)?);
-        let ex = store.subscription(&u, &c, kind, local)?;
-        Ok::<_, crate::StoreError>((before, ex))
-    })
-    .await;
+    let quota = shared.config.limits.roster_quota();
+    let r =
+        tokio::task::spawn_blocking(move || store.subscription(&u, &c, kind, local, quota)).await;
     let (before, ex) = match r {
         Ok(Ok(x)) => x,
+        Ok(Err(crate::StoreError::Quota(q))) => {
+            debug!(%user, %contact, ?q, "subscription refused by a quota");
+            return bounce(StanzaError::new(C::PolicyViolation).with_text(match q {
+                crate::store::Quota::RosterItems => "your roster is full",
+                _ => "the contact cannot take more subscription requests",
+            }));
+        }
         _ => return bounce(StanzaError::new(C::InternalServerError)),
     };
     debug!(%user, %contact, kind = kind.as_str(), ?ex, "subscription");
@@ -512,6 +519,16 @@ pub(crate) fn directed(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option
         if unavailable {
             list.retain(|j| *j != to);
         } else if !list.contains(&to) {
+            // Each target is remembered until unavailable: bounded.
+            if list.len() >= shared.config.limits.max_directed_presences {
+                return Some(ser::stanza_error(
+                    "presence",
+                    stanza.id().as_deref(),
+                    Some(&raw_to),
+                    Some(me.as_str()),
+                    &StanzaError::new(C::PolicyViolation).with_text("too many directed presences"),
+                ));
+            }
             list.push(to.clone());
         }
     }

@@ -104,6 +104,9 @@ pub struct PublishRequest {
     pub item: StoredItem,
     /// `<publish-options/>`, if sent.
     pub options: Option<Options>,
+    /// Most nodes the owner may have: a publish that would create one more
+    /// is refused.
+    pub max_nodes: usize,
 }
 
 /// Why a publish was refused.
@@ -112,9 +115,30 @@ pub enum PublishError {
     /// publish-options disagree with the existing node.
     #[error("publish-options do not match the node configuration")]
     PreconditionNotMet,
+    /// The node does not exist and the owner already has `max_nodes`.
+    #[error("the owner has reached the node limit")]
+    TooManyNodes,
     /// The store failed; nothing of the batch was written.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How many nodes `owner` has, counting no further than `upto`.
+fn count_nodes(
+    nodes: &impl ReadableTable<&'static str, &'static [u8]>,
+    owner: &BareJid,
+    upto: usize,
+) -> Result<usize, StoreError> {
+    let prefix = format!("{owner}\u{0}");
+    let mut n = 0;
+    for entry in nodes.range(prefix.as_str()..)? {
+        let (k, _) = entry?;
+        if !k.value().starts_with(&prefix) || n >= upto {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn node_key(owner: &BareJid, node: &str) -> String {
@@ -243,13 +267,16 @@ pub struct Exchange {
     pub reply: Option<(SubKind, Outcome)>,
 }
 
+/// (the user's item for the contact, the contact's item for the user).
+pub type RosterPair = (Option<RosterItem>, Option<RosterItem>);
+
 /// What removing a roster item did: both items before, and the
 /// unsubscribe/unsubscribed exchanges it made.
 #[derive(Debug, Clone)]
 pub struct RosterRemoval {
     /// (the owner's item for the contact, the contact's item for the owner)
     /// as they were inside the removing transaction.
-    pub before: (Option<RosterItem>, Option<RosterItem>),
+    pub before: RosterPair,
     /// The unsubscribe and unsubscribed halves.
     pub exchanges: Vec<Exchange>,
 }
@@ -263,6 +290,31 @@ fn get_item(
 ) -> Result<Option<RosterItem>, StoreError> {
     let v = t.get((owner.as_str(), contact.as_str()))?;
     v.map(|v| decode(contact.as_str(), v.value())).transpose()
+}
+
+/// How many of `owner`'s roster items satisfy `pred`, counting no further
+/// than `upto`. Items are decoded only when `pred` needs them.
+fn count_items(
+    t: &RosterTable<'_>,
+    owner: &BareJid,
+    upto: usize,
+    pred: impl Fn(&RosterItem) -> bool,
+) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for entry in t.range((owner.as_str(), "")..)? {
+        if n >= upto {
+            break;
+        }
+        let (k, v) = entry?;
+        let (o, c) = k.value();
+        if o != owner.as_str() {
+            break;
+        }
+        if pred(&decode(c, v.value())?) {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 fn put_item(
@@ -324,9 +376,40 @@ fn parse_jid(s: &str) -> Result<BareJid, StoreError> {
     BareJid::new(s).map_err(|_| StoreError::Corrupt(s.to_owned(), "bad JID".into()))
 }
 
+/// Per-account roster quotas, checked inside the write transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RosterQuota {
+    /// Most roster items (hidden pending requests included).
+    pub max_items: usize,
+    /// Most pending incoming subscription requests.
+    pub max_pending: usize,
+}
+
+impl RosterQuota {
+    /// No limits (tests, seeding).
+    pub const UNLIMITED: Self = Self {
+        max_items: usize::MAX,
+        max_pending: usize::MAX,
+    };
+}
+
+/// Which quota a change would exceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// The user's roster is full.
+    RosterItems,
+    /// The contact has too many pending requests (or a full roster).
+    PendingRequests,
+    /// The block list is full.
+    BlockList,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A per-account quota would be exceeded; nothing was written.
+    #[error("quota exceeded: {0:?}")]
+    Quota(Quota),
     /// The account exists already.
     #[error("account {0} exists")]
     Exists(String),
@@ -536,6 +619,10 @@ impl Store {
                             continue;
                         }
                         rec
+                    }
+                    None if count_nodes(&nodes, &r.owner, r.max_nodes)? >= r.max_nodes => {
+                        out.push(Err(PublishError::TooManyNodes));
+                        continue;
                     }
                     None => NodeRecord {
                         config: r
@@ -1007,11 +1094,16 @@ impl Store {
         contact: &BareJid,
         name: Option<String>,
         groups: Vec<String>,
+        max_items: usize,
     ) -> Result<RosterItem, StoreError> {
         let tx = self.db.begin_write()?;
         let item = {
             let mut t = tx.open_table(ROSTER)?;
-            let mut item = get_item(&t, owner, contact)?.unwrap_or_default();
+            let existing = get_item(&t, owner, contact)?;
+            if existing.is_none() && count_items(&t, owner, max_items, |_| true)? >= max_items {
+                return Err(StoreError::Quota(Quota::RosterItems));
+            }
+            let mut item = existing.unwrap_or_default();
             item.name = name;
             item.groups = groups;
             item.listed = true;
@@ -1032,17 +1124,38 @@ impl Store {
         contact: &BareJid,
         kind: SubKind,
         contact_local: bool,
-    ) -> Result<Exchange, StoreError> {
+        quota: RosterQuota,
+    ) -> Result<(RosterPair, Exchange), StoreError> {
         let tx = self.db.begin_write()?;
         let ex = {
             let mut t = tx.open_table(ROSTER)?;
+            // Both items as they were, read in the transaction that changes
+            // them (the caller updates the fan-out registry from these).
+            let before = (get_item(&t, user, contact)?, get_item(&t, contact, user)?);
             let contact_exists =
                 contact_local && tx.open_table(ACCOUNTS)?.get(contact.as_str())?.is_some();
+            // A subscribe is the one stanza that makes new items: on the
+            // user's side (pending out) and on the contact's (pending in).
+            if kind == SubKind::Subscribe {
+                if before.0.is_none()
+                    && count_items(&t, user, quota.max_items, |_| true)? >= quota.max_items
+                {
+                    return Err(StoreError::Quota(Quota::RosterItems));
+                }
+                if contact_exists && before.1.is_none() {
+                    let full =
+                        count_items(&t, contact, quota.max_items, |_| true)? >= quota.max_items;
+                    let pending = count_items(&t, contact, quota.max_pending, |i| i.pending_in)?;
+                    if full || pending >= quota.max_pending {
+                        return Err(StoreError::Quota(Quota::PendingRequests));
+                    }
+                }
+            }
             let ex = exchange(&mut t, user, contact, kind, contact_exists)?;
             if let Some(i) = &ex.contact {
                 put_item(&mut t, contact, user, i.item.as_ref())?;
             }
-            ex
+            (before, ex)
         };
         tx.commit()?;
         Ok(ex)
@@ -1124,12 +1237,14 @@ impl Store {
 
     /// Adds (`block`) or removes JIDs from `owner`'s block list; an empty
     /// `jids` with `block == false` clears it. Returns the JIDs whose state
-    /// changed. Durable when it returns.
+    /// changed. A block that would take the list past `max_items` writes
+    /// nothing and fails with [`Quota::BlockList`]. Durable when it returns.
     pub fn set_blocked(
         &self,
         owner: &BareJid,
         jids: &[stanza::Jid],
         block: bool,
+        max_items: usize,
     ) -> Result<Vec<stanza::Jid>, StoreError> {
         let all = if !block && jids.is_empty() {
             self.blocklist(owner)?
@@ -1149,6 +1264,19 @@ impl Store {
                 };
                 if did {
                     changed.push(j);
+                }
+            }
+            if block {
+                let mut n = 0;
+                for entry in t.range((owner.as_str(), "")..)? {
+                    if entry?.0.value().0 != owner.as_str() || n > max_items {
+                        break;
+                    }
+                    n += 1;
+                }
+                if n > max_items {
+                    // Dropping the transaction uncommitted writes nothing.
+                    return Err(StoreError::Quota(Quota::BlockList));
                 }
             }
         }
@@ -1271,6 +1399,7 @@ mod tests {
             node: "urn:xmpp:microblog:0".into(),
             item: item(id),
             options,
+            max_nodes: 100,
         };
         s.publish_batch(std::slice::from_ref(&req))
             .unwrap()

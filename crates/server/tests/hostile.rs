@@ -824,3 +824,125 @@ async fn deluser_on_a_running_server_leaves_nothing_behind() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no account"));
     srv.stop();
 }
+
+/// Publishes one item to `node` (payload of `size` bytes); returns the reply.
+async fn publish_to(c: &mut Client, node: &str, size: usize) -> Element {
+    c.iq(&format!(
+        "<iq type='set' id='pub-{node}'><pubsub xmlns='{}'><publish node='{node}'><item>\
+         <entry xmlns='http://www.w3.org/2005/Atom'><title>{}</title></entry></item>\
+         </publish></pubsub></iq>",
+        ns::PUBSUB,
+        "x".repeat(size)
+    ))
+    .await
+}
+
+/// Sends an iq and reads past pushes to its answer.
+async fn answer(c: &mut Client, xml: &str, id: &str) -> Element {
+    c.send(xml).await;
+    loop {
+        let e = c.element().await;
+        if e.name == "iq" && e.attr("id") == Some(id) {
+            return e;
+        }
+    }
+}
+
+/// §2.10: every per-account quota answers with its stanza error.
+#[tokio::test]
+async fn quotas_hold() {
+    let accounts = [("jane", "pw"), ("bob", "pw"), ("kim", "pw"), ("lee", "pw")];
+    let srv = Binary::start(
+        &accounts,
+        "[limits]\nmax_nodes_per_account = 2\nmax_item_bytes = 2048\nmax_roster_items = 2\n\
+         max_pending_requests = 1\nmax_blocklist_items = 2\nmax_resources_per_account = 2\n\
+         max_directed_presences = 2\n",
+    );
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;
+    // Nodes and item size.
+    for node in ["n1", "n2"] {
+        assert_eq!(
+            publish_to(&mut jane, node, 10).await.attr("type"),
+            Some("result")
+        );
+    }
+    let r = publish_to(&mut jane, "n3", 10).await;
+    assert_eq!(
+        common::error_conditions(&r),
+        ["policy-violation", "text", "max-nodes-exceeded"]
+    );
+    let r = publish_to(&mut jane, "n1", 3000).await;
+    assert_eq!(
+        common::error_conditions(&r),
+        ["not-acceptable", "payload-too-big"]
+    );
+    // Roster size.
+    let (mut bob, _) = Client::login_plain(srv.addr, "bob", "pw", "a").await;
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let r = answer(
+            &mut bob,
+            &format!(
+                "<iq type='set' id='r{i}'><query xmlns='jabber:iq:roster'>\
+                 <item jid='c{i}@example.org'/></query></iq>"
+            ),
+            &format!("r{i}"),
+        )
+        .await;
+        answers.push(r.attr("type").unwrap_or("").to_owned());
+    }
+    assert_eq!(answers, ["result", "result", "error"]);
+    // Pending requests: kim's waits; lee's bounces.
+    let (mut kim, _) = Client::login_plain(srv.addr, "kim", "pw", "a").await;
+    kim.send("<presence to='jane@example.org' type='subscribe'/>")
+        .await;
+    kim.drain().await;
+    let (mut lee, _) = Client::login_plain(srv.addr, "lee", "pw", "a").await;
+    lee.keep_presence = true;
+    lee.send("<presence to='jane@example.org' type='subscribe' id='s'/>")
+        .await;
+    let e = lee
+        .expect("the bounce", |e| {
+            e.name == "presence" && e.attr("type") == Some("error")
+        })
+        .await;
+    assert_eq!(common::error_conditions(&e)[0], "policy-violation");
+    lee.keep_presence = false;
+    // Block list size.
+    let block = |jids: &[&str], id: &str| {
+        let items: String = jids.iter().map(|j| format!("<item jid='{j}'/>")).collect();
+        format!("<iq type='set' id='{id}'><block xmlns='urn:xmpp:blocking'>{items}</block></iq>")
+    };
+    jane.send(&block(&["x1@example.org", "x2@example.org"], "b1"))
+        .await;
+    jane.drain().await;
+    let r = answer(&mut jane, &block(&["x3@example.org"], "b2"), "b2").await;
+    assert_eq!(common::error_conditions(&r)[0], "policy-violation");
+    // Resources.
+    let _b = Client::login_plain(srv.addr, "jane", "pw", "b").await;
+    let mut c = Client::connect(srv.addr).await;
+    c.open(common::DOMAIN).await;
+    assert!(c.plain("jane", "pw").await.is("success", ns::SASL));
+    c.open(common::DOMAIN).await;
+    let r = c
+        .iq(
+            "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>c</resource></bind></iq>",
+        )
+        .await;
+    assert_eq!(common::error_conditions(&r)[0], "resource-constraint");
+    // Directed presences.
+    jane.keep_presence = true;
+    for to in ["d1@example.org", "d2@example.org"] {
+        jane.send(&format!("<presence to='{to}'/>")).await;
+    }
+    jane.send("<presence to='d3@example.org' id='d3'/>").await;
+    let e = jane
+        .expect("the bounce", |e| {
+            e.name == "presence" && e.attr("type") == Some("error")
+        })
+        .await;
+    assert_eq!(e.attr("id"), Some("d3"));
+    assert_eq!(common::error_conditions(&e)[0], "policy-violation");
+    srv.stop();
+}

@@ -28,31 +28,22 @@ pub(crate) async fn delete(
     // Contacts first hear that the account went away, while the registry
     // still knows who is online.
     for (contact, item) in &deleted.roster {
+        let from_us = |ty| {
+            ser::presence(
+                Some(jid.as_str()),
+                Some(contact.as_str()),
+                Some(ty),
+                None,
+                b"",
+            )
+        };
         let mut out = Vec::new();
         if item.sub.from() {
-            out.push(ser::presence(
-                Some(jid.as_str()),
-                Some(contact.as_str()),
-                Some("unavailable"),
-                None,
-                b"",
-            ));
-            out.push(ser::presence(
-                Some(jid.as_str()),
-                Some(contact.as_str()),
-                Some("unsubscribed"),
-                None,
-                b"",
-            ));
+            out.push(from_us("unavailable"));
+            out.push(from_us("unsubscribed"));
         }
         if item.sub.to() || item.ask {
-            out.push(ser::presence(
-                Some(jid.as_str()),
-                Some(contact.as_str()),
-                Some("unsubscribe"),
-                None,
-                b"",
-            ));
+            out.push(from_us("unsubscribe"));
         }
         for s in sessions(shared, contact) {
             for b in &out {

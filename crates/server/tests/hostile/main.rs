@@ -86,3 +86,29 @@ pub(crate) async fn answer(c: &mut Client, xml: &str, id: &str) -> Element {
         }
     }
 }
+
+/// Publishes item `id` (title `title`) to the microblog node with the
+/// given access model in its publish-options; asserts the result.
+pub(crate) async fn publish_with_access(c: &mut Client, id: &str, title: &str, access: &str) {
+    let r = c
+        .iq(&format!(
+            "<iq type='set' id='pub-{id}'><pubsub xmlns='{}'><publish node='{NODE}'><item id='{id}'>\
+             <entry xmlns='http://www.w3.org/2005/Atom'><title>{title}</title></entry></item></publish>\
+             <publish-options><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+             <field var='pubsub#access_model'><value>{access}</value></field></x></publish-options>\
+             </pubsub></iq>",
+            ns::PUBSUB
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+}
+
+/// The answer to an items request on the client's own microblog node.
+pub(crate) async fn own_items(c: &mut Client) -> Element {
+    c.iq(&format!(
+        "<iq type='get' id='items'><pubsub xmlns='{}'><items node='{NODE}'/></pubsub></iq>",
+        ns::PUBSUB
+    ))
+    .await
+}

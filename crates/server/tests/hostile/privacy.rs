@@ -2,7 +2,7 @@
 
 use crate::common::binary::Binary;
 use crate::common::{self, Client};
-use crate::{publish, NODE};
+use crate::{own_items, publish, publish_with_access, NODE};
 use stanza::{ns, Element};
 
 async fn disco(c: &mut Client, to: &str, what: &str) -> Element {
@@ -23,18 +23,7 @@ async fn disco(c: &mut Client, to: &str, what: &str) -> Element {
 async fn disco_tells_strangers_nothing() {
     let srv = Binary::start(&[("jane", "pw"), ("mal", "pw"), ("eve", "pw")], "");
     let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;
-    let r = jane
-        .iq(&format!(
-            "<iq type='set' id='pub'><pubsub xmlns='{}'><publish node='{NODE}'><item id='1'>\
-             <entry xmlns='http://www.w3.org/2005/Atom'><title>hi</title></entry></item></publish>\
-             <publish-options><x xmlns='jabber:x:data' type='submit'>\
-             <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
-             <field var='pubsub#access_model'><value>open</value></field></x></publish-options>\
-             </pubsub></iq>",
-            ns::PUBSUB
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    publish_with_access(&mut jane, "1", "hi", "open").await;
     let (mut eve, _) = Client::login_plain(srv.addr, "eve", "pw", "a").await;
     let real = disco(&mut eve, "jane@example.org", "info").await;
     let missing = disco(&mut eve, "nobody@example.org", "info").await;
@@ -134,18 +123,7 @@ async fn populate_jane(srv: &Binary) -> (Client, Client) {
     let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "a").await;
     let (mut bob, _) = Client::login_plain(srv.addr, "bob", "pw", "a").await;
     Client::befriend(&mut jane, "jane@example.org", &mut bob, "bob@example.org").await;
-    let r = jane
-        .iq(&format!(
-            "<iq type='set' id='pub'><pubsub xmlns='{}'><publish node='{NODE}'><item id='secret'>\
-             <entry xmlns='http://www.w3.org/2005/Atom'><title>private</title></entry></item></publish>\
-             <publish-options><x xmlns='jabber:x:data' type='submit'>\
-             <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
-             <field var='pubsub#access_model'><value>whitelist</value></field></x></publish-options>\
-             </pubsub></iq>",
-            ns::PUBSUB
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    publish_with_access(&mut jane, "secret", "private", "whitelist").await;
     jane.send("<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='mal@example.org'/></block></iq>")
         .await;
     jane.drain().await;
@@ -224,12 +202,7 @@ async fn new_jane_inherits_nothing(srv: &Binary, bob: &mut Client) {
         "the name is free again: {r:?}"
     );
     let (mut jane, _) = Client::login_plain(srv.addr, "jane", "new", "a").await;
-    let r = jane
-        .iq(&format!(
-            "<iq type='get' id='items'><pubsub xmlns='{}'><items node='{NODE}'/></pubsub></iq>",
-            ns::PUBSUB
-        ))
-        .await;
+    let r = own_items(&mut jane).await;
     assert_eq!(
         common::error_conditions(&r),
         ["item-not-found"],

@@ -2,7 +2,7 @@
 
 use crate::common::binary::Binary;
 use crate::common::{self, Client};
-use crate::NODE;
+use crate::{own_items, NODE};
 use stanza::ns;
 
 /// §2.9: characters XML forbids never reach the store: the publish that
@@ -26,12 +26,7 @@ async fn forbidden_characters_end_the_stream_and_are_not_stored() {
         assert_eq!(jane.stream_error().await, "not-well-formed", "{bad:?}");
     }
     let (mut jane, _) = Client::login_plain(srv.addr, "jane", "pw", "after").await;
-    let r = jane
-        .iq(&format!(
-            "<iq type='get' id='items'><pubsub xmlns='{}'><items node='{NODE}'/></pubsub></iq>",
-            ns::PUBSUB
-        ))
-        .await;
+    let r = own_items(&mut jane).await;
     assert_eq!(
         common::error_conditions(&r),
         ["item-not-found"],

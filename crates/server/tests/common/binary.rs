@@ -115,6 +115,25 @@ impl Binary {
             .sum()
     }
 
+    /// Runs another `starling` command on this server's data directory;
+    /// returns whether it succeeded, and its stderr.
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(path())
+            .args([
+                "--data-dir",
+                self.dir.path().to_str().unwrap(),
+                "--domain",
+                DOMAIN,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// The process's resident memory in KiB (`VmRSS`).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();

@@ -290,33 +290,12 @@ async fn deluser_on_a_running_server_leaves_nothing_behind() {
         DELETION_CONFIG,
     );
     let (mut jane, mut bob) = populate_jane(&srv).await;
-    let out = std::process::Command::new(crate::common::binary::path())
-        .args([
-            "--data-dir",
-            srv.dir.path().to_str().unwrap(),
-            "--domain",
-            common::DOMAIN,
-        ])
-        .args(["deluser", "jane@example.org"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains("running server"), "{err}");
+    let (ok, err) = srv.cli(&["deluser", "jane@example.org"]);
+    assert!(ok && err.contains("running server"), "{err}");
     assert_eq!(jane.stream_error().await, "not-authorized");
     new_jane_inherits_nothing(&srv, &mut bob).await;
     // A second deletion names the problem.
-    let out = std::process::Command::new(crate::common::binary::path())
-        .args([
-            "--data-dir",
-            srv.dir.path().to_str().unwrap(),
-            "--domain",
-            common::DOMAIN,
-        ])
-        .args(["deluser", "nobody@example.org"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no account"));
+    let (ok, err) = srv.cli(&["deluser", "nobody@example.org"]);
+    assert!(!ok && err.contains("no account"), "{err}");
     srv.stop();
 }

@@ -393,9 +393,9 @@ fn read_start(
     }
     scope.marks.push(scope.bindings.len());
     scope.bindings.extend(decls.iter().cloned());
-    let scope_guard = &scope.bindings;
+    let bindings = &scope.bindings;
     let (prefix, name) = split_qname(s.name().0);
-    let ns = match lookup(scope_guard, prefix) {
+    let ns = match lookup(bindings, prefix) {
         Some(u) => u.to_owned(),
         None if prefix.is_none() => String::new(),
         None => return Err(ElementError::UnboundPrefix(prefix.unwrap_or("").to_owned())),
@@ -406,7 +406,7 @@ fn read_start(
         let ans = match p {
             None => None,
             Some(p) => Some(
-                lookup(scope_guard, Some(p))
+                lookup(bindings, Some(p))
                     .ok_or_else(|| ElementError::UnboundPrefix(p.to_owned()))?
                     .to_owned(),
             ),

@@ -666,18 +666,17 @@ async fn items(
     let Some(node) = items.attr("node").map(str::to_owned) else {
         return Err(app(C::BadRequest, "nodeid-required"));
     };
-    // Each id once: a request repeating one id thousands of times must not
-    // get thousands of copies (reply amplification).
-    let mut wanted: Vec<String> = Vec::new();
-    for id in items
+    // Each id once, in request order: a request repeating one id thousands
+    // of times must not get thousands of copies (reply amplification), nor
+    // cost a quadratic scan to find that out.
+    let mut seen = HashSet::new();
+    let wanted: Vec<String> = items
         .elements()
         .filter(|i| i.is("item", ns::PUBSUB))
         .filter_map(|i| i.attr("id"))
-    {
-        if !wanted.iter().any(|w| w == id) {
-            wanted.push(id.to_owned());
-        }
-    }
+        .filter(|id| seen.insert(*id))
+        .map(str::to_owned)
+        .collect();
     let max = match items.attr("max_items").map(str::parse::<usize>) {
         None => None,
         Some(Ok(n)) => Some(n),

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use server::pubsub::{AccessModel, NodeConfig};
 use server::roster::{RosterItem, Sub};
+use server::store::prelude::*;
 use server::store::{Seed, Subscription};
-use server::{AccountRecord, Config, Listeners, Store};
+use server::{AccountRecord, Config, Listeners, Redb};
 use stanza::BareJid;
 
 use crate::graph::Graph;
@@ -40,7 +41,7 @@ fn bare(i: u32) -> BareJid {
 
 /// Writes the plan's accounts and follow graph into the store in `dir`.
 pub fn seed(dir: &Path, graph: &Graph, mechanism: Mechanism) -> Result<()> {
-    let store = Store::open(dir).context("opening the store to seed it")?;
+    let store = Redb::open(dir).context("opening the store to seed it")?;
     // One key derivation for everyone: set-up speed, not a security
     // property, is what matters for a load test's throwaway accounts.
     let record = AccountRecord::new(PASSWORD, ITERATIONS);

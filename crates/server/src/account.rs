@@ -19,11 +19,8 @@ pub(crate) async fn delete(
     jid: &BareJid,
     keep: Option<&stanza::FullJid>,
 ) -> Result<Deleted, StoreError> {
-    let store = shared.store.clone();
     let j = jid.clone();
-    let deleted = tokio::task::spawn_blocking(move || store.delete_account(&j))
-        .await
-        .map_err(|e| StoreError::Db(e.to_string()))??;
+    let deleted = shared.db(move |s| s.delete_account(&j)).await?;
     crate::control::end_sessions(shared, jid, keep, StreamErrorCondition::NotAuthorized);
     // Contacts first hear that the account went away, while the registry
     // still knows who is online.

@@ -26,12 +26,10 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Byte
     let Some(op) = iq.first_element() else {
         return err(StanzaError::new(C::BadRequest));
     };
-    let store = shared.store.clone();
     match (iq.attr("type"), op.name.as_str()) {
         (Some("get"), "blocklist") => {
             let o = owner.clone();
-            let Ok(Ok(list)) = tokio::task::spawn_blocking(move || store.blocklist(&o)).await
-            else {
+            let Ok(list) = shared.db(move |s| s.blocklist(&o)).await else {
                 return err(StanzaError::new(C::InternalServerError));
             };
             let payload = list_xml("blocklist", &list);
@@ -52,14 +50,13 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Byte
             }
             let (o, j) = (owner.clone(), jids.clone());
             let max = shared.config.limits.max_blocklist_items;
-            let r =
-                tokio::task::spawn_blocking(move || store.set_blocked(&o, &j, block, max)).await;
+            let r = shared.db(move |s| s.set_blocked(&o, &j, block, max)).await;
             let changed = match r {
-                Ok(Ok(c)) => c,
-                Ok(Err(crate::StoreError::Quota(_))) => {
+                Ok(c) => c,
+                Err(crate::StoreError::Quota(_)) => {
                     return err(StanzaError::new(C::PolicyViolation).with_text("block list full"))
                 }
-                _ => return err(StanzaError::new(C::InternalServerError)),
+                Err(_) => return err(StanzaError::new(C::InternalServerError)),
             };
             let registry = shared.fanout.registry();
             for j in &changed {

@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::sasl::{self, Hash, ScramKeys, ScramServer};
 use crate::Shared;
@@ -559,7 +559,6 @@ impl<S: Io> Conn<S> {
     /// Handles `<auth/>`; answers a challenge or success itself.
     async fn start_auth(&mut self, mechanism: &str, data: &[u8]) -> Result<(), SaslFailure> {
         let domain = self.domain.clone().unwrap_or_default();
-        let store = self.shared.store.clone();
         let iterations = self.shared.config.scram_iterations;
         match mechanism {
             "PLAIN" if self.tls || self.shared.config.allow_plaintext_auth => {
@@ -572,24 +571,26 @@ impl<S: Io> Conn<S> {
                 self.back_off(&jid).await;
                 let j = jid.clone();
                 let secret = self.shared.secret;
-                let ok = tokio::task::spawn_blocking(move || {
-                    let found = store
-                        .account(&j)
-                        .ok()
-                        .flatten()
-                        .and_then(|r| r.keys(Hash::Sha1).cloned());
-                    // An unknown account is checked against its decoy keys:
-                    // the same PBKDF2, so the time taken tells nothing.
-                    let exists = found.is_some();
-                    let keys = found.unwrap_or_else(|| {
-                        ScramKeys::decoy(Hash::Sha1, &secret, j.as_str(), iterations)
-                    });
-                    keys.verify_password(&pass) && exists
-                })
-                .await
-                .unwrap_or(false);
-                if !ok {
-                    return Err(SaslFailure::NotAuthorized);
+                let checked = self
+                    .shared
+                    .db(move |store| {
+                        let found = store.account(&j)?.and_then(|r| r.keys(Hash::Sha1).cloned());
+                        // An unknown account is checked against its decoy
+                        // keys: the same PBKDF2, so the time tells nothing.
+                        let exists = found.is_some();
+                        let keys = found.unwrap_or_else(|| {
+                            ScramKeys::decoy(Hash::Sha1, &secret, j.as_str(), iterations)
+                        });
+                        Ok::<_, crate::StoreError>(keys.verify_password(&pass) && exists)
+                    })
+                    .await;
+                match checked {
+                    Ok(true) => {}
+                    Ok(false) => return Err(SaslFailure::NotAuthorized),
+                    Err(e) => {
+                        warn!(error = %e, "reading an account for PLAIN");
+                        return Err(SaslFailure::TemporaryAuthFailure);
+                    }
                 }
                 self.succeed(jid, None)
                     .await
@@ -618,11 +619,13 @@ impl<S: Io> Conn<S> {
                 // the same work as a real account (a lookup, no PBKDF2), so
                 // neither the answer nor its cost reveals which accounts
                 // exist.
-                let found = store
-                    .account(&jid)
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.keys(hash).cloned());
+                let found = match self.shared.store.account(&jid) {
+                    Ok(r) => r.and_then(|r| r.keys(hash).cloned()),
+                    Err(e) => {
+                        warn!(error = %e, "reading an account for SCRAM");
+                        return Err(SaslFailure::TemporaryAuthFailure);
+                    }
+                };
                 let keys = found.unwrap_or_else(|| {
                     ScramKeys::decoy(hash, &self.shared.secret, jid.as_str(), iterations)
                 });
@@ -1061,37 +1064,38 @@ impl<S: Io> Conn<S> {
         if wanted.is_empty() {
             return Ok(());
         }
-        let store = self.shared.store.clone();
         // One replay batch is one reply's worth: following thousands of
         // publishers must not queue thousands of items at one presence.
         let budget = self.shared.config.limits.reply_budget();
-        let last = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            let mut used = 0;
-            for (p, n) in wanted {
-                let Some(Some(node)) = store.node(&p, &n).ok() else {
-                    continue;
-                };
-                if node.config.send_last != crate::pubsub::SendLast::OnSubAndPresence {
-                    continue;
+        let last = self
+            .shared
+            .db(move |store| {
+                let mut out = Vec::new();
+                let mut used = 0;
+                for (p, n) in wanted {
+                    let Some(Some(node)) = store.node(&p, &n).ok() else {
+                        continue;
+                    };
+                    if node.config.send_last != crate::pubsub::SendLast::OnSubAndPresence {
+                        continue;
+                    }
+                    let Some(item) = store
+                        .items(&p, &n, crate::store::Budget::items(1))
+                        .ok()
+                        .and_then(|mut v| v.pop())
+                    else {
+                        continue;
+                    };
+                    if !budget.fits(out.len(), used, item.payload.len()) {
+                        break;
+                    }
+                    used += item.payload.len();
+                    out.push((p, n, item));
                 }
-                let Some(item) = store
-                    .items(&p, &n, crate::store::Budget::items(1))
-                    .ok()
-                    .and_then(|mut v| v.pop())
-                else {
-                    continue;
-                };
-                if !budget.fits(out.len(), used, item.payload.len()) {
-                    break;
-                }
-                used += item.payload.len();
-                out.push((p, n, item));
-            }
-            out
-        })
-        .await
-        .unwrap_or_default();
+                Ok::<_, crate::StoreError>(out)
+            })
+            .await
+            .unwrap_or_default();
         let to = s.jid.clone();
         for (publisher, node, it) in last {
             self.send(crate::pep::replay(&publisher, &to, &node, &it))

@@ -27,7 +27,7 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    pub(crate) fn start(store: Arc<Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub(crate) fn start(store: Arc<dyn Store>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         let (tx, rx) = mpsc::channel::<(PublishRequest, Reply)>();
         let thread = std::thread::Builder::new()
             .name("store-commit".into())
@@ -54,10 +54,10 @@ impl Committer {
                             }
                         }
                         Err(e) => {
-                            let msg = e.to_string();
+                            let e = Arc::new(e);
                             for reply in replies {
                                 let _ = reply
-                                    .send(Err(PublishError::Store(StoreError::Db(msg.clone()))));
+                                    .send(Err(PublishError::Store(StoreError::Batch(e.clone()))));
                             }
                         }
                     }
@@ -87,12 +87,9 @@ impl Committer {
             None => false,
         };
         if !sent {
-            return Err(PublishError::Store(StoreError::Db(
-                "store is shut down".into(),
-            )));
+            return Err(PublishError::Store(StoreError::Closed));
         }
-        rx.await.map_err(|_| {
-            PublishError::Store(StoreError::Db("store commit thread stopped".into()))
-        })?
+        rx.await
+            .map_err(|_| PublishError::Store(StoreError::Closed))?
     }
 }

@@ -84,24 +84,23 @@ pub(crate) async fn iq(
             let registry = shared.fanout.registry();
             let blocked = registry.is_blocked(account, &me.to_bare(), Some(me))
                 || registry.is_blocked(&me.to_bare(), account, None);
-            let store = shared.store.clone();
             let (a, requester) = (account.clone(), me.to_bare());
-            let read = tokio::task::spawn_blocking(move || {
-                if blocked || store.account(&a)?.is_none() {
-                    return Ok((Vec::new(), None));
-                }
-                let nodes = store.nodes_of(&a)?;
-                let item = if requester == a {
-                    None
-                } else {
-                    store.roster_item(&a, &requester)?
-                };
-                Ok::<_, crate::StoreError>((nodes, item))
-            })
-            .await;
-            let (nodes, item) = match read {
-                Ok(Ok(x)) => x,
-                _ => return Err(StanzaError::new(C::InternalServerError)),
+            let read = shared
+                .db(move |store| {
+                    if blocked || store.account(&a)?.is_none() {
+                        return Ok((Vec::new(), None));
+                    }
+                    let nodes = store.nodes_of(&a)?;
+                    let item = if requester == a {
+                        None
+                    } else {
+                        store.roster_item(&a, &requester)?
+                    };
+                    Ok::<_, crate::StoreError>((nodes, item))
+                })
+                .await;
+            let Ok((nodes, item)) = read else {
+                return Err(StanzaError::new(C::InternalServerError));
             };
             let is_owner = me.to_bare() == *account;
             // Only nodes the requester may read are shown.

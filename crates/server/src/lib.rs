@@ -47,7 +47,7 @@ use tracing::{debug, info, warn};
 pub use config::{Config, ConfigError};
 /// XEP-0082 date-time in UTC for milliseconds since the Unix epoch.
 pub use pep::datetime as xep0082_datetime;
-pub use store::{AccountRecord, Store, StoreError};
+pub use store::{AccountRecord, Redb, Store, StoreError};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +149,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// What every connection shares.
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) store: Arc<Store>,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) fanout: Arc<dyn fanout::Fanout>,
     pub(crate) committer: commit::Committer,
     pub(crate) caps: Arc<caps::CapsCache>,
@@ -172,6 +172,20 @@ pub(crate) struct Shared {
     pub(crate) secret: [u8; 32],
 }
 
+impl Shared {
+    /// Runs a store call on the blocking pool ([`store::blocking`]).
+    pub(crate) async fn db<T, E>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        store::blocking(&self.store, f).await
+    }
+}
+
 /// Resolves once shutdown was signalled. (Wrapping `wait_for` keeps its
 /// non-`Send` guard out of the callers' futures.)
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
@@ -187,7 +201,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     config.validate()?;
-    let store = Arc::new(Store::open(&config.data_dir)?);
+    let store: Arc<dyn Store> = Arc::new(Redb::open(&config.data_dir)?);
     let secret = files::server_secret(&config.data_dir)?;
     let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     let registry = Arc::new(fanout::Registry::new(config.domains.clone(), shards));

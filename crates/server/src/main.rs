@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use server::{AccountRecord, Config, Listeners, Store};
+use server::store::prelude::*;
+use server::{AccountRecord, Config, Listeners, Redb};
 use stanza::BareJid;
 
 #[global_allocator]
@@ -187,7 +188,7 @@ fn main() -> Result<()> {
             config.validate()?;
             let jid = account_jid(&jid, &config)?;
             let pass = read_password("password: ")?;
-            let store = Store::open(&config.data_dir)?;
+            let store = Redb::open(&config.data_dir)?;
             store.create_account(&jid, &AccountRecord::new(&pass, config.scram_iterations))?;
             eprintln!("created {jid}");
             Ok(())
@@ -196,7 +197,7 @@ fn main() -> Result<()> {
             config.validate()?;
             let jid = account_jid(&jid, &config)?;
             let pass = read_password("new password: ")?;
-            let store = Store::open(&config.data_dir)?;
+            let store = Redb::open(&config.data_dir)?;
             store.set_account(&jid, &AccountRecord::new(&pass, config.scram_iterations))?;
             eprintln!("password changed for {jid}");
             Ok(())
@@ -215,7 +216,7 @@ fn main() -> Result<()> {
                     None => bail!("the running server refused: {answer}"),
                 };
             }
-            let store = Store::open(&config.data_dir).with_context(|| {
+            let store = Redb::open(&config.data_dir).with_context(|| {
                 format!(
                     "opening the store in {} (a running server holds it; is its control socket                      missing?)",
                     config.data_dir.display()

@@ -14,6 +14,7 @@ use stanza::{ns, BareJid, Element, FullJid, StanzaErrorCondition as C};
 
 use crate::pep::{app, notify_event, refresh_access, Notice, Reply};
 use crate::pubsub::Options;
+use crate::store::prelude::*;
 use crate::Shared;
 
 /// Handles `<pubsub xmlns='…#owner'>`; only the owner may.
@@ -49,16 +50,13 @@ pub(crate) async fn iq(
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::StoreError> + Send + 'static,
+    shared: &Shared,
+    f: impl FnOnce(&dyn Store) -> Result<T, crate::StoreError> + Send + 'static,
 ) -> Result<T, StanzaError<'static>> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "store");
-            Err(StanzaError::new(C::InternalServerError))
-        }
-        Err(_) => Err(StanzaError::new(C::InternalServerError)),
-    }
+    shared.db(f).await.map_err(|e| {
+        tracing::error!(error = %e, "store");
+        StanzaError::new(C::InternalServerError)
+    })
 }
 
 fn owner_wrap(body: impl FnOnce(&mut XmlWriter)) -> Vec<u8> {
@@ -72,9 +70,8 @@ fn owner_wrap(body: impl FnOnce(&mut XmlWriter)) -> Vec<u8> {
 }
 
 async fn configure_get(shared: &Arc<Shared>, owner: &BareJid, node: &str) -> Reply {
-    let store = shared.store.clone();
     let (o, n) = (owner.clone(), node.to_owned());
-    let Some(rec) = blocking(move || store.node(&o, &n)).await? else {
+    let Some(rec) = blocking(shared, move |s| s.node(&o, &n)).await? else {
         return Err(StanzaError::new(C::ItemNotFound));
     };
     Ok(owner_wrap(|w| {
@@ -92,9 +89,8 @@ async fn configure_set(shared: &Arc<Shared>, owner: &BareJid, node: &str, op: &E
         return Ok(Vec::new());
     }
     let options = Options::from_form(x).map_err(|_| StanzaError::new(C::NotAcceptable))?;
-    let store = shared.store.clone();
     let (o, n) = (owner.clone(), node.to_owned());
-    if blocking(move || store.configure(&o, &n, &options))
+    if blocking(shared, move |s| s.configure(&o, &n, &options))
         .await?
         .is_none()
     {
@@ -106,9 +102,8 @@ async fn configure_set(shared: &Arc<Shared>, owner: &BareJid, node: &str, op: &E
 }
 
 async fn subscribers(shared: &Arc<Shared>, owner: &BareJid, node: &str) -> Reply {
-    let store = shared.store.clone();
     let (o, n) = (owner.clone(), node.to_owned());
-    let subs = blocking(move || {
+    let subs = blocking(shared, move |store| {
         Ok(match store.node(&o, &n)? {
             Some(_) => Some(store.node_subscriptions(&o, &n)?),
             None => None,
@@ -156,10 +151,9 @@ async fn remove_subscribers(
         }
         jids.push(jid);
     }
-    let store = shared.store.clone();
     let (o, n) = (owner.clone(), node.to_owned());
     let j = jids.clone();
-    let found = blocking(move || {
+    let found = blocking(shared, move |store| {
         if store.node(&o, &n)?.is_none() {
             return Ok(false);
         }
@@ -180,9 +174,8 @@ async fn remove_subscribers(
 }
 
 async fn purge(shared: &Arc<Shared>, owner: &BareJid, node: &str) -> Reply {
-    let store = shared.store.clone();
     let (o, n) = (owner.clone(), node.to_owned());
-    let Some(config) = blocking(move || store.purge(&o, &n)).await? else {
+    let Some(config) = blocking(shared, move |s| s.purge(&o, &n)).await? else {
         return Err(StanzaError::new(C::ItemNotFound));
     };
     if config.notify_retract {
@@ -192,9 +185,11 @@ async fn purge(shared: &Arc<Shared>, owner: &BareJid, node: &str) -> Reply {
 }
 
 async fn delete(shared: &Arc<Shared>, owner: &BareJid, node: &str) -> Reply {
-    let store = shared.store.clone();
     let (o, n) = (owner.clone(), node.to_owned());
-    if blocking(move || store.delete_node(&o, &n)).await?.is_none() {
+    if blocking(shared, move |s| s.delete_node(&o, &n))
+        .await?
+        .is_none()
+    {
         return Err(StanzaError::new(C::ItemNotFound));
     }
     // Subscribers hear of it before their subscriptions go.
@@ -213,9 +208,8 @@ pub(crate) async fn own_subscriptions(
     owner: &BareJid,
     el: &Element,
 ) -> Reply {
-    let store = shared.store.clone();
     let b = me.to_bare();
-    let mut subs = blocking(move || store.subscriptions_of(&b)).await?;
+    let mut subs = blocking(shared, move |s| s.subscriptions_of(&b)).await?;
     subs.retain(|s| s.owner == *owner && el.attr("node").is_none_or(|n| n == s.node));
     let mut w = XmlWriter::with_capacity(256);
     w.open("pubsub").attr("xmlns", ns::PUBSUB).close_start();

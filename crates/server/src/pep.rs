@@ -26,6 +26,7 @@ use std::collections::HashSet;
 
 use crate::pubsub::{AccessModel, NodeConfig, Options, SendLast, StoredItem};
 use crate::roster::RosterItem;
+use crate::store::prelude::*;
 use crate::store::{Anchor, Budget, PublishError, PublishRequest};
 use crate::Shared;
 
@@ -78,7 +79,7 @@ pub(crate) fn check_access(
 /// `owner`'s node if `requester` may read it: `item-not-found`, or the
 /// access model's error, otherwise. Blocking (store reads).
 fn readable_node(
-    store: &crate::Store,
+    store: &dyn Store,
     owner: &BareJid,
     node: &str,
     requester: &BareJid,
@@ -111,51 +112,51 @@ pub(crate) async fn refresh_access(
     owner: &BareJid,
 ) -> Result<(), StanzaError<'static>> {
     let _one_at_a_time = shared.access_locks.lock(owner).await;
-    let store = shared.store.clone();
     let o = owner.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        let nodes = store.nodes_of(&o)?;
-        let restricted = nodes
-            .iter()
-            .any(|(_, c)| c.access_model != AccessModel::Open);
-        if !restricted {
-            return Ok((nodes, Vec::new(), Vec::new()));
-        }
-        // The whole roster only for `roster` nodes (their allowed set);
-        // otherwise one item per explicit subscriber, so a big account's
-        // follow changes stay cheap.
-        let roster = if nodes
-            .iter()
-            .any(|(_, c)| c.access_model == AccessModel::Roster)
-        {
-            store.roster(&o)?
-        } else {
-            Vec::new()
-        };
-        let mut dropped = Vec::new();
-        for (node, config) in nodes
-            .iter()
-            .filter(|(_, c)| c.access_model != AccessModel::Open)
-        {
-            for jid in store.node_subscriptions(&o, node)? {
-                let bare = jid.to_bare();
-                if bare == o {
-                    continue;
-                }
-                let item = store.roster_item(&o, &bare)?;
-                if check_access(config, item.as_ref()).is_err() {
-                    store.unsubscribe(&o, node, &jid)?;
-                    dropped.push((node.clone(), jid));
+    let work = shared
+        .db(move |store| {
+            let nodes = store.nodes_of(&o)?;
+            let restricted = nodes
+                .iter()
+                .any(|(_, c)| c.access_model != AccessModel::Open);
+            if !restricted {
+                return Ok((nodes, Vec::new(), Vec::new()));
+            }
+            // The whole roster only for `roster` nodes (their allowed set);
+            // otherwise one item per explicit subscriber, so a big account's
+            // follow changes stay cheap.
+            let roster = if nodes
+                .iter()
+                .any(|(_, c)| c.access_model == AccessModel::Roster)
+            {
+                store.roster(&o)?
+            } else {
+                Vec::new()
+            };
+            let mut dropped = Vec::new();
+            for (node, config) in nodes
+                .iter()
+                .filter(|(_, c)| c.access_model != AccessModel::Open)
+            {
+                for jid in store.node_subscriptions(&o, node)? {
+                    let bare = jid.to_bare();
+                    if bare == o {
+                        continue;
+                    }
+                    let item = store.roster_item(&o, &bare)?;
+                    if check_access(config, item.as_ref()).is_err() {
+                        store.unsubscribe(&o, node, &jid)?;
+                        dropped.push((node.clone(), jid));
+                    }
                 }
             }
-        }
-        Ok::<_, crate::StoreError>((nodes, roster, dropped))
-    })
-    .await;
-    let Ok(Ok((nodes, roster, dropped))) = work else {
-        tracing::error!(%owner, "could not refresh node access");
-        return Err(StanzaError::new(C::InternalServerError));
-    };
+            Ok::<_, crate::StoreError>((nodes, roster, dropped))
+        })
+        .await;
+    let (nodes, roster, dropped) = work.map_err(|e| {
+        tracing::error!(%owner, error = %e, "could not refresh node access");
+        StanzaError::new(C::InternalServerError)
+    })?;
     let registry = shared.fanout.registry();
     for (node, config) in &nodes {
         registry.set_node_access(owner, node, allowed_for(config, &roster));
@@ -330,28 +331,28 @@ async fn subscribe(
         return Err(app(C::BadRequest, "nodeid-required"));
     };
     let jid = own_jid(me, sub)?;
-    let store = shared.store.clone();
     let (o, n, j) = (owner.clone(), node.clone(), jid.clone());
     let requester = me.to_bare();
-    let done = tokio::task::spawn_blocking(move || {
-        let rec = match readable_node(&store, &o, &n, &requester)? {
-            Ok(rec) => rec,
-            Err(e) => return Ok(Err(e)),
-        };
-        store.subscribe(&o, &n, &j)?;
-        let last = match rec.config.send_last {
-            SendLast::Never => None,
-            SendLast::OnSub | SendLast::OnSubAndPresence => {
-                store.items(&o, &n, Budget::items(1))?.pop()
-            }
-        };
-        Ok::<_, crate::StoreError>(Ok(last))
-    })
-    .await;
+    let done = shared
+        .db(move |store| {
+            let rec = match readable_node(store, &o, &n, &requester)? {
+                Ok(rec) => rec,
+                Err(e) => return Ok(Err(e)),
+            };
+            store.subscribe(&o, &n, &j)?;
+            let last = match rec.config.send_last {
+                SendLast::Never => None,
+                SendLast::OnSub | SendLast::OnSubAndPresence => {
+                    store.items(&o, &n, Budget::items(1))?.pop()
+                }
+            };
+            Ok::<_, crate::StoreError>(Ok(last))
+        })
+        .await;
     let last = match done {
-        Ok(Ok(Ok(last))) => last,
-        Ok(Ok(Err(e))) => return Err(e),
-        _ => return Err(StanzaError::new(C::InternalServerError)),
+        Ok(Ok(last)) => last,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(StanzaError::new(C::InternalServerError)),
     };
     shared.fanout.registry().subscribe(owner, &node, &jid);
     // The new subscriber gets the last item at once, marked as a replay.
@@ -385,12 +386,11 @@ async fn retract(shared: &Arc<Shared>, me: &FullJid, owner: &BareJid, r: &Elemen
     else {
         return Err(app(C::BadRequest, "item-required"));
     };
-    let store = shared.store.clone();
     let (o, n, i) = (owner.clone(), node.clone(), id.clone());
-    let config = match tokio::task::spawn_blocking(move || store.retract(&o, &n, &i)).await {
-        Ok(Ok(Some(c))) => c,
-        Ok(Ok(None)) => return Err(StanzaError::new(C::ItemNotFound)),
-        _ => return Err(StanzaError::new(C::InternalServerError)),
+    let config = match shared.db(move |s| s.retract(&o, &n, &i)).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(StanzaError::new(C::ItemNotFound)),
+        Err(_) => return Err(StanzaError::new(C::InternalServerError)),
     };
     let notify = match r.attr("notify") {
         Some(v) => v == "true" || v == "1",
@@ -412,12 +412,11 @@ async fn unsubscribe(
         return Err(app(C::BadRequest, "nodeid-required"));
     };
     let jid = own_jid(me, unsub)?;
-    let store = shared.store.clone();
     let (o, n, j) = (owner.clone(), node.clone(), jid.clone());
-    match tokio::task::spawn_blocking(move || store.unsubscribe(&o, &n, &j)).await {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => return Err(app(C::UnexpectedRequest, "not-subscribed")),
-        _ => return Err(StanzaError::new(C::InternalServerError)),
+    match shared.db(move |s| s.unsubscribe(&o, &n, &j)).await {
+        Ok(true) => {}
+        Ok(false) => return Err(app(C::UnexpectedRequest, "not-subscribed")),
+        Err(_) => return Err(StanzaError::new(C::InternalServerError)),
     }
     shared.fanout.registry().unsubscribe(owner, &node, &jid);
     Ok(Vec::new())
@@ -701,51 +700,51 @@ async fn read_items(
     max: Option<usize>,
     rsm: Option<Rsm>,
 ) -> Reply {
-    let store = shared.store.clone();
     let (o, n) = (owner.clone(), node.clone());
     let requester = me.to_bare();
     let budget = shared.config.limits.reply_budget();
-    let read = tokio::task::spawn_blocking(move || {
-        if let Err(e) = readable_node(&store, &o, &n, &requester)? {
-            return Ok(Err(e));
-        }
-        let read = if !wanted.is_empty() {
-            let mut v: Vec<StoredItem> = Vec::new();
-            let mut used = 0;
-            for id in &wanted {
-                let Some(it) = store.item(&o, &n, id)? else {
-                    continue;
-                };
-                if !budget.fits(v.len(), used, it.payload.len()) {
-                    break;
+    let read = shared
+        .db(move |store| {
+            if let Err(e) = readable_node(store, &o, &n, &requester)? {
+                return Ok(Err(e));
+            }
+            let read = if !wanted.is_empty() {
+                let mut v: Vec<StoredItem> = Vec::new();
+                let mut used = 0;
+                for id in &wanted {
+                    let Some(it) = store.item(&o, &n, id)? else {
+                        continue;
+                    };
+                    if !budget.fits(v.len(), used, it.payload.len()) {
+                        break;
+                    }
+                    used += it.payload.len();
+                    v.push(it);
                 }
-                used += it.payload.len();
-                v.push(it);
-            }
-            Read::List(v)
-        } else if let Some(rsm) = rsm {
-            let max = max.map_or(rsm.max, |m| m.min(rsm.max));
-            let b = Budget {
-                items: max.min(budget.items),
-                ..budget
+                Read::List(v)
+            } else if let Some(rsm) = rsm {
+                let max = max.map_or(rsm.max, |m| m.min(rsm.max));
+                let b = Budget {
+                    items: max.min(budget.items),
+                    ..budget
+                };
+                match store.items_page(&o, &n, &rsm.anchor, b)? {
+                    Some(p) => Read::Page(p),
+                    None => return Ok(Err(StanzaError::new(C::ItemNotFound))),
+                }
+            } else {
+                let b = Budget {
+                    items: max.unwrap_or(usize::MAX).min(budget.items),
+                    ..budget
+                };
+                Read::List(store.items(&o, &n, b)?)
             };
-            match store.items_page(&o, &n, &rsm.anchor, b)? {
-                Some(p) => Read::Page(p),
-                None => return Ok(Err(StanzaError::new(C::ItemNotFound))),
-            }
-        } else {
-            let b = Budget {
-                items: max.unwrap_or(usize::MAX).min(budget.items),
-                ..budget
-            };
-            Read::List(store.items(&o, &n, b)?)
-        };
-        Ok::<_, crate::StoreError>(Ok(read))
-    })
-    .await;
+            Ok::<_, crate::StoreError>(Ok(read))
+        })
+        .await;
     let read = match read {
-        Ok(Ok(r)) => r?,
-        _ => return Err(StanzaError::new(C::InternalServerError)),
+        Ok(r) => r?,
+        Err(_) => return Err(StanzaError::new(C::InternalServerError)),
     };
     let (list, page) = match read {
         Read::List(l) => (l, None),

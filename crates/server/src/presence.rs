@@ -97,9 +97,8 @@ pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) 
     };
     match iq.attr("type") {
         Some("get") => {
-            let store = shared.store.clone();
             let b = bare.clone();
-            let Ok(Ok(items)) = tokio::task::spawn_blocking(move || store.roster(&b)).await else {
+            let Ok(items) = shared.db(move |s| s.roster(&b)).await else {
                 return err(C::InternalServerError);
             };
             let q = roster::query(
@@ -123,17 +122,15 @@ pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) 
                     if jid == bare {
                         return err(C::NotAllowed);
                     }
-                    let store = shared.store.clone();
                     let (b, j) = (bare.clone(), jid.clone());
                     let max = shared.config.limits.max_roster_items;
-                    let r = tokio::task::spawn_blocking(move || {
-                        store.roster_update(&b, &j, name, groups, max)
-                    })
-                    .await;
+                    let r = shared
+                        .db(move |s| s.roster_update(&b, &j, name, groups, max))
+                        .await;
                     let item = match r {
-                        Ok(Ok(item)) => item,
-                        Ok(Err(crate::StoreError::Quota(_))) => return err(C::PolicyViolation),
-                        _ => return err(C::InternalServerError),
+                        Ok(item) => item,
+                        Err(crate::StoreError::Quota(_)) => return err(C::PolicyViolation),
+                        Err(_) => return err(C::InternalServerError),
                     };
                     roster_push(shared, &bare, &jid, Some(&item));
                     if crate::pep::refresh_access(shared, &bare).await.is_err() {
@@ -142,14 +139,12 @@ pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) 
                 }
                 RosterSet::Remove(jid) => {
                     let local = shared.config.served_domain(jid.domain()).is_some();
-                    let store = shared.store.clone();
                     let (b, j) = (bare.clone(), jid.clone());
-                    let r = tokio::task::spawn_blocking(move || store.roster_remove(&b, &j, local))
-                        .await;
+                    let r = shared.db(move |s| s.roster_remove(&b, &j, local)).await;
                     let (before, exchanges) = match r {
-                        Ok(Ok(Some(x))) => (x.before, x.exchanges),
-                        Ok(Ok(None)) => return err(C::ItemNotFound),
-                        _ => return err(C::InternalServerError),
+                        Ok(Some(x)) => (x.before, x.exchanges),
+                        Ok(None) => return err(C::ItemNotFound),
+                        Err(_) => return err(C::InternalServerError),
                     };
                     roster_push(shared, &bare, &jid, None);
                     let contact_after = last_contact(&exchanges);
@@ -226,21 +221,21 @@ pub(crate) async fn subscription(
         // XEP-0191 §3.3.2: the blocker's server drops it silently.
         return None;
     }
-    let store = shared.store.clone();
     let (u, c) = (user.clone(), contact.clone());
     let quota = shared.config.limits.roster_quota();
-    let r =
-        tokio::task::spawn_blocking(move || store.subscription(&u, &c, kind, local, quota)).await;
+    let r = shared
+        .db(move |s| s.subscription(&u, &c, kind, local, quota))
+        .await;
     let (before, ex) = match r {
-        Ok(Ok(x)) => x,
-        Ok(Err(crate::StoreError::Quota(q))) => {
+        Ok(x) => x,
+        Err(crate::StoreError::Quota(q)) => {
             debug!(%user, %contact, ?q, "subscription refused by a quota");
             return bounce(StanzaError::new(C::PolicyViolation).with_text(match q {
                 crate::store::Quota::RosterItems => "your roster is full",
                 _ => "the contact cannot take more subscription requests",
             }));
         }
-        _ => return bounce(StanzaError::new(C::InternalServerError)),
+        Err(_) => return bounce(StanzaError::new(C::InternalServerError)),
     };
     debug!(%user, %contact, kind = kind.as_str(), ?ex, "subscription");
     let user_after = ex
@@ -402,13 +397,8 @@ pub(crate) async fn broadcast(shared: &Arc<Shared>, me: &FullJid, stanza: Option
     if let Some(st) = &stamped {
         shared.presences.insert(me.clone(), st.clone());
     }
-    let store = shared.store.clone();
     let b = bare.clone();
-    let roster = tokio::task::spawn_blocking(move || store.roster(&b))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let roster = shared.db(move |s| s.roster(&b)).await.unwrap_or_default();
     let me_jid = me.to_jid();
     let send_to = |s: &SessionEntry| {
         if blocked(shared, &me_jid, &s.jid().to_jid()) {

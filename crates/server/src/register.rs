@@ -83,20 +83,20 @@ pub(crate) async fn iq(
                 return err(StanzaError::new(C::ResourceConstraint)
                     .with_text("too many registrations; try again later"));
             }
-            let store = shared.store.clone();
             let iterations = shared.config.scram_iterations;
             let (j, p, change) = (jid.clone(), pass.into_owned(), who.is_some());
-            let r = tokio::task::spawn_blocking(move || {
-                let record = AccountRecord::new(&p, iterations);
-                if change {
-                    store.set_account(&j, &record)
-                } else {
-                    store.create_account(&j, &record)
-                }
-            })
-            .await;
+            let r = shared
+                .db(move |store| {
+                    let record = AccountRecord::new(&p, iterations);
+                    if change {
+                        store.set_account(&j, &record)
+                    } else {
+                        store.create_account(&j, &record)
+                    }
+                })
+                .await;
             match r {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     match who {
                         None => {
                             shared.metrics.registrations.inc();
@@ -115,8 +115,8 @@ pub(crate) async fn iq(
                     info!(%jid, change = who.is_some(), "registration");
                     ser::iq_result(id, None, None, None)
                 }
-                Ok(Err(StoreError::Exists(_))) => err(StanzaError::new(C::Conflict)),
-                _ => err(StanzaError::new(C::InternalServerError)),
+                Err(StoreError::Exists(_)) => err(StanzaError::new(C::Conflict)),
+                Err(_) => err(StanzaError::new(C::InternalServerError)),
             }
         }
         _ => err(StanzaError::new(C::BadRequest)),

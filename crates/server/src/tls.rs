@@ -107,7 +107,7 @@ mod tests {
             };
             assert_eq!(mode("tls/key.pem"), 0o600, "the private key is owner-only");
             server_config(None, None, &domains, dir.path()).unwrap();
-            crate::Store::open(dir.path()).unwrap();
+            crate::Redb::open(dir.path()).unwrap();
             assert_eq!(mode("starling.redb"), 0o600, "the store is owner-only");
         }
         let first = std::fs::read(dir.path().join("tls/cert.pem")).unwrap();

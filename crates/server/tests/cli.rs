@@ -1,5 +1,6 @@
 //! The `starling` binary's account commands and its errors for bad input.
 
+use server::store::prelude::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -39,7 +40,7 @@ fn account_commands() {
     assert!(!ok && err.contains("exists"), "{err}");
     let (ok, err) = starling(dir.path(), &["passwd", "jane@example.org"], "new\n");
     assert!(ok, "{err}");
-    let store = server::Store::open(dir.path()).unwrap();
+    let store = server::Redb::open(dir.path()).unwrap();
     let rec = store
         .account(&stanza::BareJid::new("jane@example.org").unwrap())
         .unwrap()

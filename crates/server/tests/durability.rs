@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{stream_ctx, Client};
-use server::{AccountRecord, Store};
+use server::store::prelude::*;
+use server::{AccountRecord, Redb};
 use stanza::{ns, BareJid, Element, Event};
 
 const PUBLISHERS: usize = 4;
@@ -102,7 +103,7 @@ async fn publish_until_killed(mut c: Client, user: usize) -> Vec<String> {
 async fn sigkill_under_publishing_load_loses_no_acknowledged_item() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(&dir.path().join("data")).unwrap();
+        let store = Redb::open(&dir.path().join("data")).unwrap();
         for u in 0..PUBLISHERS {
             let jid = BareJid::new(&format!("user{u}@{}", common::DOMAIN)).unwrap();
             store

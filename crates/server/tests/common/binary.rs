@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use server::{AccountRecord, Store};
+use server::store::prelude::*;
+use server::{AccountRecord, Redb};
 use stanza::BareJid;
 
 use super::DOMAIN;
@@ -43,7 +44,7 @@ impl Binary {
     /// The same on an existing data directory.
     pub fn start_in(dir: tempfile::TempDir, accounts: &[(&str, &str)], extra: &str) -> Self {
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = Redb::open(dir.path()).unwrap();
             for (user, pass) in accounts {
                 let jid = BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
                 store

@@ -10,7 +10,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use server::sasl::{Hash, ScramClient};
-use server::{AccountRecord, Config, Listeners, Store};
+use server::store::prelude::*;
+use server::{AccountRecord, Config, Listeners, Redb};
 use stanza::element::{Element, NsContext};
 use stanza::{ns, BareJid, Event, Framer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,7 +79,7 @@ impl TestServer {
         };
         tweak(&mut config);
         {
-            let store = Store::open(&config.data_dir).unwrap();
+            let store = Redb::open(&config.data_dir).unwrap();
             for (user, pass) in accounts {
                 let jid = BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
                 store

@@ -1,59 +1,41 @@
 //! Deleting an account and everything it owned, in one write transaction:
 //! a name registered again later starts from nothing.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, WriteTransaction};
 use stanza::BareJid;
 
 use super::{
-    decode, node_key, parse_jid, split_node_key, Store, StoreError, ACCOUNTS, BLOCKS, ITEMS,
-    ITEM_IDS, NODES, ROSTER, SUBS, SUBS_BY,
+    decode, node_key, parse_jid, split_node_key, ACCOUNTS, BLOCKS, ITEMS, ITEM_IDS, NODES, ROSTER,
+    SUBS, SUBS_BY,
 };
 use crate::roster::RosterItem;
+use crate::store::{Deleted, StoreError};
 
-/// What a deletion removed that the running server must act on.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Deleted {
-    /// The account's roster, as it was: contacts to tell (`unsubscribed`,
-    /// `unavailable`) and whose own items for the account were removed too.
-    pub roster: Vec<(BareJid, RosterItem)>,
-    /// Other accounts whose roster held an item for the deleted one (the
-    /// contacts above, plus requests it left with strangers).
-    pub other_sides: Vec<BareJid>,
-    /// The account's own nodes, removed with their items and subscribers.
-    pub nodes: Vec<String>,
-    /// Subscriptions the account held to others' nodes: (owner, node, JID).
-    pub subscriptions: Vec<(BareJid, String, String)>,
-}
-
-impl Store {
-    /// Deletes `jid` and everything it owned: its nodes, their items and
-    /// subscribers; its subscriptions to other nodes; its roster and the
-    /// items other accounts kept for it (pending requests included); its
-    /// block list. Durable when it returns.
-    pub fn delete_account(&self, jid: &BareJid) -> Result<Deleted, StoreError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(ACCOUNTS)?;
-            if t.remove(jid.as_str())?.is_none() {
-                return Err(StoreError::NotFound(jid.to_string()));
-            }
+/// [`crate::store::MaintenanceStore::delete_account`], in one write
+/// transaction.
+pub(super) fn delete_account(db: &Database, jid: &BareJid) -> Result<Deleted, StoreError> {
+    let tx = db.begin_write()?;
+    {
+        let mut t = tx.open_table(ACCOUNTS)?;
+        if t.remove(jid.as_str())?.is_none() {
+            return Err(StoreError::NotFound(jid.to_string()));
         }
-        let mut out = Deleted {
-            nodes: delete_nodes(&tx, jid)?,
-            subscriptions: delete_own_subscriptions(&tx, jid)?,
-            ..Deleted::default()
-        };
-        (out.roster, out.other_sides) = delete_rosters(&tx, jid)?;
-        {
-            let mut blocks = tx.open_table(BLOCKS)?;
-            let keys = prefixed_keys(&blocks, jid.as_str())?;
-            for k in keys {
-                blocks.remove((jid.as_str(), k.as_str()))?;
-            }
-        }
-        tx.commit()?;
-        Ok(out)
     }
+    let mut out = Deleted {
+        nodes: delete_nodes(&tx, jid)?,
+        subscriptions: delete_own_subscriptions(&tx, jid)?,
+        ..Deleted::default()
+    };
+    (out.roster, out.other_sides) = delete_rosters(&tx, jid)?;
+    {
+        let mut blocks = tx.open_table(BLOCKS)?;
+        let keys = prefixed_keys(&blocks, jid.as_str())?;
+        for k in keys {
+            blocks.remove((jid.as_str(), k.as_str()))?;
+        }
+    }
+    tx.commit()?;
+    Ok(out)
 }
 
 /// The second parts of the keys `(first, *)` of a two-part table.

@@ -201,7 +201,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     config.validate()?;
-    let store: Arc<dyn Store> = Arc::new(Redb::open(&config.data_dir)?);
+    let store = Arc::new(Redb::open(&config.data_dir)?);
+    run_on(listeners, config, store, shutdown).await
+}
+
+/// [`run`] on a store the caller opened: another backend, or a
+/// [`store::hooked::Hooked`] one in tests.
+pub async fn run_on(
+    listeners: Listeners,
+    config: Config,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    config.validate()?;
     let secret = files::server_secret(&config.data_dir)?;
     let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     let registry = Arc::new(fanout::Registry::new(config.domains.clone(), shards));

@@ -10,6 +10,8 @@
 //! - [`maintenance`]: schema version, seeding, account deletion
 //!   ([`MaintenanceStore`]).
 //! - [`redb`]: the one implementation: open, migrations, tables.
+//! - [`hooked`]: a wrapper that runs a hook before each call, for tests
+//!   of store faults and of changes racing a request.
 //!
 //! The server holds an `Arc<dyn Store>`, every concern at once, so a
 //! second backend (PostgreSQL, for a cluster) implements the five traits
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 pub mod accounts;
 pub mod blocks;
+pub mod hooked;
 pub mod maintenance;
 pub mod pubsub;
 pub mod redb;

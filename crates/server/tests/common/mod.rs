@@ -5,11 +5,13 @@
 pub mod binary;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use server::sasl::{Hash, ScramClient};
+use server::store::hooked::Hooked;
 use server::store::prelude::*;
 use server::{AccountRecord, Config, Listeners, Redb};
 use stanza::element::{Element, NsContext};
@@ -68,6 +70,30 @@ impl TestServer {
         accounts: &[(&str, &str)],
         tweak: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::launch(dir, accounts, tweak, |s| s).await
+    }
+
+    /// Starts on a [`Hooked`] store, returned for the test to set hooks on.
+    pub async fn start_hooked(
+        accounts: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Config),
+    ) -> (Self, Arc<Hooked>) {
+        let mut hooked = None;
+        let server = Self::launch(tempfile::tempdir().unwrap(), accounts, tweak, |s| {
+            let h = Arc::new(Hooked::new(s));
+            hooked = Some(h.clone());
+            h
+        })
+        .await;
+        (server, hooked.unwrap())
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        accounts: &[(&str, &str)],
+        tweak: impl FnOnce(&mut Config),
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Self {
         let mut config = Config {
             domains: vec![DOMAIN.into()],
             c2s_listen: vec!["127.0.0.1:0".parse().unwrap()],
@@ -78,21 +104,20 @@ impl TestServer {
             ..Config::default()
         };
         tweak(&mut config);
-        {
-            let store = Redb::open(&config.data_dir).unwrap();
-            for (user, pass) in accounts {
-                let jid = BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
-                store
-                    .create_account(&jid, &AccountRecord::new(pass, 4096))
-                    .unwrap();
-            }
+        let store = Redb::open(&config.data_dir).unwrap();
+        for (user, pass) in accounts {
+            let jid = BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
+            store
+                .create_account(&jid, &AccountRecord::new(pass, 4096))
+                .unwrap();
         }
+        let store = wrap(Arc::new(store));
         let listeners = Listeners::bind(&config).await.unwrap();
         let addr = listeners.c2s_addrs()[0];
         let tls_addr = listeners.c2s_tls_addrs()[0];
         let metrics = listeners.metrics_addr();
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(server::run(listeners, config, async {
+        let task = tokio::spawn(server::run_on(listeners, config, store, async {
             let _ = rx.await;
         }));
         Self {

@@ -32,6 +32,7 @@ pub mod roster;
 mod route;
 pub mod sasl;
 pub mod store;
+mod stream;
 pub mod tls;
 
 use std::future::Future;

@@ -1,0 +1,531 @@
+//! Client-to-server streams (RFC 6120), on any [`Transport`].
+//!
+//! One task reads: it takes events from the transport and drives the
+//! stream through [`Negotiation`] (header, SASL, restart, bind), carrying
+//! out the actions it returns: writes, back-offs, store reads. Once bound,
+//! a writer task drains the session's outbound queue and the session's
+//! stanzas go to [`session`]; answers and deliveries then share one queue
+//! and one order, written with one vectored write per batch.
+//!
+//! # Layout
+//! - this module: accepting TCP (with STARTTLS and direct TLS), the read
+//!   loop, negotiation's actions, the bind, and the end of a stream;
+//! - [`session`]: a bound session's stanzas;
+//! - [`presence`]: its own presence, caps, and last-item replays.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use bytes::Bytes;
+use fanout::{Fanout, Frame};
+use stanza::ser::{self, StanzaError};
+use stanza::{ns, BareJid, Element, Event, Stanza, StanzaErrorCondition, StreamErrorCondition};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::sasl::{Hash, ScramKeys};
+use crate::stream::negotiate::{Action, Negotiation, Policy};
+use crate::stream::tcp::{Io, Tcp};
+use crate::stream::{Flow, Stop, Transport, WriterParams};
+use crate::Shared;
+
+mod presence;
+mod session;
+
+use session::Session;
+
+/// Serves one client connection until it ends. `direct_tls`: the
+/// connection came to the XEP-0368 port, and TLS starts at once.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    direct_tls: bool,
+) {
+    let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + shared.config.limits.handshake_timeout();
+    if direct_tls {
+        let Some(acceptor) = shared.tls.clone() else {
+            return;
+        };
+        let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
+        if let Ok(Ok(tls)) = handshake.await {
+            serve_on(tls, peer, shared, true, deadline).await;
+        }
+        return;
+    }
+    let mut conn = Conn::new(tcp(stream, &shared), peer, shared.clone(), false, deadline);
+    let stop = conn.run().await;
+    if !matches!(stop, Stop::StartTls) {
+        conn.finish(stop).await;
+        return;
+    }
+    // RFC 6120 §5.4.3.3: nothing may follow <starttls/> until the handshake.
+    // Bytes already buffered were sent in the clear and would be read as if
+    // encrypted: the STARTTLS injection attack. Refuse, don't process.
+    if conn.t.framer().buffered() > 0 {
+        debug!(%peer, bytes = conn.t.framer().buffered(), "data after <starttls/>: refused");
+        let failure = b"<failure xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:stream>";
+        let _ = tokio::time::timeout_at(deadline, async {
+            let _ = conn.t.write(failure).await;
+            conn.t.shutdown().await;
+        })
+        .await;
+        return;
+    }
+    let Some(acceptor) = shared.tls.clone() else {
+        return;
+    };
+    match tokio::time::timeout_at(deadline, conn.t.write(&ser::tls_proceed())).await {
+        Ok(Ok(())) => {}
+        _ => return,
+    }
+    let Some(tcp) = conn.t.into_inner() else {
+        return;
+    };
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
+    match handshake.await {
+        Ok(Ok(tls)) => serve_on(tls, peer, shared, true, deadline).await,
+        _ => debug!(%peer, "TLS handshake failed or timed out"),
+    }
+}
+
+/// Before authentication only SASL and registration are spoken: the much
+/// smaller pre-auth stanza limit applies.
+fn tcp<S: Io>(stream: S, shared: &Shared) -> Tcp<S> {
+    Tcp::new(stream, shared.config.limits.pre_auth_framer())
+}
+
+/// Answers a connection over its address's rate with `policy-violation`
+/// and closes it.
+pub(crate) async fn refuse(mut stream: TcpStream, shared: Arc<Shared>) {
+    let mut out =
+        ser::stream_header(ns::CLIENT, &shared.config.domains[0], None, "refused").to_vec();
+    out.extend_from_slice(&ser::stream_error(
+        StreamErrorCondition::PolicyViolation,
+        Some("too many connections from your address"),
+    ));
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+async fn serve_on<S: Io>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: bool,
+    deadline: Instant,
+) {
+    let mut conn = Conn::new(tcp(stream, &shared), peer, shared, tls, deadline);
+    let stop = conn.run().await;
+    conn.finish(stop).await;
+}
+
+/// Serves a stream on an established transport (a WebSocket, say) until it
+/// ends. `encrypted`: the transport counts as encrypted.
+#[allow(dead_code)]
+pub(crate) async fn serve_transport<T: Transport>(
+    t: T,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    encrypted: bool,
+) {
+    let deadline = Instant::now() + shared.config.limits.handshake_timeout();
+    let mut conn = Conn::new(t, peer, shared, encrypted, deadline);
+    let stop = conn.run().await;
+    conn.finish(stop).await;
+}
+
+/// One stream: its transport, its negotiation, and once bound its session.
+struct Conn<T: Transport> {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    t: T,
+    neg: Negotiation,
+    session: Option<Session>,
+}
+
+impl<T: Transport> Conn<T> {
+    fn new(t: T, peer: SocketAddr, shared: Arc<Shared>, tls: bool, deadline: Instant) -> Self {
+        let policy = Policy::from_config(&shared.config, shared.tls.is_some());
+        Self {
+            neg: Negotiation::new(policy, tls, deadline.into_std()),
+            shared,
+            peer,
+            t,
+            session: None,
+        }
+    }
+
+    /// Reads and handles events until the stream stops, and says why.
+    async fn run(&mut self) -> Stop {
+        let idle = self.shared.config.limits.idle_timeout();
+        let mut shutdown = self.shared.shutdown.clone();
+        loop {
+            loop {
+                match self.t.next_event() {
+                    Ok(Some(ev)) => {
+                        let r = if self.session.is_some() {
+                            self.on_event(ev).await
+                        } else {
+                            // Answers before the bind are written here, and a
+                            // client that does not read would block them.
+                            tokio::time::timeout_at(self.deadline(), self.on_event(ev))
+                                .await
+                                .unwrap_or(Err(Stop::Error(
+                                    StreamErrorCondition::ConnectionTimeout,
+                                    None,
+                                )))
+                        };
+                        if let Err(stop) = r {
+                            return stop;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(peer = %self.peer, error = %e, "framing error");
+                        return Stop::Error(e.condition(), None);
+                    }
+                }
+            }
+            let deadline = match &self.session {
+                Some(_) => Instant::now() + idle,
+                None => self.deadline().min(Instant::now() + idle),
+            };
+            let control = self.session.as_ref().map(|s| s.control.clone());
+            let ended = async {
+                match &control {
+                    Some(c) => c.ended().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let writer_done = async {
+                match &mut self.session {
+                    Some(s) => {
+                        let _ = (&mut s.writer).await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, self.t.fill()) => match r {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false) | Err(_)) => return Stop::Gone,
+                    Err(_) => return Stop::Error(StreamErrorCondition::ConnectionTimeout, None),
+                },
+                () = crate::stopped(&mut shutdown) => {
+                    return Stop::Error(StreamErrorCondition::SystemShutdown, None);
+                }
+                () = writer_done => return Stop::WriterEnded,
+                cond = ended => return Stop::Error(cond, None),
+            }
+        }
+    }
+
+    /// Sends the last bytes, leaves the registry, and closes.
+    async fn finish(&mut self, stop: Stop) {
+        let tail: Option<Bytes> = match stop {
+            Stop::Error(cond, text) => {
+                let mut out = Vec::new();
+                if !self.neg.opened() {
+                    out.extend_from_slice(&self.our_open());
+                }
+                out.extend_from_slice(&self.t.stream_error(cond, text));
+                Some(Bytes::from(out))
+            }
+            Stop::PeerClosed => Some(self.t.close()),
+            Stop::Gone | Stop::WriterEnded | Stop::StartTls => None,
+        };
+        let writer_joined = matches!(stop, Stop::WriterEnded);
+        match self.session.take() {
+            Some(s) => {
+                s.closing.store(true, Ordering::Release);
+                if let Some(t) = tail {
+                    let _ = s.handle.queue().push(Frame::Bytes(t));
+                }
+                if s.is_current(&self.shared) {
+                    // Unavailable to everyone who saw us (RFC 6121 §4.5.2).
+                    crate::presence::broadcast(&self.shared, &s.jid, None).await;
+                }
+                s.leave(&self.shared);
+                self.shared.metrics.sessions.dec();
+                // The writer drains what is queued, then closes the socket.
+                // (A JoinHandle must not be awaited again once it returned.)
+                if !writer_joined {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), s.writer).await;
+                }
+            }
+            None => {
+                // The last words get a short grace past the deadline, no
+                // more: a peer that does not read must not hold us here.
+                let grace = self.deadline().max(Instant::now()) + Duration::from_secs(1);
+                let _ = tokio::time::timeout_at(grace, async {
+                    if let Some(t) = tail {
+                        let _ = self.t.write(&t).await;
+                    }
+                    self.t.shutdown().await;
+                })
+                .await;
+            }
+        }
+    }
+
+    /// When negotiation must be over.
+    fn deadline(&self) -> Instant {
+        Instant::from_std(self.neg.deadline())
+    }
+
+    /// Our side's opening, from the domain asked for.
+    fn our_open(&self) -> Bytes {
+        let from = self.neg.domain().unwrap_or(&self.shared.config.domains[0]);
+        self.t.open(from, &crate::stream::stream_id())
+    }
+
+    /// Sends bytes: through the queue once bound, directly before.
+    async fn send(&mut self, bytes: Bytes) -> Flow {
+        match &self.session {
+            Some(s) => {
+                // A full queue overflows the session: the writer ends it.
+                let _ = s.handle.queue().push(Frame::Bytes(bytes));
+                Ok(())
+            }
+            None => self.t.write(&bytes).await.map_err(|_| Stop::Gone),
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event) -> Flow {
+        match ev {
+            Event::StreamOpen(h) => {
+                let actions = self.neg.on_open(self.t.opening(&h));
+                self.apply(actions).await
+            }
+            Event::StreamClose => Err(Stop::PeerClosed),
+            Event::Stanza(bytes) => {
+                self.shared.metrics.stanzas_in.inc();
+                if let Some(s) = &self.session {
+                    // Over the account's stanza rate: stop reading this
+                    // session for a while; the flood slows only itself.
+                    let wait = self.shared.limiters.stanza(&s.jid.to_bare());
+                    if !wait.is_zero() {
+                        self.shared.metrics.limited("stanza");
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                let stanza = Stanza::from_framed(bytes)
+                    .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+                if self.session.is_some() {
+                    return self.on_session(&stanza).await;
+                }
+                let el = Element::from_stanza(stanza.bytes())
+                    .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+                let actions = self.neg.on_element(&el);
+                self.apply(actions).await
+            }
+        }
+    }
+
+    /// Carries out negotiation's actions in order; answers to lookups come
+    /// back as more actions, carried out before the rest.
+    async fn apply(&mut self, actions: Vec<Action>) -> Flow {
+        let mut todo: VecDeque<Action> = actions.into();
+        while let Some(action) = todo.pop_front() {
+            let more = match action {
+                Action::Open { from } => {
+                    let open = self.t.open(&from, &crate::stream::stream_id());
+                    self.send(open).await?;
+                    continue;
+                }
+                Action::Send(bytes) => {
+                    self.send(bytes).await?;
+                    continue;
+                }
+                Action::StartTls => return Err(Stop::StartTls),
+                Action::Close(cond, text) => return Err(Stop::Error(cond, text)),
+                Action::Register(el) => {
+                    let domain = self.neg.domain().unwrap_or_default().to_owned();
+                    let reply =
+                        crate::register::iq(&self.shared, None, None, &domain, self.peer.ip(), &el)
+                            .await;
+                    self.send(reply).await?;
+                    continue;
+                }
+                Action::LookUp { jid, hash } => {
+                    self.back_off(&jid).await;
+                    let keys = self.scram_keys(&jid, hash);
+                    self.neg.on_keys(keys, &random_token())
+                }
+                Action::CheckPlain { jid, password } => {
+                    self.back_off(&jid).await;
+                    let ok = self.check_plain(jid, password).await;
+                    self.neg.on_plain(ok)
+                }
+                Action::Failed { account } => {
+                    self.failed(account).await;
+                    continue;
+                }
+                Action::Authenticated(jid) => {
+                    self.shared.backoff.succeeded(&jid);
+                    self.shared.metrics.logins.inc();
+                    info!(peer = %self.peer, %jid, "authenticated");
+                    let framer = self.t.framer();
+                    framer.reset();
+                    framer.set_limits(self.shared.config.limits.framer());
+                    continue;
+                }
+                Action::Bind { resource, id } => {
+                    self.bind(resource, &id).await?;
+                    continue;
+                }
+            };
+            for a in more.into_iter().rev() {
+                todo.push_front(a);
+            }
+        }
+        Ok(())
+    }
+
+    /// The account's SCRAM keys, or decoys for an unknown account: the
+    /// same salt for the name every time, the same iteration count, and
+    /// the same work (a lookup, no PBKDF2), so neither the answer nor its
+    /// cost tells which accounts exist. `None` when the store failed.
+    ///
+    /// Read on this task, not the blocking pool: a redb read transaction
+    /// never waits for writers and the account table stays in the store's
+    /// cache, so the read costs a few µs, less than the two thread
+    /// hand-offs (a third of the server's CPU at 5,000 logins/s).
+    fn scram_keys(&self, jid: &BareJid, hash: Hash) -> Option<ScramKeys> {
+        let found = match self.shared.store.account(jid) {
+            Ok(r) => r.and_then(|r| r.keys(hash).cloned()),
+            Err(e) => {
+                warn!(error = %e, "reading an account for SCRAM");
+                return None;
+            }
+        };
+        let iterations = self.shared.config.scram_iterations;
+        Some(found.unwrap_or_else(|| {
+            ScramKeys::decoy(hash, &self.shared.secret, jid.as_str(), iterations)
+        }))
+    }
+
+    /// A PLAIN password, checked on the blocking pool (PBKDF2). An unknown
+    /// account is checked against its decoy keys: the same PBKDF2, so the
+    /// time tells nothing. `None` when the store failed.
+    async fn check_plain(&self, jid: BareJid, password: String) -> Option<bool> {
+        let secret = self.shared.secret;
+        let iterations = self.shared.config.scram_iterations;
+        let checked = self
+            .shared
+            .db(move |store| {
+                let found = store
+                    .account(&jid)?
+                    .and_then(|r| r.keys(Hash::Sha1).cloned());
+                let exists = found.is_some();
+                let keys = found.unwrap_or_else(|| {
+                    ScramKeys::decoy(Hash::Sha1, &secret, jid.as_str(), iterations)
+                });
+                Ok::<_, crate::StoreError>(keys.verify_password(&password) && exists)
+            })
+            .await;
+        checked
+            .map_err(|e| warn!(error = %e, "reading an account for PLAIN"))
+            .ok()
+    }
+
+    /// Waits out the login back-off for `account` and this address.
+    async fn back_off(&self, account: &BareJid) {
+        let keys = self.backoff_keys(Some(account));
+        let wait = self.shared.backoff.wait(&keys, std::time::Instant::now());
+        if !wait.is_zero() {
+            self.shared.metrics.limited("login");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A failed attempt. The back-off is shared with every other
+    /// connection naming the account or coming from this address: guessing
+    /// gets slower, not easier, however many connections it uses.
+    async fn failed(&self, account: Option<BareJid>) {
+        self.shared.metrics.auth_failures.inc();
+        let keys = self.backoff_keys(account.as_ref());
+        let now = std::time::Instant::now();
+        self.shared.backoff.failed(&keys, now);
+        tokio::time::sleep(self.shared.backoff.wait(&keys, now)).await;
+    }
+
+    fn backoff_keys(&self, account: Option<&BareJid>) -> Vec<crate::backoff::Key> {
+        let mut keys = vec![crate::backoff::Key::addr(self.peer.ip())];
+        if let Some(a) = account {
+            keys.push(crate::backoff::Key::Account(a.clone()));
+        }
+        keys
+    }
+
+    /// Binds a resource: the session joins the fan-out and its writer
+    /// starts. A refused bind is answered and may be retried.
+    async fn bind(&mut self, resource: Option<String>, id: &str) -> Flow {
+        let bare = self.neg.binding().cloned().ok_or(Stop::Gone)?;
+        let resource = resource.unwrap_or_else(|| format!("starling-{}", &random_token()[..12]));
+        let refuse = |cond, text| {
+            let err = StanzaError::new(cond).with_text(text);
+            ser::stanza_error("iq", Some(id), None, None, &err)
+        };
+        let Ok(jid) = bare.with_resource(&resource) else {
+            self.neg.bound(false);
+            return self
+                .send(refuse(StanzaErrorCondition::BadRequest, "invalid resource"))
+                .await;
+        };
+        // RFC 6120 §7.6.2.1: too many resources is resource-constraint
+        // (a bind that replaces one of them adds none).
+        let bound = crate::presence::sessions(&self.shared, &bare);
+        if bound.len() >= self.shared.config.limits.max_resources_per_account
+            && !bound.iter().any(|s| *s.jid() == jid)
+        {
+            self.neg.bound(false);
+            return self
+                .send(refuse(
+                    StanzaErrorCondition::ResourceConstraint,
+                    "too many resources for this account",
+                ))
+                .await;
+        }
+        let fanout: &Arc<dyn Fanout> = &self.shared.fanout;
+        let limits = &self.shared.config.limits;
+        let handle = fanout.attach(jid.clone(), limits.outbound_queue);
+        handle.queue().set_max_bytes(limits.outbound_queue_bytes);
+        // A session this bind replaces is no longer available.
+        self.shared.presences.remove(&jid);
+        let closing = Arc::new(AtomicBool::new(false));
+        let writer = self
+            .t
+            .spawn_writer(WriterParams {
+                handle: handle.clone(),
+                closing: closing.clone(),
+                metrics: self.shared.metrics.clone(),
+                stall: limits.write_stall_timeout(),
+            })
+            .ok_or(Stop::Gone)?;
+        self.neg.bound(true);
+        self.shared.metrics.sessions.inc();
+        info!(peer = %self.peer, %jid, "bound");
+        let control = crate::control::Control::new(handle.session().id());
+        self.shared.controls.insert(jid.clone(), control.clone());
+        self.session = Some(Session::new(jid.clone(), handle, writer, closing, control));
+        self.send(ser::bind_result(id, jid.as_str())).await
+    }
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 18] = rand::random();
+    B64.encode(bytes).replace(['+', '/'], "x")
+}

@@ -1,0 +1,223 @@
+//! A bound session's own presence: availability, priority and caps
+//! (XEP-0115), which decide what the fan-out delivers to it, and the
+//! last-item replays it is owed when it becomes available.
+
+use stanza::ser;
+use stanza::{ns, Element, Stanza, StreamErrorCondition};
+use tracing::debug;
+
+use super::{random_token, Conn};
+use crate::stream::{Flow, Stop, Transport};
+
+/// Longest caps `ver` the server asks about (a SHA-1 one is 28 bytes).
+const MAX_VER_LEN: usize = 64;
+/// Longest caps `node` the server asks about.
+const MAX_CAPS_NODE_LEN: usize = 1024;
+
+impl<T: Transport> Conn<T> {
+    /// Broadcast presence: availability, priority and caps, which decide
+    /// what the fan-out delivers to this resource.
+    pub(super) async fn on_own_presence(&mut self, stanza: &Stanza) -> Flow {
+        let el = Element::from_stanza(stanza.bytes())
+            .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+        let domain = self.neg.domain().unwrap_or_default().to_owned();
+        let caps = self.shared.caps.clone();
+        let Some(s) = self.session.as_mut() else {
+            return Err(Stop::Gone);
+        };
+        let mut query = None;
+        match el.attr("type") {
+            None => {
+                s.presence.available = true;
+                s.presence.priority = el
+                    .child("priority", ns::CLIENT)
+                    .and_then(|p| p.text().trim().parse::<i32>().ok())
+                    .map_or(0, |p| p.clamp(-128, 127) as i8);
+                let c = el.child("c", ns::CAPS);
+                let ver = c
+                    .filter(|c| c.attr("hash") == Some("sha-1"))
+                    .and_then(|c| c.attr("ver"));
+                // A SHA-1 ver is 28 characters; anything much longer is
+                // not one, and is not worth a query or a cache slot.
+                let ver = ver.filter(|v| v.len() <= MAX_VER_LEN);
+                let node_ok = c
+                    .and_then(|c| c.attr("node"))
+                    .is_none_or(|n| n.len() <= MAX_CAPS_NODE_LEN);
+                s.caps_ver = ver.map(str::to_owned);
+                let max_pending = self.shared.config.limits.max_caps_queries;
+                match ver.filter(|_| node_ok) {
+                    Some(ver) => match caps.get(ver) {
+                        Some(interests) => s.presence.notify = interests.to_vec(),
+                        None if s.caps_pending.len() >= max_pending
+                            || s.caps_pending.values().any(|v| v == ver) =>
+                        {
+                            // Asked already, or too many questions open:
+                            // no new one until answers come back.
+                            s.presence.notify.clear();
+                        }
+                        None => {
+                            // Unknown: ask, and verify the answer's hash.
+                            s.presence.notify.clear();
+                            let id = format!("caps-{}", &random_token()[..10]);
+                            let node =
+                                format!("{}#{ver}", c.and_then(|c| c.attr("node")).unwrap_or(""));
+                            let mut w = ser::XmlWriter::with_capacity(128);
+                            w.open("query")
+                                .attr("xmlns", ns::DISCO_INFO)
+                                .attr("node", &node)
+                                .close_empty();
+                            query = Some(ser::iq_request(
+                                "get",
+                                &id,
+                                Some(&domain),
+                                Some(s.jid.as_str()),
+                                w.as_bytes(),
+                            ));
+                            s.caps_pending.insert(id, ver.to_owned());
+                        }
+                    },
+                    None => s.presence.notify.clear(),
+                }
+            }
+            Some("unavailable") => s.presence.available = false,
+            _ => return Ok(()),
+        }
+        self.shared
+            .fanout
+            .registry()
+            .set_presence(s.handle.session(), &s.presence);
+        let me = s.jid.clone();
+        let available = s.presence.available;
+        crate::presence::broadcast(&self.shared, &me, available.then_some(stanza)).await;
+        if let Some(q) = query {
+            self.send(q).await?;
+        }
+        self.replay_last_items().await
+    }
+
+    /// A resource that became available gets the last item of every node it
+    /// would receive now, marked with `<delay>` as a replay (PROTOCOL §6):
+    /// nodes it holds an explicit subscription to (no `+notify` needed) and
+    /// nodes in its `+notify` interests. When its interests grow later (caps
+    /// verified after the presence), only what was not replayed yet is.
+    async fn replay_last_items(&mut self) -> Flow {
+        let Some(s) = self.session.as_mut() else {
+            return Ok(());
+        };
+        if !s.presence.available {
+            s.replayed_for = None;
+            return Ok(());
+        }
+        let first = s.replayed_for.is_none();
+        let done = s.replayed_for.get_or_insert_with(Default::default);
+        let registry = self.shared.fanout.registry();
+        let session = s.handle.session().clone();
+        let me = s.jid.to_bare();
+        let mut publishers = registry.following(&registry.account(&me));
+        publishers.push(me.clone());
+        let mut wanted = Vec::new();
+        for p in publishers {
+            let Some(account) = registry.find_account(&p) else {
+                continue;
+            };
+            let mut nodes = s.presence.notify.clone();
+            if first {
+                for n in registry.explicit_nodes(&account, &me) {
+                    if !nodes.contains(&n) {
+                        nodes.push(n);
+                    }
+                }
+            }
+            for node in nodes {
+                let key = (p.clone(), node);
+                if !done.contains(&key)
+                    && registry.delivers_to(&account, registry.node_id(&key.1), &session)
+                {
+                    done.insert(key.clone());
+                    wanted.push(key);
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        // One replay batch is one reply's worth: following thousands of
+        // publishers must not queue thousands of items at one presence.
+        let budget = self.shared.config.limits.reply_budget();
+        let last = self
+            .shared
+            .db(move |store| {
+                let mut out = Vec::new();
+                let mut used = 0;
+                for (p, n) in wanted {
+                    let Some(Some(node)) = store.node(&p, &n).ok() else {
+                        continue;
+                    };
+                    if node.config.send_last != crate::pubsub::SendLast::OnSubAndPresence {
+                        continue;
+                    }
+                    let Some(item) = store
+                        .items(&p, &n, crate::store::Budget::items(1))
+                        .ok()
+                        .and_then(|mut v| v.pop())
+                    else {
+                        continue;
+                    };
+                    if !budget.fits(out.len(), used, item.payload.len()) {
+                        break;
+                    }
+                    used += item.payload.len();
+                    out.push((p, n, item));
+                }
+                Ok::<_, crate::StoreError>(out)
+            })
+            .await
+            .unwrap_or_default();
+        let to = s.jid.clone();
+        for (publisher, node, it) in last {
+            self.send(crate::pep::replay(&publisher, &to, &node, &it))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// An iq result or error from the client: answers to our caps queries.
+    pub(super) async fn on_iq_response(&mut self, stanza: &Stanza) -> Flow {
+        let Some(s) = self.session.as_mut() else {
+            return Err(Stop::Gone);
+        };
+        let Some(ver) = stanza
+            .id()
+            .and_then(|id| s.caps_pending.remove(id.as_ref()))
+        else {
+            return Ok(());
+        };
+        if stanza.type_().as_deref() != Some("result") {
+            return Ok(());
+        }
+        let Ok(el) = Element::from_stanza(stanza.bytes()) else {
+            return Ok(());
+        };
+        let Some(query) = el.child("query", ns::DISCO_INFO) else {
+            return Ok(());
+        };
+        let verified = self.shared.caps.verify(&ver, query);
+        self.shared
+            .metrics
+            .caps_cache
+            .set(self.shared.caps.len() as i64);
+        match verified {
+            Some(interests) if s.caps_ver.as_deref() == Some(ver.as_str()) => {
+                s.presence.notify = interests.to_vec();
+                self.shared
+                    .fanout
+                    .registry()
+                    .set_presence(s.handle.session(), &s.presence);
+                return self.replay_last_items().await;
+            }
+            Some(_) => {}
+            None => debug!(jid = %s.jid, %ver, "caps answer does not match its ver; not cached"),
+        }
+        Ok(())
+    }
+}

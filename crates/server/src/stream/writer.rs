@@ -1,0 +1,138 @@
+//! The coalescing writer: a bound session's outbound queue drained into
+//! its transport, one vectored write per batch of up to [`WRITE_BATCH`]
+//! frames. Shared notifications are written from their one serialized copy
+//! with the session's own `to` spliced in (no per-follower copy).
+
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanout::{Frame, OutboundHandle, QueueState};
+use stanza::ser;
+use stanza::StreamErrorCondition;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::debug;
+
+/// Most frames one vectored write takes.
+pub(crate) const WRITE_BATCH: usize = 256;
+/// How often a writer blocked on a peer that does not read looks at its
+/// queue's state.
+const STATE_CHECK: Duration = Duration::from_secs(1);
+
+/// Drains a session's queue into the socket, one vectored write per batch,
+/// until the session ends; then writes what is left and closes.
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    handle: OutboundHandle,
+    closing: Arc<AtomicBool>,
+    metrics: Arc<crate::metrics::Metrics>,
+    stall: Duration,
+) {
+    // Grows with the first batch: an idle session keeps no buffer.
+    let mut frames: Vec<Frame> = Vec::new();
+    loop {
+        handle.notified().await;
+        loop {
+            frames.clear();
+            if handle.drain(&mut frames, WRITE_BATCH) == 0 {
+                break;
+            }
+            match write_frames(&mut wr, &frames, &handle, stall).await {
+                Ok(()) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::BrokenPipe
+                        && handle.state() == QueueState::Overflowed =>
+                {
+                    // Overflowed during a write the peer is not reading.
+                    debug!(jid = %handle.session().jid(), "outbound queue overflowed");
+                    metrics.dropped("overflow_disconnect");
+                    return;
+                }
+                Err(e) => {
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        // A peer that takes nothing for this long is gone or
+                        // hostile; what it holds stays in our memory.
+                        debug!(jid = %handle.session().jid(), "write stalled; closing");
+                        metrics.dropped("write_stall");
+                    }
+                    // Refuse further pushes: the reader sees the writer end.
+                    handle.queue().close();
+                    return;
+                }
+            }
+            metrics.stanzas_out.inc_by(frames.len() as u64);
+        }
+        match handle.state() {
+            QueueState::Open => {}
+            QueueState::Overflowed => {
+                debug!(jid = %handle.session().jid(), "outbound queue overflowed");
+                metrics.dropped("overflow_disconnect");
+                let _ = tokio::time::timeout(
+                    stall.min(STATE_CHECK),
+                    wr.write_all(&ser::stream_error(
+                        StreamErrorCondition::PolicyViolation,
+                        Some("outbound queue full"),
+                    )),
+                )
+                .await;
+                break;
+            }
+            QueueState::Closed => {
+                if !closing.load(Ordering::Acquire) {
+                    // Detached by someone else: a newer session bound the
+                    // same full JID (RFC 6120 §7.7.2.2).
+                    let _ = tokio::time::timeout(
+                        stall,
+                        wr.write_all(&ser::stream_error(StreamErrorCondition::Conflict, None)),
+                    )
+                    .await;
+                }
+                break;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(stall, wr.shutdown()).await;
+}
+
+async fn write_frames<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    frames: &[Frame],
+    handle: &OutboundHandle,
+    stall: Duration,
+) -> std::io::Result<()> {
+    let to = handle.to_escaped();
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(frames.len() * 3);
+    for f in frames {
+        f.io_slices(to, &mut slices);
+    }
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        // The stall timeout is per write call: a slow but moving reader is
+        // fine, one that takes nothing at all is not. While a write waits,
+        // the queue is looked at every second: a queue that overflowed
+        // meanwhile ends the session now, not when the peer reads again.
+        // (Dropping a pending write_vectored writes nothing, so retrying it
+        // is safe.)
+        let started = Instant::now();
+        let n = loop {
+            let left = stall.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            match tokio::time::timeout(left.min(STATE_CHECK), wr.write_vectored(bufs)).await {
+                Ok(r) => break r?,
+                Err(_) if handle.state() != QueueState::Open => {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+                Err(_) => {}
+            }
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}

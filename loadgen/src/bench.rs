@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::figures::{median, spread, Spread, FIGURES};
 use crate::graph::Graph;
 use crate::run::{self, Figures, Plan, Target};
 use crate::{embedded, peers, scram, setup};
@@ -67,27 +68,6 @@ impl std::fmt::Display for TargetSpec {
 /// until the bench ends.
 type Keep = Box<dyn std::any::Any>;
 
-/// A figure's name and how to read it from a run.
-pub type Figure = (&'static str, fn(&Figures) -> f64);
-
-/// Median, min and max over repetitions.
-pub type Spread = (f64, f64, f64);
-
-/// The figures compared.
-pub const FIGURES: &[Figure] = &[
-    ("deliveries/s", |f| f.mean_deliveries_per_s),
-    ("publish->delivery p50 ms", |f| f.delivery.p50_ms),
-    ("publish->delivery p99 ms", |f| f.delivery.p99_ms),
-    ("fan-out completion p99 ms", |f| f.fanout_completion.p99_ms),
-    ("publish->ack p50 ms", |f| f.ack.p50_ms),
-    ("server CPU µs/delivery", |f| f.server_cpu_us_per_delivery),
-    ("logins/s", |f| f.logins_per_s),
-    ("server RSS max MiB", |f| {
-        f.server_rss_max as f64 / 1_048_576.0
-    }),
-    ("lost", |f| f.lost as f64),
-];
-
 /// One bench, as saved.
 #[derive(Debug, Serialize)]
 pub struct BenchRecord {
@@ -112,27 +92,6 @@ pub struct BenchRecord {
     /// Per figure, per non-baseline target: the median over repetitions
     /// of target/baseline ratios, pair by pair.
     pub ratios: Vec<(String, Vec<f64>)>,
-}
-
-/// (median, min, max) of one figure over repetitions.
-pub fn spread(runs: &[Figures], get: fn(&Figures) -> f64) -> Spread {
-    let mut v: Vec<f64> = runs.iter().map(get).collect();
-    let (lo, hi) = v
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-            (a.min(x), b.max(x))
-        });
-    (median(&mut v), lo, hi)
-}
-
-/// The median of `v` (sorted in place); NaN when empty.
-pub fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Runs the bench.
@@ -373,12 +332,5 @@ mod tests {
         let e = "starling:quantum".parse::<TargetSpec>().unwrap_err();
         assert!(e.contains("quantum") && e.contains("shared"), "{e}");
         assert!("ejabberd".parse::<TargetSpec>().is_err());
-    }
-
-    #[test]
-    fn medians_of_odd_and_even_counts() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(&mut []).is_nan());
     }
 }

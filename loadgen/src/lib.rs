@@ -13,6 +13,7 @@
 //! - [`run`]: the plan, the login ramp, the publish schedule, accounting.
 //! - [`stats`]: HdrHistograms and their summaries.
 //! - [`report`]: the text report, JSON record and `.hgrm` files.
+//! - [`figures`]: the figures compared, and their spread over repetitions.
 //! - [`embedded`]: the Starling loadgen starts and seeds itself.
 //! - [`setup`]: accounts and follow graph over XMPP, for any server.
 //! - [`peers`]: real servers to compare against (Prosody).
@@ -27,6 +28,7 @@ pub mod bench;
 pub mod cli;
 pub mod compare;
 pub mod embedded;
+pub mod figures;
 pub mod graph;
 pub mod peers;
 pub mod receive;

@@ -60,7 +60,7 @@ pub struct RunRecord {
     /// Every repetition's figures, in order (one entry without --repeat).
     pub repetitions: Vec<Figures>,
     /// Per compared figure: (median, min, max) over the repetitions.
-    pub spread: Vec<(String, crate::bench::Spread)>,
+    pub spread: Vec<(String, crate::figures::Spread)>,
 }
 
 /// The schema id written into every record.
@@ -172,13 +172,13 @@ pub fn repetitions(
     Figures,
     Histograms,
     Vec<Figures>,
-    Vec<(String, crate::bench::Spread)>,
+    Vec<(String, crate::figures::Spread)>,
 ) {
     let all: Vec<Figures> = runs.iter().map(|(f, _)| f.clone()).collect();
-    let spread = crate::bench::FIGURES
+    let spread = crate::figures::FIGURES
         .iter()
         .filter(|(name, _)| !idle || !name.contains("deliver") && !name.contains("ack"))
-        .map(|(name, get)| ((*name).to_owned(), crate::bench::spread(&all, *get)))
+        .map(|(name, get)| ((*name).to_owned(), crate::figures::spread(&all, *get)))
         .collect();
     let headline = |f: &Figures| {
         if idle {

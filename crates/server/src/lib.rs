@@ -5,10 +5,33 @@
 //! `main`; everything runs through [`run`], which tests call on port 0.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration and every limit, with defaults.
-//! - [`store`]: the durable store (redb): accounts with SCRAM keys.
+//! Transport and streams:
+//! - `stream`: one stream layer for every transport: negotiation as a
+//!   state machine without I/O, the TCP transport, the coalescing writer.
+//! - `c2s`: client streams on that layer: the read loop, the bind, a bound
+//!   session's stanzas and its own presence.
+//! - [`tls`]: STARTTLS and direct TLS (rustls), with a generated
+//!   certificate when none is configured.
 //! - [`sasl`]: SCRAM-SHA-1, SCRAM-SHA-256 and PLAIN on stored keys.
-//! - `c2s`: client connections, from the stream header to a bound session.
+//! - `backoff`, `limits`: login back-off across connections, and rate
+//!   limits (connections, stanzas, publishes, registrations).
+//!
+//! Policy on requests:
+//! - `pep`: publish, items and RSM, subscriptions, the `#owner` use cases,
+//!   and node access from the roster.
+//! - `presence`: rosters, subscription exchanges and presence broadcast, on
+//!   the pure state machine in [`roster`].
+//! - `blocking` (XEP-0191), `disco` (XEP-0030), `register` (XEP-0077),
+//!   `route` (messages and iqs between sessions), [`caps`] (XEP-0115).
+//! - [`pubsub`]: node configuration, publish-options, stored items.
+//!
+//! State and operations:
+//! - [`store`]: the durable store by concern, behind traits; redb is its
+//!   one implementation. `commit` groups publishes into one fsync.
+//! - `account` (deletion), `control` (ending sessions from outside),
+//!   [`admin`] (the control socket), `files` (private files, the server
+//!   secret), `metrics` (Prometheus).
+//! - [`config`]: the TOML configuration and every limit, with defaults.
 
 mod account;
 pub mod admin;
@@ -23,7 +46,6 @@ mod disco;
 mod files;
 mod limits;
 mod metrics;
-mod owner;
 mod pep;
 mod presence;
 pub mod pubsub;

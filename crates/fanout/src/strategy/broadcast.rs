@@ -18,9 +18,10 @@
 //! is lost silently: the `n` is added to the strategy's `lagged` drop count
 //! (an upper bound for that session, since some of those items may not have
 //! been addressed to it), and the session is flagged
-//! ([`OutboundHandle::take_resync`]) so the server resends the latest items
-//! from history. The per-session queue bound does not apply to broadcast
-//! items; the channel capacity is their bound.
+//! ([`OutboundHandle::take_lost`]): the server ends it as it ends a session
+//! whose queue overflowed, and its client fetches what it missed from
+//! history. The per-session queue bound does not apply to broadcast items;
+//! the channel capacity is their bound.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -53,7 +54,7 @@ type Channels = DashMap<BareJid, broadcast::Sender<Arc<Item>>>;
 #[derive(Debug)]
 pub struct Subscriptions {
     rxs: Mutex<Vec<(BareJid, broadcast::Receiver<Arc<Item>>)>>,
-    resync: AtomicBool,
+    lost: AtomicBool,
     stats: Arc<Stats>,
 }
 
@@ -69,8 +70,10 @@ impl Subscriptions {
             .subscribe();
         rxs.push((publisher.clone(), rx));
     }
+}
 
-    pub(crate) fn drain(&self, me: SessionId, out: &mut Vec<Frame>, max: usize) -> usize {
+impl crate::handle::SideChannel for Subscriptions {
+    fn drain(&self, me: SessionId, out: &mut Vec<Frame>, max: usize) -> usize {
         let mut n = 0;
         let mut rxs = self.rxs.lock();
         for (_, rx) in rxs.iter_mut() {
@@ -84,7 +87,7 @@ impl Subscriptions {
                     }
                     Err(TryRecvError::Lagged(k)) => {
                         self.stats.add_lagged(k);
-                        self.resync.store(true, Ordering::Release);
+                        self.lost.store(true, Ordering::Release);
                     }
                     Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                 }
@@ -93,8 +96,8 @@ impl Subscriptions {
         n
     }
 
-    pub(crate) fn take_resync(&self) -> bool {
-        self.resync.swap(false, Ordering::AcqRel)
+    fn take_lost(&self) -> bool {
+        self.lost.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -137,7 +140,7 @@ impl Fanout for Broadcast {
     fn attach(&self, jid: FullJid, queue_capacity: usize) -> OutboundHandle {
         let subs = Arc::new(Subscriptions {
             rxs: Mutex::new(Vec::new()),
-            resync: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             stats: self.core.stats.clone(),
         });
         let bare = jid.to_bare();

@@ -51,7 +51,8 @@ pub enum DropReason {
     /// A remote recipient with no connected route.
     NoRoute,
     /// A `broadcast` receiver lagged behind its channel (counted when the
-    /// session drains; the session is resynchronised from history).
+    /// session drains; the server then ends the session as for an
+    /// overflow).
     Lagged,
 }
 

@@ -229,11 +229,11 @@ fn slow_consumer_policy_and_counts_add_up() {
         let slow_got = slow.drain(&mut frames, usize::MAX) as u64;
         if name == "broadcast" {
             // Lagged: the channel kept the newest 2; 3 are counted and the
-            // session is flagged for a resync from history.
+            // session is flagged as having lost items.
             assert_eq!(slow_got, 2, "{name}");
             assert_eq!(w.fanout.stats().dropped.lagged, 3, "{name}");
-            assert!(slow.take_resync(), "{name}");
-            assert!(!slow.take_resync(), "{name}: the flag is taken once");
+            assert!(slow.take_lost(), "{name}");
+            assert!(!slow.take_lost(), "{name}: the flag is taken once");
         } else {
             // The queue holds 2; the third push overflows it, later ones are
             // refused; the writer sees Overflowed and disconnects.

@@ -15,7 +15,7 @@ pub trait BlockStore {
     /// Adds (`block`) or removes JIDs from `owner`'s block list; an empty
     /// `jids` with `block == false` clears it. Returns the JIDs whose state
     /// changed. A block that would take the list past `max_items` writes
-    /// nothing and fails with [`Quota::BlockList`]. Durable when it returns.
+    /// nothing and fails with [`super::Quota::BlockList`]. Durable when it returns.
     fn set_blocked(
         &self,
         owner: &BareJid,

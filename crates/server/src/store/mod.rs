@@ -17,7 +17,7 @@
 //! second backend (PostgreSQL, for a cluster) implements the five traits
 //! and nothing else changes. Every write is durable when it returns, and
 //! every call blocks (disk, fsync): async code runs it through
-//! [`blocking`], which also turns a failed task into a [`StoreError`].
+//! `blocking`, which also turns a failed task into a [`StoreError`].
 
 use std::sync::Arc;
 

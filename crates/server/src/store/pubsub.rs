@@ -29,7 +29,7 @@ pub struct NodeRecord {
     pub count: u64,
 }
 
-/// One publish for [`Store::publish_batch`].
+/// One publish for [`PubsubStore::publish_batch`].
 #[derive(Debug, Clone)]
 pub struct PublishRequest {
     /// The node's owner.

@@ -64,11 +64,16 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             }
             metrics.stanzas_out.inc_by(frames.len() as u64);
         }
+        // Lost frames outside the queue (a lagged broadcast receiver) are
+        // an overflow too: the client must learn it missed something.
+        let lost = handle.take_lost();
         match handle.state() {
-            QueueState::Open => {}
-            QueueState::Overflowed => {
-                debug!(jid = %handle.session().jid(), "outbound queue overflowed");
+            QueueState::Open if !lost => {}
+            QueueState::Open | QueueState::Overflowed => {
+                debug!(jid = %handle.session().jid(), lost, "outbound queue overflowed");
                 metrics.dropped("overflow_disconnect");
+                // Refuse further pushes (an overflowed queue does already).
+                handle.queue().close();
                 let _ = tokio::time::timeout(
                     stall.min(STATE_CHECK),
                     wr.write_all(&ser::stream_error(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use stanza::ser::{StanzaError, XmlWriter};
 use stanza::{ns, BareJid, Element, FullJid, StanzaErrorCondition as C};
 
-use crate::pep::{app, notify_event, refresh_access, Notice, Reply};
+use super::{app, notify_event, refresh_access, Notice, Reply};
 use crate::pubsub::Options;
 use crate::store::prelude::*;
 use crate::Shared;

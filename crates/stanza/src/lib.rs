@@ -16,6 +16,8 @@
 //! - [`ser`]: builders for every stanza the server sends.
 //! - [`notify`]: pubsub event notifications serialized once per publish and
 //!   completed per recipient by a vectored write.
+//! - [`xep`]: typed requests, parsed once, one module per specification
+//!   (pubsub with RSM, roster, blocking, disco, register, ping, presence).
 //! - [`escape`], [`error`], [`ns`]: escaping, RFC 6120 error conditions,
 //!   namespace constants.
 
@@ -28,6 +30,7 @@ pub mod notify;
 pub mod ns;
 pub mod ser;
 pub mod stanza;
+pub mod xep;
 
 pub use element::{Element, ElementError, Node, NsContext};
 pub use error::{StanzaErrorCondition, StanzaErrorType, StreamErrorCondition};

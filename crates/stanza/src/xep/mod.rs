@@ -7,13 +7,13 @@
 //! build requests from the same types). Tests beside each parse from a
 //! string, reject, and round-trip.
 //!
-//! - [`pubsub`]: XEP-0060 (with `#owner`), XEP-0059 RSM in [`rsm`].
-//! - [`roster`]: RFC 6121 §2 roster get and set.
-//! - [`blocking`]: XEP-0191.
-//! - [`disco`]: XEP-0030 info and items.
-//! - [`register`]: XEP-0077.
-//! - [`ping`]: XEP-0199, and the legacy session iq (RFC 3921).
-//! - [`presence`]: what a client's presence stanza asks for (RFC 6121).
+//! - [`pubsub`] for XEP-0060 (with `#owner`), and [`rsm`] for XEP-0059;
+//! - [`roster`] for RFC 6121 §2 roster get and set;
+//! - [`blocking`] for XEP-0191;
+//! - [`disco`] for XEP-0030 info and items;
+//! - [`register`] for XEP-0077;
+//! - [`ping`] for XEP-0199, and the legacy session iq (RFC 3921);
+//! - [`presence`] for what a client's own presence says (RFC 6121).
 
 use crate::element::Element;
 use crate::error::StanzaErrorCondition as C;
@@ -63,8 +63,8 @@ impl IqType {
 /// A request carried by an iq get or set.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
-    /// XEP-0060 (and `#owner`).
-    Pubsub(pubsub::Request),
+    /// XEP-0060 (and `#owner`); boxed, being the largest by far.
+    Pubsub(Box<pubsub::Request>),
     /// RFC 6121 roster.
     Roster(roster::Request),
     /// XEP-0191.
@@ -85,7 +85,9 @@ impl Payload {
     /// them and malformed.
     pub fn parse(ty: IqType, payload: &Element) -> Option<Result<Self, Refusal>> {
         Some(match payload.ns.as_str() {
-            ns::PUBSUB | ns::PUBSUB_OWNER => pubsub::Request::parse(ty, payload).map(Self::Pubsub),
+            ns::PUBSUB | ns::PUBSUB_OWNER => {
+                pubsub::Request::parse(ty, payload).map(|r| Self::Pubsub(Box::new(r)))
+            }
             ns::ROSTER => roster::Request::parse(ty, payload).map(Self::Roster),
             ns::BLOCKING => blocking::Request::parse(ty, payload).map(Self::Blocking),
             ns::DISCO_INFO | ns::DISCO_ITEMS => disco::Request::parse(ty, payload).map(Self::Disco),

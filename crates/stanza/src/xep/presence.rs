@@ -129,9 +129,9 @@ mod tests {
         );
         assert_eq!(parse("<presence type='probe'/>"), None);
         // Not sha-1, an over-long ver, a priority that is not a number.
-        let b = parse(&format!(
-            "<presence><priority>high</priority><c xmlns='http://jabber.org/protocol/caps' hash='md5' node='n' ver='v'/></presence>"
-        ));
+        let b = parse(
+            "<presence><priority>high</priority><c xmlns='http://jabber.org/protocol/caps' hash='md5' node='n' ver='v'/></presence>",
+        );
         assert_eq!(b, Some(Broadcast::Available(Available::default())));
         let long = parse(&format!(
             "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='{}'/></presence>",

@@ -10,24 +10,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fanout::Frame;
 use stanza::ser::{self, StanzaError, XmlWriter};
-use stanza::{ns, BareJid, Element, FullJid, Jid, StanzaErrorCondition as C};
+use stanza::{ns, BareJid, FullJid, Jid, StanzaErrorCondition as C};
 
 use crate::presence::{available, sessions};
 use crate::Shared;
-
-/// Longest block or unblock list accepted in one request.
-const MAX_ITEMS: usize = 1000;
+use stanza::xep::blocking::Request;
 
 /// Answers a blocking iq: get the list, block, unblock (XEP-0191 §3).
-pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Bytes {
-    let id = iq.attr("id").unwrap_or("");
+pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, id: &str, req: Request) -> Bytes {
     let err = |e: StanzaError<'_>| ser::stanza_error("iq", Some(id), None, Some(me.as_str()), &e);
     let owner = me.to_bare();
-    let Some(op) = iq.first_element() else {
-        return err(StanzaError::new(C::BadRequest));
-    };
-    match (iq.attr("type"), op.name.as_str()) {
-        (Some("get"), "blocklist") => {
+    match req {
+        Request::Get => {
             let o = owner.clone();
             let Ok(list) = shared.db(move |s| s.blocklist(&o)).await else {
                 return err(StanzaError::new(C::InternalServerError));
@@ -35,65 +29,66 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Byte
             let payload = list_xml("blocklist", &list);
             ser::iq_result(id, None, Some(me.as_str()), Some(&payload))
         }
-        (Some("set"), verb @ ("block" | "unblock")) => {
-            let block = verb == "block";
-            let mut jids = Vec::new();
-            for item in op.elements().filter(|e| e.is("item", ns::BLOCKING)) {
-                match item.attr("jid").map(Jid::new) {
-                    Some(Ok(j)) => jids.push(j),
-                    _ => return err(StanzaError::new(C::JidMalformed)),
-                }
-            }
-            // An empty <block/> is an error; an empty <unblock/> clears.
-            if (block && jids.is_empty()) || jids.len() > MAX_ITEMS {
-                return err(StanzaError::new(C::BadRequest));
-            }
-            let (o, j) = (owner.clone(), jids.clone());
-            let max = shared.config.limits.max_blocklist_items;
-            let r = shared.db(move |s| s.set_blocked(&o, &j, block, max)).await;
-            let changed = match r {
-                Ok(c) => c,
-                Err(crate::StoreError::Quota(_)) => {
-                    return err(StanzaError::new(C::PolicyViolation).with_text("block list full"))
-                }
-                Err(_) => return err(StanzaError::new(C::InternalServerError)),
-            };
-            let registry = shared.fanout.registry();
-            for j in &changed {
-                if block {
-                    // Unavailable to them first, while it may still pass.
-                    withdraw_presence(shared, &owner, j);
-                    registry.block(&owner, j);
-                } else {
-                    registry.unblock(&owner, j);
-                }
-            }
-            // Pushes to every resource (§3.3, §3.4), the list as asked.
-            let pushed = if block || !jids.is_empty() {
-                &jids
-            } else {
-                &changed
-            };
-            let payload = list_xml(verb, pushed);
-            for s in sessions(shared, &owner) {
-                let push_id = format!("block-{}", rand::random::<u32>());
-                let _ = s.queue().push(Frame::Bytes(ser::iq_request(
-                    "set",
-                    &push_id,
-                    None,
-                    Some(s.jid().as_str()),
-                    &payload,
-                )));
-            }
-            if !block {
-                for j in &changed {
-                    resend_presence(shared, &owner, j);
-                }
-            }
-            ser::iq_result(id, None, Some(me.as_str()), None)
-        }
-        _ => err(StanzaError::new(C::BadRequest)),
+        Request::Block(jids) => change(shared, me, id, jids, true).await,
+        Request::Unblock(jids) => change(shared, me, id, jids, false).await,
     }
+}
+
+/// Blocks (or unblocks) `jids`: durable and in the registry before the
+/// pushes and the answer; an empty unblock clears the list.
+async fn change(
+    shared: &Arc<Shared>,
+    me: &FullJid,
+    id: &str,
+    jids: Vec<Jid>,
+    block: bool,
+) -> Bytes {
+    let err = |e: StanzaError<'_>| ser::stanza_error("iq", Some(id), None, Some(me.as_str()), &e);
+    let owner = me.to_bare();
+    let verb = if block { "block" } else { "unblock" };
+    let (o, j) = (owner.clone(), jids.clone());
+    let max = shared.config.limits.max_blocklist_items;
+    let r = shared.db(move |s| s.set_blocked(&o, &j, block, max)).await;
+    let changed = match r {
+        Ok(c) => c,
+        Err(crate::StoreError::Quota(_)) => {
+            return err(StanzaError::new(C::PolicyViolation).with_text("block list full"))
+        }
+        Err(_) => return err(StanzaError::new(C::InternalServerError)),
+    };
+    let registry = shared.fanout.registry();
+    for j in &changed {
+        if block {
+            // Unavailable to them first, while it may still pass.
+            withdraw_presence(shared, &owner, j);
+            registry.block(&owner, j);
+        } else {
+            registry.unblock(&owner, j);
+        }
+    }
+    // Pushes to every resource (§3.3, §3.4), the list as asked.
+    let pushed = if block || !jids.is_empty() {
+        &jids
+    } else {
+        &changed
+    };
+    let payload = list_xml(verb, pushed);
+    for s in sessions(shared, &owner) {
+        let push_id = format!("block-{}", rand::random::<u32>());
+        let _ = s.queue().push(Frame::Bytes(ser::iq_request(
+            "set",
+            &push_id,
+            None,
+            Some(s.jid().as_str()),
+            &payload,
+        )));
+    }
+    if !block {
+        for j in &changed {
+            resend_presence(shared, &owner, j);
+        }
+    }
+    ser::iq_result(id, None, Some(me.as_str()), None)
 }
 
 fn list_xml(name: &str, jids: &[Jid]) -> Vec<u8> {

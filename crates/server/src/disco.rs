@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use stanza::ser::{StanzaError, XmlWriter};
-use stanza::{ns, BareJid, Element, FullJid, StanzaErrorCondition as C};
+use stanza::{ns, BareJid, FullJid, StanzaErrorCondition as C};
 
 use crate::Shared;
+use stanza::xep::disco::Request;
 
 /// What the server itself supports (PROTOCOL §8).
 const SERVER_FEATURES: &[&str] = &[
@@ -52,13 +53,20 @@ pub(crate) async fn iq(
     shared: &Arc<Shared>,
     me: &FullJid,
     target: Option<&BareJid>,
-    query: &Element,
+    req: &Request,
 ) -> Result<Vec<u8>, StanzaError<'static>> {
-    let node = query.attr("node");
-    let info = query.ns == ns::DISCO_INFO;
+    let node = req.node();
+    let info = matches!(req, Request::Info { .. });
     let mut w = XmlWriter::with_capacity(1024);
     w.open("query")
-        .attr("xmlns", &query.ns)
+        .attr(
+            "xmlns",
+            if info {
+                ns::DISCO_INFO
+            } else {
+                ns::DISCO_ITEMS
+            },
+        )
         .attr_opt("node", node);
     match target {
         None => {

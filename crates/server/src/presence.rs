@@ -14,12 +14,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use fanout::{Frame, SessionEntry};
 use stanza::ser::{self, StanzaError};
-use stanza::{ns, BareJid, Element, FullJid, Jid, Stanza, StanzaErrorCondition as C};
+use stanza::{BareJid, FullJid, Jid, Stanza, StanzaErrorCondition as C};
 use tracing::debug;
 
-use crate::roster::{self, RosterItem, RosterSet, RosterSetError, SubKind};
+use crate::roster::{self, RosterItem, SubKind};
 use crate::store::Exchange;
 use crate::Shared;
+use stanza::xep::roster::Request;
 
 /// Every bound session of an account.
 pub(crate) fn sessions(shared: &Shared, bare: &BareJid) -> Vec<Arc<SessionEntry>> {
@@ -74,8 +75,7 @@ fn blocked(shared: &Shared, a: &Jid, b: &Jid) -> bool {
 }
 
 /// Answers a roster iq (RFC 6121 §2): get, add/update, remove.
-pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Bytes {
-    let id = iq.attr("id").unwrap_or("");
+pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, id: &str, req: Request) -> Bytes {
     let bare = me.to_bare();
     let err = |cond: C| {
         ser::stanza_error(
@@ -86,17 +86,8 @@ pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) 
             &StanzaError::new(cond),
         )
     };
-    if iq
-        .attr("to")
-        .is_some_and(|t| t != bare.as_str() && t != me.as_str())
-    {
-        return err(C::Forbidden);
-    }
-    let Some(query) = iq.child("query", ns::ROSTER) else {
-        return err(C::BadRequest);
-    };
-    match iq.attr("type") {
-        Some("get") => {
+    match req {
+        Request::Get => {
             let b = bare.clone();
             let Ok(items) = shared.db(move |s| s.roster(&b)).await else {
                 return err(C::InternalServerError);
@@ -110,65 +101,85 @@ pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) 
             );
             ser::iq_result(id, None, Some(me.as_str()), Some(&q))
         }
-        Some("set") => {
-            let set = match roster::parse_set(query) {
-                Ok(s) => s,
-                Err(RosterSetError::BadRequest) => return err(C::BadRequest),
-                Err(RosterSetError::JidMalformed) => return err(C::JidMalformed),
-                Err(RosterSetError::NotAcceptable) => return err(C::NotAcceptable),
-            };
-            match set {
-                RosterSet::Update { jid, name, groups } => {
-                    if jid == bare {
-                        return err(C::NotAllowed);
-                    }
-                    let (b, j) = (bare.clone(), jid.clone());
-                    let max = shared.config.limits.max_roster_items;
-                    let r = shared
-                        .db(move |s| s.roster_update(&b, &j, name, groups, max))
-                        .await;
-                    let item = match r {
-                        Ok(item) => item,
-                        Err(crate::StoreError::Quota(_)) => return err(C::PolicyViolation),
-                        Err(_) => return err(C::InternalServerError),
-                    };
-                    roster_push(shared, &bare, &jid, Some(&item));
-                    if crate::pep::refresh_access(shared, &bare).await.is_err() {
-                        return err(C::InternalServerError);
-                    }
-                }
-                RosterSet::Remove(jid) => {
-                    let local = shared.config.served_domain(jid.domain()).is_some();
-                    let (b, j) = (bare.clone(), jid.clone());
-                    let r = shared.db(move |s| s.roster_remove(&b, &j, local)).await;
-                    let (before, exchanges) = match r {
-                        Ok(Some(x)) => (x.before, x.exchanges),
-                        Ok(None) => return err(C::ItemNotFound),
-                        Err(_) => return err(C::InternalServerError),
-                    };
-                    roster_push(shared, &bare, &jid, None);
-                    let contact_after = last_contact(&exchanges);
-                    if exchanges
-                        .iter()
-                        .any(|e| e.contact.as_ref().is_some_and(|c| c.push))
-                    {
-                        if let Some(item) = &contact_after {
-                            roster_push(shared, &jid, &bare, item.as_ref());
-                        }
-                    }
-                    let kinds = [SubKind::Unsubscribe, SubKind::Unsubscribed];
-                    for (kind, ex) in kinds.into_iter().zip(&exchanges) {
-                        forward_effects(shared, &bare, &jid, kind, ex);
-                    }
-                    if !settle(shared, &bare, &jid, before, (None, contact_after)).await {
-                        return err(C::InternalServerError);
-                    }
-                }
-            }
-            ser::iq_result(id, None, Some(me.as_str()), None)
+        Request::Update { jid, name, groups } => {
+            roster_update(shared, me, id, jid, name, groups).await
         }
-        _ => err(C::BadRequest),
+        Request::Remove(jid) => roster_remove(shared, me, id, jid).await,
     }
+}
+
+/// An iq error from the server to `me`.
+fn iq_error(id: &str, me: &FullJid, cond: C) -> Bytes {
+    ser::stanza_error(
+        "iq",
+        Some(id),
+        None,
+        Some(me.as_str()),
+        &StanzaError::new(cond),
+    )
+}
+
+/// Adds or updates a roster item (RFC 6121 §2.3).
+async fn roster_update(
+    shared: &Arc<Shared>,
+    me: &FullJid,
+    id: &str,
+    jid: BareJid,
+    name: Option<String>,
+    groups: Vec<String>,
+) -> Bytes {
+    let bare = me.to_bare();
+    let err = |cond| iq_error(id, me, cond);
+    if jid == bare {
+        return err(C::NotAllowed);
+    }
+    let (b, j) = (bare.clone(), jid.clone());
+    let max = shared.config.limits.max_roster_items;
+    let r = shared
+        .db(move |s| s.roster_update(&b, &j, name, groups, max))
+        .await;
+    let item = match r {
+        Ok(item) => item,
+        Err(crate::StoreError::Quota(_)) => return err(C::PolicyViolation),
+        Err(_) => return err(C::InternalServerError),
+    };
+    roster_push(shared, &bare, &jid, Some(&item));
+    if crate::pep::refresh_access(shared, &bare).await.is_err() {
+        return err(C::InternalServerError);
+    }
+    ser::iq_result(id, None, Some(me.as_str()), None)
+}
+
+/// Removes a roster item, cancelling the subscriptions both ways (§2.5).
+async fn roster_remove(shared: &Arc<Shared>, me: &FullJid, id: &str, jid: BareJid) -> Bytes {
+    let bare = me.to_bare();
+    let err = |cond| iq_error(id, me, cond);
+    let local = shared.config.served_domain(jid.domain()).is_some();
+    let (b, j) = (bare.clone(), jid.clone());
+    let r = shared.db(move |s| s.roster_remove(&b, &j, local)).await;
+    let (before, exchanges) = match r {
+        Ok(Some(x)) => (x.before, x.exchanges),
+        Ok(None) => return err(C::ItemNotFound),
+        Err(_) => return err(C::InternalServerError),
+    };
+    roster_push(shared, &bare, &jid, None);
+    let contact_after = last_contact(&exchanges);
+    if exchanges
+        .iter()
+        .any(|e| e.contact.as_ref().is_some_and(|c| c.push))
+    {
+        if let Some(item) = &contact_after {
+            roster_push(shared, &jid, &bare, item.as_ref());
+        }
+    }
+    let kinds = [SubKind::Unsubscribe, SubKind::Unsubscribed];
+    for (kind, ex) in kinds.into_iter().zip(&exchanges) {
+        forward_effects(shared, &bare, &jid, kind, ex);
+    }
+    if !settle(shared, &bare, &jid, before, (None, contact_after)).await {
+        return err(C::InternalServerError);
+    }
+    ser::iq_result(id, None, Some(me.as_str()), None)
 }
 
 /// The contact's item after a series of exchanges, if any reached it.

@@ -5,14 +5,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use stanza::ser::{self, StanzaError, XmlWriter};
-use stanza::{ns, BareJid, Element, StanzaErrorCondition as C};
+use stanza::{ns, BareJid, StanzaErrorCondition as C};
 use tracing::info;
 
 use crate::{AccountRecord, Shared, StoreError};
-
-fn fields<'a>(query: &'a Element, name: &str) -> Option<std::borrow::Cow<'a, str>> {
-    query.child(name, ns::REGISTER).map(|e| e.text())
-}
+use stanza::xep::register::Request;
 
 /// Answers a `jabber:iq:register` iq. `me` is the authenticated account,
 /// `None` before authentication, with `current` its session (kept when the
@@ -24,15 +21,12 @@ pub(crate) async fn iq(
     current: Option<&stanza::FullJid>,
     domain: &str,
     peer: std::net::IpAddr,
-    iq: &Element,
+    id: &str,
+    req: Request,
 ) -> Bytes {
-    let id = iq.attr("id").unwrap_or("");
     let err = |e: StanzaError<'_>| ser::stanza_error("iq", Some(id), None, None, &e);
-    let Some(query) = iq.child("query", ns::REGISTER) else {
-        return err(StanzaError::new(C::BadRequest));
-    };
-    match (iq.attr("type"), me) {
-        (Some("get"), _) => {
+    match (req, me) {
+        (Request::Get, _) => {
             let mut w = XmlWriter::with_capacity(200);
             w.open("query").attr("xmlns", ns::REGISTER).close_start();
             match me {
@@ -48,7 +42,8 @@ pub(crate) async fn iq(
             w.raw(b"<password/>").end("query");
             ser::iq_result(id, None, None, Some(w.as_bytes()))
         }
-        (Some("set"), Some(me)) if query.child("remove", ns::REGISTER).is_some() => {
+        (Request::Remove, None) => err(StanzaError::new(C::NotAuthorized)),
+        (Request::Remove, Some(me)) => {
             // XEP-0077 §3.2: the account goes, with everything it owned;
             // this session gets the answer, then the stream ends.
             match crate::account::delete(shared, me, None).await {
@@ -56,19 +51,17 @@ pub(crate) async fn iq(
                 Err(_) => err(StanzaError::new(C::InternalServerError)),
             }
         }
-        (Some("set"), None) if !shared.config.allow_registration => {
+        (Request::Set { .. }, None) if !shared.config.allow_registration => {
             err(StanzaError::new(C::NotAllowed))
         }
-        (Some("set"), who) => {
-            let (Some(user), Some(pass)) = (fields(query, "username"), fields(query, "password"))
-            else {
-                return err(StanzaError::new(C::NotAcceptable)
-                    .with_text("username and password are required"));
-            };
-            if pass.is_empty() {
-                return err(StanzaError::new(C::NotAcceptable).with_text("empty password"));
-            }
-            let Ok(jid) = BareJid::from_parts(Some(user.trim()), domain) else {
+        (
+            Request::Set {
+                username: user,
+                password: pass,
+            },
+            who,
+        ) => {
+            let Ok(jid) = BareJid::from_parts(Some(&user), domain) else {
                 return err(StanzaError::new(C::JidMalformed));
             };
             if who.is_some_and(|me| *me != jid) {
@@ -84,7 +77,7 @@ pub(crate) async fn iq(
                     .with_text("too many registrations; try again later"));
             }
             let iterations = shared.config.scram_iterations;
-            let (j, p, change) = (jid.clone(), pass.into_owned(), who.is_some());
+            let (j, p, change) = (jid.clone(), pass, who.is_some());
             let r = shared
                 .db(move |store| {
                     let record = AccountRecord::new(&p, iterations);
@@ -119,6 +112,5 @@ pub(crate) async fn iq(
                 Err(_) => err(StanzaError::new(C::InternalServerError)),
             }
         }
-        _ => err(StanzaError::new(C::BadRequest)),
     }
 }

@@ -17,7 +17,6 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use stanza::ser;
-use stanza::{ns, Element};
 
 /// RFC 6121 `subscription` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -280,75 +279,10 @@ pub fn query<'a>(
     ser::roster_query(&views, ver)
 }
 
-/// What a roster set asks for (RFC 6121 §2.3, §2.5).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RosterSet {
-    /// Add or update an item's name and groups.
-    Update {
-        /// The contact.
-        jid: stanza::BareJid,
-        /// Its handle.
-        name: Option<String>,
-        /// Its groups.
-        groups: Vec<String>,
-    },
-    /// Remove the item, cancelling subscriptions both ways.
-    Remove(stanza::BareJid),
-}
-
-/// Why a roster set is refused, as the stanza error RFC 6121 §2.3.3 names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RosterSetError {
-    /// Not exactly one item, or a malformed one.
-    #[error("a roster set carries exactly one well-formed item")]
-    BadRequest,
-    /// The JID does not parse.
-    #[error("malformed JID")]
-    JidMalformed,
-    /// An empty or duplicate group, or a name that is too long.
-    #[error("item not acceptable")]
-    NotAcceptable,
-}
-
-/// Longest name or group accepted.
-const MAX_LABEL: usize = 1024;
-
-/// Parses a roster set's `<query/>`.
-pub fn parse_set(query: &Element) -> Result<RosterSet, RosterSetError> {
-    let mut items = query.elements().filter(|e| e.is("item", ns::ROSTER));
-    let (Some(item), None) = (items.next(), items.next()) else {
-        return Err(RosterSetError::BadRequest);
-    };
-    let jid = item.attr("jid").ok_or(RosterSetError::BadRequest)?;
-    let jid = stanza::Jid::new(jid).map_err(|_| RosterSetError::JidMalformed)?;
-    if jid.is_full() {
-        return Err(RosterSetError::JidMalformed);
-    }
-    let jid = jid.to_bare();
-    if item.attr("subscription") == Some("remove") {
-        return Ok(RosterSet::Remove(jid));
-    }
-    let name = item
-        .attr("name")
-        .map(str::to_owned)
-        .filter(|n| !n.is_empty());
-    let mut groups: Vec<String> = Vec::new();
-    for g in item.elements().filter(|e| e.is("group", ns::ROSTER)) {
-        let g = g.text().into_owned();
-        if g.is_empty() || g.len() > MAX_LABEL || groups.contains(&g) {
-            return Err(RosterSetError::NotAcceptable);
-        }
-        groups.push(g);
-    }
-    if name.as_ref().is_some_and(|n| n.len() > MAX_LABEL) {
-        return Err(RosterSetError::NotAcceptable);
-    }
-    Ok(RosterSet::Update { jid, name, groups })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stanza::Element;
 
     fn listed(sub: Sub) -> RosterItem {
         RosterItem {
@@ -457,7 +391,9 @@ mod tests {
     }
 
     #[test]
-    fn roster_xml_round_trips_through_parse_set() {
+    fn roster_xml_round_trips_through_the_request_parser() {
+        use stanza::xep::roster::Request;
+        use stanza::xep::IqType;
         let it = RosterItem {
             name: Some("Jane <3".into()),
             groups: vec!["friends".into(), "x&y".into()],
@@ -465,10 +401,9 @@ mod tests {
         };
         let q = query([("jane@example.org", Some(&it))], None);
         let el = Element::parse(std::str::from_utf8(&q).unwrap()).unwrap();
-        let parsed = parse_set(&el).unwrap();
         assert_eq!(
-            parsed,
-            RosterSet::Update {
+            Request::parse(IqType::Set, &el).unwrap(),
+            Request::Update {
                 jid: stanza::BareJid::new("jane@example.org").unwrap(),
                 name: it.name.clone(),
                 groups: it.groups.clone(),
@@ -476,27 +411,11 @@ mod tests {
         );
         let rm = query([("jane@example.org", None)], None);
         assert!(matches!(
-            parse_set(&Element::parse(std::str::from_utf8(&rm).unwrap()).unwrap()),
-            Ok(RosterSet::Remove(_))
+            Request::parse(
+                IqType::Set,
+                &Element::parse(std::str::from_utf8(&rm).unwrap()).unwrap()
+            ),
+            Ok(Request::Remove(_))
         ));
-    }
-
-    #[test]
-    fn bad_roster_sets_get_their_errors() {
-        let two = r#"<query xmlns='jabber:iq:roster'><item jid='a@x'/><item jid='b@x'/></query>"#;
-        assert_eq!(
-            parse_set(&Element::parse(two).unwrap()),
-            Err(RosterSetError::BadRequest)
-        );
-        let dup = r#"<query xmlns='jabber:iq:roster'><item jid='a@x'><group>g</group><group>g</group></item></query>"#;
-        assert_eq!(
-            parse_set(&Element::parse(dup).unwrap()),
-            Err(RosterSetError::NotAcceptable)
-        );
-        let bad = r#"<query xmlns='jabber:iq:roster'><item jid='a@@x'/></query>"#;
-        assert_eq!(
-            parse_set(&Element::parse(bad).unwrap()),
-            Err(RosterSetError::JidMalformed)
-        );
     }
 }

@@ -35,6 +35,7 @@ use crate::stream::negotiate::{Action, Negotiation, Policy};
 use crate::stream::tcp::{Io, Tcp};
 use crate::stream::{Flow, Stop, Transport, WriterParams};
 use crate::Shared;
+use stanza::xep::{register, IqType};
 
 mod presence;
 mod session;
@@ -352,10 +353,7 @@ impl<T: Transport> Conn<T> {
                 Action::StartTls => return Err(Stop::StartTls),
                 Action::Close(cond, text) => return Err(Stop::Error(cond, text)),
                 Action::Register(el) => {
-                    let domain = self.neg.domain().unwrap_or_default().to_owned();
-                    let reply =
-                        crate::register::iq(&self.shared, None, None, &domain, self.peer.ip(), &el)
-                            .await;
+                    let reply = self.register(&el).await;
                     self.send(reply).await?;
                     continue;
                 }
@@ -392,6 +390,28 @@ impl<T: Transport> Conn<T> {
             }
         }
         Ok(())
+    }
+
+    /// XEP-0077 before authentication: parsed, then answered.
+    async fn register(&self, el: &Element) -> Bytes {
+        let id = el.attr("id").unwrap_or("");
+        let parsed = IqType::parse(el.attr("type"))
+            .ok_or_else(|| StanzaError::new(StanzaErrorCondition::BadRequest))
+            .and_then(|ty| {
+                let query = el.child("query", ns::REGISTER);
+                query.map_or_else(
+                    || Err(StanzaError::new(StanzaErrorCondition::BadRequest)),
+                    |q| register::Request::parse(ty, q),
+                )
+            });
+        match parsed {
+            Ok(req) => {
+                let domain = self.neg.domain().unwrap_or_default().to_owned();
+                crate::register::iq(&self.shared, None, None, &domain, self.peer.ip(), id, req)
+                    .await
+            }
+            Err(e) => ser::stanza_error("iq", Some(id), None, None, &e),
+        }
     }
 
     /// The account's SCRAM keys, or decoys for an unknown account: the

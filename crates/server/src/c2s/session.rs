@@ -15,6 +15,7 @@ use tracing::info;
 use super::Conn;
 use crate::stream::{Flow, Stop, Transport};
 use crate::Shared;
+use stanza::xep::{IqType, Payload};
 
 /// A bound session.
 pub(super) struct Session {
@@ -102,97 +103,7 @@ impl<T: Transport> Conn<T> {
                     }
                     return self.on_iq_response(stanza).await;
                 }
-                let el = Element::from_stanza(stanza.bytes())
-                    .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
-                let id = el.attr("id").unwrap_or("").to_owned();
-                let to = el.attr("to").map(str::to_owned);
-                let own_bare = me.to_bare();
-                let to_domain = to.as_deref() == self.neg.domain();
-                let to_own = to.as_deref() == Some(own_bare.as_str());
-                // No `to`, or our own bare JID: the server answers for the
-                // account (RFC 6120 §10.3.3).
-                let to_server = to.is_none() || to_domain || to_own;
-                let payload = el.first_element();
-                let is = |name: &str, xmlns: &str| payload.is_some_and(|p| p.is(name, xmlns));
-                let get = ty.as_deref() == Some("get");
-                if to_server && is("query", ns::REGISTER) {
-                    let domain = self.neg.domain().unwrap_or_default().to_owned();
-                    let reply = crate::register::iq(
-                        &self.shared,
-                        Some(&own_bare),
-                        Some(&me),
-                        &domain,
-                        self.peer.ip(),
-                        &el,
-                    )
-                    .await;
-                    return self.send(reply).await;
-                }
-                if (to.is_none() || to_own) && is("query", ns::ROSTER) {
-                    let reply = crate::presence::roster_iq(&self.shared, &me, &el).await;
-                    return self.send(reply).await;
-                }
-                if (to.is_none() || to_own) && payload.is_some_and(|p| p.ns == ns::BLOCKING) {
-                    let reply = crate::blocking::iq(&self.shared, &me, &el).await;
-                    return self.send(reply).await;
-                }
-                if payload.is_some_and(|p| p.ns == ns::PUBSUB || p.ns == ns::PUBSUB_OWNER) {
-                    for out in crate::pep::iq(&self.shared, &me, &el).await {
-                        self.send(out).await?;
-                    }
-                    return Ok(());
-                }
-                let disco = payload.filter(|p| {
-                    get && (p.is("query", ns::DISCO_INFO) || p.is("query", ns::DISCO_ITEMS))
-                });
-                if let Some(query) = disco {
-                    let target = match to.as_deref().map(stanza::Jid::new) {
-                        None => None,
-                        Some(Ok(j)) if !j.is_full() => Some(j.to_bare()),
-                        _ => {
-                            // A full JID: the client answers for itself.
-                            return self.route_iq(stanza, &me).await;
-                        }
-                    };
-                    let target = target.filter(|t| t.node().is_some());
-                    if target
-                        .as_ref()
-                        .is_some_and(|t| self.shared.config.served_domain(t.domain()).is_none())
-                    {
-                        return self.route_iq(stanza, &me).await;
-                    }
-                    let reply = match crate::disco::iq(&self.shared, &me, target.as_ref(), query)
-                        .await
-                    {
-                        Ok(p) => ser::iq_result(&id, to.as_deref(), Some(me.as_str()), Some(&p)),
-                        Err(e) => {
-                            ser::stanza_error("iq", Some(&id), to.as_deref(), Some(me.as_str()), &e)
-                        }
-                    };
-                    return self.send(reply).await;
-                }
-                let known = to_server
-                    && payload.is_some_and(|p| {
-                        (p.is("session", ns::SESSION) && ty.as_deref() == Some("set"))
-                            || (p.is("ping", ns::PING) && get)
-                    });
-                if known {
-                    return self
-                        .send(ser::iq_result(&id, to.as_deref(), Some(me.as_str()), None))
-                        .await;
-                }
-                if !to_server {
-                    return self.route_iq(stanza, &me).await;
-                }
-                let err = StanzaError::new(StanzaErrorCondition::ServiceUnavailable);
-                self.send(ser::stanza_error(
-                    "iq",
-                    Some(&id),
-                    to.as_deref(),
-                    Some(me.as_str()),
-                    &err,
-                ))
-                .await
+                self.on_iq_request(stanza, &me).await
             }
             Kind::Message => match crate::route::message(&self.shared, &me, stanza) {
                 Some(error) => self.send(error).await,
@@ -227,6 +138,103 @@ impl<T: Transport> Conn<T> {
                 StreamErrorCondition::UnsupportedStanzaType,
                 None,
             )),
+        }
+    }
+
+    /// An iq get or set: parsed once into a typed request and answered
+    /// when it is for the server or the account, routed otherwise.
+    async fn on_iq_request(&mut self, stanza: &Stanza, me: &FullJid) -> Flow {
+        let el = Element::from_stanza(stanza.bytes())
+            .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+        let id = el.attr("id").unwrap_or("").to_owned();
+        let to = el.attr("to").map(str::to_owned);
+        let reply_error = |e: &StanzaError<'_>| {
+            ser::stanza_error("iq", Some(&id), to.as_deref(), Some(me.as_str()), e)
+        };
+        let own_bare = me.to_bare();
+        let to_own = to.as_deref() == Some(own_bare.as_str());
+        // No `to`, the domain, or our own bare JID: the server answers for
+        // the account (RFC 6120 §10.3.3).
+        let to_server = to.is_none() || to_own || to.as_deref() == self.neg.domain();
+        let Some(payload) = el.first_element() else {
+            if !to_server {
+                return self.route_iq(stanza, me).await;
+            }
+            return self
+                .send(reply_error(&StanzaError::new(
+                    StanzaErrorCondition::BadRequest,
+                )))
+                .await;
+        };
+        if !self.answers(payload, to.as_deref(), to_server, to_own) {
+            if !to_server {
+                return self.route_iq(stanza, me).await;
+            }
+            let err = StanzaError::new(StanzaErrorCondition::ServiceUnavailable);
+            return self.send(reply_error(&err)).await;
+        }
+        let parsed = IqType::parse(el.attr("type"))
+            .ok_or_else(|| StanzaError::new(StanzaErrorCondition::BadRequest))
+            .and_then(|ty| {
+                Payload::parse(ty, payload).unwrap_or_else(|| {
+                    Err(StanzaError::new(StanzaErrorCondition::ServiceUnavailable))
+                })
+            });
+        let req = match parsed {
+            Ok(req) => req,
+            Err(e) => return self.send(reply_error(&e)).await,
+        };
+        let shared = self.shared.clone();
+        let reply = match req {
+            Payload::Register(r) => {
+                let domain = self.neg.domain().unwrap_or_default().to_owned();
+                let peer = self.peer.ip();
+                crate::register::iq(&shared, Some(&own_bare), Some(me), &domain, peer, &id, r).await
+            }
+            Payload::Roster(r) => crate::presence::roster_iq(&shared, me, &id, r).await,
+            Payload::Blocking(r) => crate::blocking::iq(&shared, me, &id, r).await,
+            Payload::Pubsub(r) => {
+                for out in crate::pep::iq(&shared, me, &id, to.as_deref(), *r).await {
+                    self.send(out).await?;
+                }
+                return Ok(());
+            }
+            Payload::Disco(r) => {
+                let target = to
+                    .as_deref()
+                    .and_then(|t| stanza::Jid::new(t).ok())
+                    .map(|j| j.to_bare())
+                    .filter(|t| t.node().is_some());
+                match crate::disco::iq(&shared, me, target.as_ref(), &r).await {
+                    Ok(p) => ser::iq_result(&id, to.as_deref(), Some(me.as_str()), Some(&p)),
+                    Err(e) => reply_error(&e),
+                }
+            }
+            Payload::Ping | Payload::Session => {
+                ser::iq_result(&id, to.as_deref(), Some(me.as_str()), None)
+            }
+        };
+        self.send(reply).await
+    }
+
+    /// Whether the server answers this payload for this address: the
+    /// account's own roster, block list and registration; any account's
+    /// PEP service (the pubsub code checks the owner); disco of the server
+    /// or of a local account's bare JID; ping and session to the server.
+    fn answers(&self, payload: &Element, to: Option<&str>, to_server: bool, to_own: bool) -> bool {
+        match payload.ns.as_str() {
+            ns::PUBSUB | ns::PUBSUB_OWNER => true,
+            ns::ROSTER | ns::BLOCKING => to.is_none() || to_own,
+            ns::REGISTER | ns::PING | ns::SESSION => to_server,
+            ns::DISCO_INFO | ns::DISCO_ITEMS => match to.map(stanza::Jid::new) {
+                None => true,
+                // A full JID answers for itself; a remote domain is not ours.
+                Some(Ok(j)) => {
+                    !j.is_full() && self.shared.config.served_domain(j.domain()).is_some()
+                }
+                Some(Err(_)) => false,
+            },
+            _ => false,
         }
     }
 

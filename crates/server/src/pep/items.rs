@@ -4,58 +4,18 @@
 use std::sync::Arc;
 
 use stanza::ser::{StanzaError, XmlWriter};
-use stanza::{ns, BareJid, Element, FullJid, StanzaErrorCondition as C};
-
-use std::collections::HashSet;
+use stanza::{ns, BareJid, FullJid, StanzaErrorCondition as C};
 
 use crate::pubsub::StoredItem;
-use crate::store::{Anchor, Budget};
+use crate::store::Budget;
 use crate::Shared;
+use stanza::xep::rsm;
 
 use super::access::readable_node;
-use super::{app, Reply};
-
-/// An RSM request (XEP-0059 §2) on items retrieval.
-struct Rsm {
-    max: usize,
-    anchor: Anchor,
-}
+use super::Reply;
 
 /// Largest RSM page served, whatever `<max/>` asks.
 const MAX_PAGE: usize = 500;
-
-fn parse_rsm(set: &Element) -> Result<Rsm, StanzaError<'static>> {
-    let bad = |t: &'static str| StanzaError::new(C::BadRequest).with_text(t);
-    let max = match set.child("max", ns::RSM) {
-        None => MAX_PAGE,
-        Some(m) => m
-            .text()
-            .trim()
-            .parse::<usize>()
-            .map_err(|_| bad("<max/> must be a number"))?
-            .min(MAX_PAGE),
-    };
-    let anchor = if let Some(b) = set.child("before", ns::RSM) {
-        let id = b.text().trim().to_owned();
-        if id.is_empty() {
-            Anchor::Last
-        } else {
-            Anchor::Before(id)
-        }
-    } else if let Some(a) = set.child("after", ns::RSM) {
-        Anchor::After(a.text().trim().to_owned())
-    } else if let Some(i) = set.child("index", ns::RSM) {
-        Anchor::Index(
-            i.text()
-                .trim()
-                .parse()
-                .map_err(|_| bad("<index/> must be a number"))?,
-        )
-    } else {
-        Anchor::First
-    };
-    Ok(Rsm { max, anchor })
-}
 
 /// What an items request reads.
 enum Read {
@@ -69,35 +29,11 @@ pub(super) async fn items(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,
-    pubsub: &Element,
-    items: &Element,
+    node: String,
+    wanted: Vec<String>,
+    max: Option<usize>,
+    rsm: Option<rsm::Set>,
 ) -> Reply {
-    let Some(node) = items.attr("node").map(str::to_owned) else {
-        return Err(app(C::BadRequest, "nodeid-required"));
-    };
-    // Each id once, in request order: a request repeating one id thousands
-    // of times must not get thousands of copies (reply amplification), nor
-    // cost a quadratic scan to find that out.
-    let mut seen = HashSet::new();
-    let wanted: Vec<String> = items
-        .elements()
-        .filter(|i| i.is("item", ns::PUBSUB))
-        .filter_map(|i| i.attr("id"))
-        .filter(|id| seen.insert(*id))
-        .map(str::to_owned)
-        .collect();
-    let max = match items.attr("max_items").map(str::parse::<usize>) {
-        None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => {
-            return Err(StanzaError::new(C::BadRequest).with_text("max_items must be a number"))
-        }
-    };
-    // The RSM <set/> is a sibling of <items/> inside <pubsub/>.
-    let rsm = match pubsub.child("set", ns::RSM) {
-        Some(set) => Some(parse_rsm(set)?),
-        None => None,
-    };
     read_items(shared, me, owner, node, wanted, max, rsm).await
 }
 
@@ -108,7 +44,7 @@ async fn read_items(
     node: String,
     wanted: Vec<String>,
     max: Option<usize>,
-    rsm: Option<Rsm>,
+    rsm: Option<rsm::Set>,
 ) -> Reply {
     let (o, n) = (owner.clone(), node.clone());
     let requester = me.to_bare();
@@ -133,7 +69,8 @@ async fn read_items(
                 }
                 Read::List(v)
             } else if let Some(rsm) = rsm {
-                let max = max.map_or(rsm.max, |m| m.min(rsm.max));
+                let page = rsm.max.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+                let max = max.map_or(page, |m| m.min(page));
                 let b = Budget {
                     items: max.min(budget.items),
                     ..budget

@@ -24,12 +24,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use stanza::ser::{self, StanzaError};
-use stanza::{
-    ns, BareJid, Element, EventItem, EventKind, FullJid, PubsubEvent, StanzaErrorCondition as C,
-};
+use stanza::{ns, BareJid, EventItem, EventKind, FullJid, PubsubEvent, StanzaErrorCondition as C};
 
 use crate::pubsub::StoredItem;
 use crate::Shared;
+use stanza::xep::pubsub::Request;
 
 mod access;
 mod items;
@@ -42,9 +41,13 @@ pub(crate) use publish::{notify_event, Notice};
 
 /// Answers one pubsub iq: the reply, then anything to send after it (the
 /// last item for a new subscriber).
-pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Vec<Bytes> {
-    let id = iq.attr("id").unwrap_or("");
-    let to = iq.attr("to");
+pub(crate) async fn iq(
+    shared: &Arc<Shared>,
+    me: &FullJid,
+    id: &str,
+    to: Option<&str>,
+    req: Request,
+) -> Vec<Bytes> {
     let reply_err =
         |e: StanzaError<'_>| vec![ser::stanza_error("iq", Some(id), to, Some(me.as_str()), &e)];
     let owner = match to {
@@ -71,33 +74,43 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Vec<
         return reply_err(StanzaError::new(C::ServiceUnavailable));
     }
     let mut after = None;
-    let result = if let Some(o) = iq.child("pubsub", ns::PUBSUB_OWNER) {
-        owner::iq(shared, me, &owner, iq.attr("type"), o).await
-    } else if let Some(pubsub) = iq.child("pubsub", ns::PUBSUB) {
-        match (iq.attr("type"), pubsub.first_element()) {
-            (Some("set"), Some(p)) if p.is("publish", ns::PUBSUB) => {
-                publish::publish(shared, me, &owner, pubsub, p).await
-            }
-            (Some("get"), Some(i)) if i.is("items", ns::PUBSUB) => {
-                items::items(shared, me, &owner, pubsub, i).await
-            }
-            (Some("set"), Some(s)) if s.is("subscribe", ns::PUBSUB) => {
-                subscribe::subscribe(shared, me, &owner, s, &mut after).await
-            }
-            (Some("set"), Some(u)) if u.is("unsubscribe", ns::PUBSUB) => {
-                subscribe::unsubscribe(shared, me, &owner, u).await
-            }
-            (Some("set"), Some(r)) if r.is("retract", ns::PUBSUB) => {
-                publish::retract(shared, me, &owner, r).await
-            }
-            (Some("get"), Some(s)) if s.is("subscriptions", ns::PUBSUB) => {
-                owner::own_subscriptions(shared, me, &owner, s).await
-            }
-            _ => Err(StanzaError::new(C::FeatureNotImplemented)
-                .with_app("unsupported", ns::PUBSUB_ERRORS)),
+    let result = match req {
+        Request::Owner(op) => owner::iq(shared, me, &owner, op).await,
+        Request::Publish {
+            node,
+            id: item_id,
+            payload,
+            options,
+        } => {
+            publish::publish(
+                shared,
+                me,
+                &owner,
+                node,
+                item_id,
+                &payload,
+                options.as_ref(),
+            )
+            .await
         }
-    } else {
-        Err(StanzaError::new(C::BadRequest))
+        Request::Items {
+            node,
+            ids,
+            max_items,
+            rsm,
+        } => items::items(shared, me, &owner, node, ids, max_items, rsm).await,
+        Request::Subscribe { node, jid } => {
+            subscribe::subscribe(shared, me, &owner, node, jid, &mut after).await
+        }
+        Request::Unsubscribe { node, jid } => {
+            subscribe::unsubscribe(shared, me, &owner, node, jid).await
+        }
+        Request::Retract { node, id, notify } => {
+            publish::retract(shared, me, &owner, node, id, notify).await
+        }
+        Request::Subscriptions { node } => {
+            owner::own_subscriptions(shared, me, &owner, node.as_deref()).await
+        }
     };
     match result {
         Ok(payload) => {
@@ -110,13 +123,9 @@ pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, iq: &Element) -> Vec<
     }
 }
 
-/// The JID a subscribe or unsubscribe names, which must be the requester's
-/// bare or full JID (XEP-0060 §6.1.3.1).
-pub(super) fn own_jid(me: &FullJid, el: &Element) -> Result<stanza::Jid, StanzaError<'static>> {
-    let Some(jid) = el.attr("jid") else {
-        return Err(app(C::BadRequest, "jid-required"));
-    };
-    let jid = stanza::Jid::new(jid).map_err(|_| app(C::BadRequest, "invalid-jid"))?;
+/// The JID a subscribe or unsubscribe names must be the requester's bare
+/// or full JID (XEP-0060 §6.1.3.1).
+pub(super) fn own_jid(me: &FullJid, jid: stanza::Jid) -> Result<stanza::Jid, StanzaError<'static>> {
     if jid.as_str() == me.as_str() || jid.as_str() == me.to_bare().as_str() {
         Ok(jid)
     } else {

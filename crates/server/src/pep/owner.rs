@@ -12,40 +12,26 @@ use std::sync::Arc;
 use stanza::ser::{StanzaError, XmlWriter};
 use stanza::{ns, BareJid, Element, FullJid, StanzaErrorCondition as C};
 
-use super::{app, notify_event, refresh_access, Notice, Reply};
+use super::{notify_event, refresh_access, Notice, Reply};
 use crate::pubsub::Options;
 use crate::store::prelude::*;
 use crate::Shared;
+use stanza::xep::pubsub::Owner;
 
-/// Handles `<pubsub xmlns='…#owner'>`; only the owner may.
-pub(crate) async fn iq(
-    shared: &Arc<Shared>,
-    me: &FullJid,
-    owner: &BareJid,
-    ty: Option<&str>,
-    pubsub: &Element,
-) -> Reply {
+/// An owner use case (`pubsub#owner`); only the owner may.
+pub(crate) async fn iq(shared: &Arc<Shared>, me: &FullJid, owner: &BareJid, op: Owner) -> Reply {
     if *owner != me.to_bare() {
         return Err(StanzaError::new(C::Forbidden));
     }
-    let Some(op) = pubsub.first_element() else {
-        return Err(StanzaError::new(C::BadRequest));
-    };
-    let node = op.attr("node").map(str::to_owned);
-    let Some(node) = node else {
-        return Err(app(C::BadRequest, "nodeid-required"));
-    };
-    match (ty, op.name.as_str()) {
-        (Some("get"), "configure") => configure_get(shared, owner, &node).await,
-        (Some("set"), "configure") => configure_set(shared, owner, &node, op).await,
-        (Some("get"), "subscriptions") => subscribers(shared, owner, &node).await,
-        (Some("set"), "subscriptions") => remove_subscribers(shared, owner, &node, op).await,
-        (Some("set"), "purge") => purge(shared, owner, &node).await,
-        (Some("set"), "delete") => delete(shared, owner, &node).await,
-        _ => {
-            Err(StanzaError::new(C::FeatureNotImplemented)
-                .with_app("unsupported", ns::PUBSUB_ERRORS))
+    match op {
+        Owner::GetConfiguration { node } => configure_get(shared, owner, &node).await,
+        Owner::Configure { node, form } => configure_set(shared, owner, &node, &form).await,
+        Owner::GetSubscribers { node } => subscribers(shared, owner, &node).await,
+        Owner::RemoveSubscribers { node, jids } => {
+            remove_subscribers(shared, owner, &node, jids).await
         }
+        Owner::Purge { node } => purge(shared, owner, &node).await,
+        Owner::Delete { node } => delete(shared, owner, &node).await,
     }
 }
 
@@ -81,10 +67,7 @@ async fn configure_get(shared: &Arc<Shared>, owner: &BareJid, node: &str) -> Rep
     }))
 }
 
-async fn configure_set(shared: &Arc<Shared>, owner: &BareJid, node: &str, op: &Element) -> Reply {
-    let Some(x) = op.child("x", ns::DATA_FORMS) else {
-        return Err(StanzaError::new(C::BadRequest).with_text("a configure set carries a form"));
-    };
+async fn configure_set(shared: &Arc<Shared>, owner: &BareJid, node: &str, x: &Element) -> Reply {
     if x.attr("type") == Some("cancel") {
         return Ok(Vec::new());
     }
@@ -131,26 +114,8 @@ async fn remove_subscribers(
     shared: &Arc<Shared>,
     owner: &BareJid,
     node: &str,
-    op: &Element,
+    jids: Vec<stanza::Jid>,
 ) -> Reply {
-    let mut jids = Vec::new();
-    for s in op
-        .elements()
-        .filter(|e| e.is("subscription", ns::PUBSUB_OWNER))
-    {
-        let jid = s
-            .attr("jid")
-            .and_then(|j| stanza::Jid::new(j).ok())
-            .ok_or_else(|| {
-                StanzaError::new(C::BadRequest).with_text("a subscription needs a jid")
-            })?;
-        if s.attr("subscription") != Some("none") {
-            return Err(
-                StanzaError::new(C::NotAcceptable).with_text("only subscription='none' can be set")
-            );
-        }
-        jids.push(jid);
-    }
     let (o, n) = (owner.clone(), node.to_owned());
     let j = jids.clone();
     let found = blocking(shared, move |store| {
@@ -206,16 +171,14 @@ pub(crate) async fn own_subscriptions(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,
-    el: &Element,
+    node: Option<&str>,
 ) -> Reply {
     let b = me.to_bare();
     let mut subs = blocking(shared, move |s| s.subscriptions_of(&b)).await?;
-    subs.retain(|s| s.owner == *owner && el.attr("node").is_none_or(|n| n == s.node));
+    subs.retain(|s| s.owner == *owner && node.is_none_or(|n| n == s.node));
     let mut w = XmlWriter::with_capacity(256);
     w.open("pubsub").attr("xmlns", ns::PUBSUB).close_start();
-    w.open("subscriptions")
-        .attr_opt("node", el.attr("node"))
-        .close_start();
+    w.open("subscriptions").attr_opt("node", node).close_start();
     for s in &subs {
         w.open("subscription")
             .attr("node", &s.node)

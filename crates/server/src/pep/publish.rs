@@ -21,8 +21,10 @@ pub(super) async fn publish(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,
-    pubsub: &Element,
-    p: &Element,
+    node: String,
+    item_id: Option<String>,
+    payload: &Element,
+    options: Option<&Element>,
 ) -> Reply {
     if *owner != me.to_bare() {
         return Err(StanzaError::new(C::Forbidden));
@@ -31,25 +33,8 @@ pub(super) async fn publish(
         shared.metrics.limited("publish");
         return Err(StanzaError::new(C::ResourceConstraint).with_text("publishing too fast"));
     }
-    let Some(node) = p.attr("node").map(str::to_owned) else {
-        return Err(app(C::BadRequest, "nodeid-required"));
-    };
-    let Some(item) = p.child("item", ns::PUBSUB) else {
-        return Err(app(C::BadRequest, "item-required"));
-    };
-    let Some(payload) = item.first_element() else {
-        return Err(app(C::BadRequest, "payload-required"));
-    };
-    let item_id = item
-        .attr("id")
-        .filter(|s| !s.is_empty())
-        .map_or_else(new_item_id, str::to_owned);
-    let options = match pubsub
-        .child("publish-options", ns::PUBSUB)
-        .and_then(|po| po.child("x", ns::DATA_FORMS))
-        .map(Options::from_form)
-        .transpose()
-    {
+    let item_id = item_id.unwrap_or_else(new_item_id);
+    let options = match options.map(Options::from_form).transpose() {
         Ok(o) => o,
         Err(_) => return Err(app(C::Conflict, "precondition-not-met")),
     };
@@ -137,31 +122,20 @@ pub(super) async fn retract(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,
-    r: &Element,
+    node: String,
+    id: String,
+    notify: Option<bool>,
 ) -> Reply {
     if *owner != me.to_bare() {
         return Err(StanzaError::new(C::Forbidden));
     }
-    let Some(node) = r.attr("node").map(str::to_owned) else {
-        return Err(app(C::BadRequest, "nodeid-required"));
-    };
-    let Some(id) = r
-        .child("item", ns::PUBSUB)
-        .and_then(|i| i.attr("id"))
-        .map(str::to_owned)
-    else {
-        return Err(app(C::BadRequest, "item-required"));
-    };
     let (o, n, i) = (owner.clone(), node.clone(), id.clone());
     let config = match shared.db(move |s| s.retract(&o, &n, &i)).await {
         Ok(Some(c)) => c,
         Ok(None) => return Err(StanzaError::new(C::ItemNotFound)),
         Err(_) => return Err(StanzaError::new(C::InternalServerError)),
     };
-    let notify = match r.attr("notify") {
-        Some(v) => v == "true" || v == "1",
-        None => config.notify_retract,
-    };
+    let notify = notify.unwrap_or(config.notify_retract);
     if notify {
         notify_event(shared, owner, &node, Notice::Retract(id)).await;
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use stanza::ser::{StanzaError, XmlWriter};
-use stanza::{ns, BareJid, Element, FullJid, StanzaErrorCondition as C};
+use stanza::{ns, BareJid, FullJid, StanzaErrorCondition as C};
 
 use crate::pubsub::SendLast;
 use crate::store::Budget;
@@ -17,13 +17,11 @@ pub(super) async fn subscribe(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,
-    sub: &Element,
+    node: String,
+    jid: stanza::Jid,
     after: &mut Option<Bytes>,
 ) -> Reply {
-    let Some(node) = sub.attr("node").map(str::to_owned) else {
-        return Err(app(C::BadRequest, "nodeid-required"));
-    };
-    let jid = own_jid(me, sub)?;
+    let jid = own_jid(me, jid)?;
     let (o, n, j) = (owner.clone(), node.clone(), jid.clone());
     let requester = me.to_bare();
     let done = shared
@@ -67,12 +65,10 @@ pub(super) async fn unsubscribe(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,
-    unsub: &Element,
+    node: String,
+    jid: stanza::Jid,
 ) -> Reply {
-    let Some(node) = unsub.attr("node").map(str::to_owned) else {
-        return Err(app(C::BadRequest, "nodeid-required"));
-    };
-    let jid = own_jid(me, unsub)?;
+    let jid = own_jid(me, jid)?;
     let (o, n, j) = (owner.clone(), node.clone(), jid.clone());
     match shared.db(move |s| s.unsubscribe(&o, &n, &j)).await {
         Ok(true) => {}

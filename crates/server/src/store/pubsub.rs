@@ -60,19 +60,7 @@ pub enum PublishError {
 }
 
 /// Where an RSM page starts (XEP-0059 §2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Anchor {
-    /// From the oldest item (no `<before/>` or `<after/>`).
-    First,
-    /// The newest page (an empty `<before/>`).
-    Last,
-    /// At this position (`<index/>`).
-    Index(u64),
-    /// Just after this item id.
-    After(String),
-    /// Just before this item id.
-    Before(String),
-}
+pub use stanza::xep::rsm::Anchor;
 
 /// How much one reply may carry: a request must not be able to make the
 /// server read and send more than this, whatever it asks for.

@@ -6,13 +6,11 @@ use stanza::ser;
 use stanza::{ns, Element, Stanza, StreamErrorCondition};
 use tracing::debug;
 
+use stanza::xep::disco;
+use stanza::xep::presence::Broadcast;
+
 use super::{random_token, Conn};
 use crate::stream::{Flow, Stop, Transport};
-
-/// Longest caps `ver` the server asks about (a SHA-1 one is 28 bytes).
-const MAX_VER_LEN: usize = 64;
-/// Longest caps `node` the server asks about.
-const MAX_CAPS_NODE_LEN: usize = 1024;
 
 impl<T: Transport> Conn<T> {
     /// Broadcast presence: availability, priority and caps, which decide
@@ -26,61 +24,40 @@ impl<T: Transport> Conn<T> {
             return Err(Stop::Gone);
         };
         let mut query = None;
-        match el.attr("type") {
-            None => {
+        match Broadcast::parse(&el) {
+            Some(Broadcast::Available(a)) => {
                 s.presence.available = true;
-                s.presence.priority = el
-                    .child("priority", ns::CLIENT)
-                    .and_then(|p| p.text().trim().parse::<i32>().ok())
-                    .map_or(0, |p| p.clamp(-128, 127) as i8);
-                let c = el.child("c", ns::CAPS);
-                let ver = c
-                    .filter(|c| c.attr("hash") == Some("sha-1"))
-                    .and_then(|c| c.attr("ver"));
-                // A SHA-1 ver is 28 characters; anything much longer is
-                // not one, and is not worth a query or a cache slot.
-                let ver = ver.filter(|v| v.len() <= MAX_VER_LEN);
-                let node_ok = c
-                    .and_then(|c| c.attr("node"))
-                    .is_none_or(|n| n.len() <= MAX_CAPS_NODE_LEN);
-                s.caps_ver = ver.map(str::to_owned);
+                s.presence.priority = a.priority;
+                s.caps_ver = a.caps.as_ref().map(|c| c.ver.clone());
+                s.presence.notify.clear();
                 let max_pending = self.shared.config.limits.max_caps_queries;
-                match ver.filter(|_| node_ok) {
-                    Some(ver) => match caps.get(ver) {
+                if let Some(c) = a.caps {
+                    match caps.get(&c.ver) {
                         Some(interests) => s.presence.notify = interests.to_vec(),
+                        // Asked already, or too many questions open: no
+                        // new one until answers come back.
                         None if s.caps_pending.len() >= max_pending
-                            || s.caps_pending.values().any(|v| v == ver) =>
-                        {
-                            // Asked already, or too many questions open:
-                            // no new one until answers come back.
-                            s.presence.notify.clear();
-                        }
+                            || s.caps_pending.values().any(|v| *v == c.ver) => {}
                         None => {
                             // Unknown: ask, and verify the answer's hash.
-                            s.presence.notify.clear();
                             let id = format!("caps-{}", &random_token()[..10]);
-                            let node =
-                                format!("{}#{ver}", c.and_then(|c| c.attr("node")).unwrap_or(""));
-                            let mut w = ser::XmlWriter::with_capacity(128);
-                            w.open("query")
-                                .attr("xmlns", ns::DISCO_INFO)
-                                .attr("node", &node)
-                                .close_empty();
+                            let q = disco::Request::Info {
+                                node: Some(c.disco_node()),
+                            };
                             query = Some(ser::iq_request(
                                 "get",
                                 &id,
                                 Some(&domain),
                                 Some(s.jid.as_str()),
-                                w.as_bytes(),
+                                &q.to_element().to_bytes(),
                             ));
-                            s.caps_pending.insert(id, ver.to_owned());
+                            s.caps_pending.insert(id, c.ver);
                         }
-                    },
-                    None => s.presence.notify.clear(),
+                    }
                 }
             }
-            Some("unavailable") => s.presence.available = false,
-            _ => return Ok(()),
+            Some(Broadcast::Unavailable) => s.presence.available = false,
+            None => return Ok(()),
         }
         self.shared
             .fanout

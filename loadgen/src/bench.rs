@@ -22,8 +22,9 @@ use crate::{embedded, peers, scram, setup};
 /// One comparison target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
-    /// The embedded Starling with this fan-out strategy.
-    Starling(String),
+    /// Starling with this fan-out strategy: the one built beside loadgen,
+    /// or the binary at this path (to compare two builds in one run).
+    Starling(String, Option<std::path::PathBuf>),
     /// Prosody from the shipped configuration.
     Prosody,
     /// A server at this address.
@@ -33,17 +34,25 @@ pub enum TargetSpec {
 impl std::str::FromStr for TargetSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(f) = s.strip_prefix("starling:") {
+        if let Some(rest) = s.strip_prefix("starling:") {
+            let (f, bin) = match rest.split_once('@') {
+                Some((f, path)) if !path.is_empty() => (f, Some(std::path::PathBuf::from(path))),
+                Some(_) => return Err(format!("{s:?}: a path must follow '@'")),
+                None => (rest, None),
+            };
             if !fanout::STRATEGIES.contains(&f) {
                 return Err(format!(
                     "unknown strategy {f:?}; one of {}",
                     fanout::STRATEGIES.join(", ")
                 ));
             }
-            return Ok(Self::Starling(f.to_owned()));
+            if let Some(b) = bin.as_ref().filter(|b| !b.is_file()) {
+                return Err(format!("{s:?}: no starling binary at {}", b.display()));
+            }
+            return Ok(Self::Starling(f.to_owned(), bin));
         }
         if s == "starling" {
-            return Ok(Self::Starling("shared".into()));
+            return Ok(Self::Starling("shared".into(), None));
         }
         if s == "prosody" {
             return Ok(Self::Prosody);
@@ -57,7 +66,8 @@ impl std::str::FromStr for TargetSpec {
 impl std::fmt::Display for TargetSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Starling(s) => write!(f, "starling:{s}"),
+            Self::Starling(s, None) => write!(f, "starling:{s}"),
+            Self::Starling(s, Some(bin)) => write!(f, "starling:{s}@{}", bin.display()),
             Self::Prosody => write!(f, "prosody"),
             Self::External(a) => write!(f, "{a}"),
         }
@@ -114,12 +124,13 @@ pub fn bench(
     let mut caches = Vec::new();
     for t in targets {
         let (l, target, label) = match t {
-            TargetSpec::Starling(fanout) => {
+            TargetSpec::Starling(fanout, bin) => {
                 let data = tempfile::tempdir()?;
                 embedded::seed(data.path(), graph, plan.mechanism)?;
-                let server = match embedded::sibling_binary() {
+                let bin = bin.clone().or_else(embedded::sibling_binary);
+                let server = match bin.as_deref() {
                     // A child process, so its CPU and memory are its own.
-                    Some(bin) => embedded::Embedded::child(&bin, data.path(), fanout, ext.tls)?,
+                    Some(bin) => embedded::Embedded::child(bin, data.path(), fanout, ext.tls)?,
                     None => embedded::Embedded::in_process(embedded::config(
                         data.path(),
                         fanout,
@@ -134,8 +145,12 @@ pub fn bench(
                     pid: server.pid(),
                     tls: ext.tls,
                 };
+                let from = match &t {
+                    TargetSpec::Starling(_, Some(b)) => format!(" at {}", b.display()),
+                    _ => String::new(),
+                };
                 let label = format!(
-                    "starling {} (fan-out {fanout}; fsync before ack; SCRAM {} iterations)",
+                    "starling {}{from} (fan-out {fanout}; fsync before ack; SCRAM {} iterations)",
                     env!("CARGO_PKG_VERSION"),
                     embedded::ITERATIONS
                 );
@@ -168,7 +183,7 @@ pub fn bench(
         };
         // Each target keeps its own key cache, warmed by its setup.
         let keys = std::sync::Arc::new(scram::KeyCache::default());
-        if !matches!(t, TargetSpec::Starling(_)) {
+        if !matches!(t, TargetSpec::Starling(..)) {
             rt.block_on(async {
                 setup::register(&target, plan.sessions, plan.sources).await?;
                 setup::follow_graph(
@@ -322,8 +337,23 @@ mod tests {
     fn targets_parse_and_bad_ones_are_named() {
         assert_eq!(
             "starling:sharded".parse::<TargetSpec>(),
-            Ok(TargetSpec::Starling("sharded".into()))
+            Ok(TargetSpec::Starling("sharded".into(), None))
         );
+        let exe = std::env::current_exe().unwrap();
+        let with_path = format!("starling:shared@{}", exe.display());
+        assert_eq!(
+            with_path.parse::<TargetSpec>(),
+            Ok(TargetSpec::Starling("shared".into(), Some(exe.clone())))
+        );
+        assert_eq!(
+            with_path.parse::<TargetSpec>().unwrap().to_string(),
+            with_path
+        );
+        let e = "starling:shared@/nonexistent/starling"
+            .parse::<TargetSpec>()
+            .unwrap_err();
+        assert!(e.contains("no starling binary"), "{e}");
+        assert!("starling:shared@".parse::<TargetSpec>().is_err());
         assert_eq!("prosody".parse::<TargetSpec>(), Ok(TargetSpec::Prosody));
         assert!(matches!(
             "127.0.0.1:5222".parse::<TargetSpec>(),

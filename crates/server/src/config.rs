@@ -290,6 +290,21 @@ pub struct Config {
     /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); a
     /// loopback address. Off (unset) by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve HTTP: XMPP over WebSocket at `/xmpp-websocket`
+    /// (RFC 7395) and its discovery (XEP-0156). Off (empty) by default.
+    /// Plain `ws://`, for loopback and behind a TLS-terminating proxy.
+    pub http_listen: Vec<SocketAddr>,
+    /// The same over TLS (`wss://`), with the certificate of c2s. Off
+    /// (empty) by default.
+    pub https_listen: Vec<SocketAddr>,
+    /// Addresses whose plain WebSocket connections count as encrypted for
+    /// `require_encryption`: a TLS-terminating proxy in front of
+    /// `http_listen` (loopback, when the proxy runs on this host). Empty by
+    /// default.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The WebSocket URL announced by XEP-0156 discovery; by default built
+    /// from the request's `Host` and the listener's scheme.
+    pub websocket_url: Option<String>,
     /// Limits.
     pub limits: LimitsConfig,
 }
@@ -311,6 +326,10 @@ impl Default for Config {
             max_connections: open_file_limit().saturating_sub(64).max(1),
             fanout: "shared".into(),
             metrics_listen: None,
+            http_listen: Vec::new(),
+            https_listen: Vec::new(),
+            trusted_proxies: Vec::new(),
+            websocket_url: None,
             limits: LimitsConfig::default(),
         }
     }
@@ -356,6 +375,16 @@ impl Config {
         }
         if self.require_encryption && !self.tls {
             return invalid("require_encryption", "needs tls = true");
+        }
+        if !self.https_listen.is_empty() && !self.tls {
+            return invalid("https_listen", "needs tls = true");
+        }
+        if self
+            .websocket_url
+            .as_deref()
+            .is_some_and(|u| !(u.starts_with("ws://") || u.starts_with("wss://")))
+        {
+            return invalid("websocket_url", "must start with ws:// or wss://");
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert", "tls_cert and tls_key go together");

@@ -56,6 +56,7 @@ pub mod sasl;
 pub mod store;
 mod stream;
 pub mod tls;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -102,6 +103,10 @@ pub struct Listeners {
     pub c2s_tls: Vec<TcpListener>,
     /// The Prometheus endpoint, when configured.
     pub metrics: Option<TcpListener>,
+    /// HTTP (XMPP over WebSocket, discovery).
+    pub http: Vec<TcpListener>,
+    /// HTTPS, the same over TLS.
+    pub https: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -123,10 +128,22 @@ impl Listeners {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let mut http = Vec::new();
+        for addr in &config.http_listen {
+            http.push(listen(*addr)?);
+        }
+        let mut https = Vec::new();
+        if config.tls {
+            for addr in &config.https_listen {
+                https.push(listen(*addr)?);
+            }
+        }
         Ok(Self {
             c2s,
             c2s_tls,
             metrics,
+            http,
+            https,
         })
     }
 
@@ -138,6 +155,22 @@ impl Listeners {
     /// The bound client-to-server addresses.
     pub fn c2s_addrs(&self) -> Vec<SocketAddr> {
         self.c2s
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound HTTP addresses.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound HTTPS addresses.
+    pub fn https_addrs(&self) -> Vec<SocketAddr> {
+        self.https
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
@@ -314,6 +347,15 @@ pub async fn run_on(
         Err(e) => warn!(error = %e, "no control socket"),
     }
     let mut accept_loops = JoinSet::new();
+    let web = listeners
+        .http
+        .into_iter()
+        .map(|l| (l, false))
+        .chain(listeners.https.into_iter().map(|l| (l, true)));
+    for (listener, tls) in web {
+        info!(addr = ?listener.local_addr().ok(), tls, "serving XMPP over WebSocket at {}", web::WS_PATH);
+        accept_loops.spawn(web::serve(listener, tls, shared.clone(), permits.clone()));
+    }
     let all = listeners
         .c2s
         .into_iter()

@@ -85,6 +85,12 @@ struct Serve {
     /// Serve Prometheus metrics at http://ADDR/metrics (loopback only).
     #[arg(long = "metrics-listen", value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// Serve XMPP over WebSocket at ws://ADDR/xmpp-websocket (repeatable).
+    #[arg(long = "http-listen", value_name = "ADDR")]
+    http_listen: Vec<SocketAddr>,
+    /// Serve it over TLS at wss://ADDR/xmpp-websocket (repeatable).
+    #[arg(long = "https-listen", value_name = "ADDR")]
+    https_listen: Vec<SocketAddr>,
 }
 
 /// Threads for blocking work (store reads, key derivation).
@@ -167,6 +173,12 @@ fn main() -> Result<()> {
             }
             if let Some(a) = s.metrics_listen {
                 config.metrics_listen = Some(a);
+            }
+            if !s.http_listen.is_empty() {
+                config.http_listen = s.http_listen;
+            }
+            if !s.https_listen.is_empty() {
+                config.https_listen = s.https_listen;
             }
             config.validate()?;
             // Blocking work is short store reads and PBKDF2; a bounded

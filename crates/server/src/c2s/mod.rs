@@ -134,7 +134,6 @@ async fn serve_on<S: Io>(
 
 /// Serves a stream on an established transport (a WebSocket, say) until it
 /// ends. `encrypted`: the transport counts as encrypted.
-#[allow(dead_code)]
 pub(crate) async fn serve_transport<T: Transport>(
     t: T,
     peer: SocketAddr,
@@ -158,7 +157,9 @@ struct Conn<T: Transport> {
 
 impl<T: Transport> Conn<T> {
     fn new(t: T, peer: SocketAddr, shared: Arc<Shared>, tls: bool, deadline: Instant) -> Self {
-        let policy = Policy::from_config(&shared.config, shared.tls.is_some());
+        // STARTTLS only where the transport can hand over its socket.
+        let starttls = T::STARTTLS && shared.tls.is_some();
+        let policy = Policy::from_config(&shared.config, starttls);
         Self {
             neg: Negotiation::new(policy, tls, deadline.into_std()),
             shared,
@@ -193,9 +194,9 @@ impl<T: Transport> Conn<T> {
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => {
-                        debug!(peer = %self.peer, error = %e, "framing error");
-                        return Stop::Error(e.condition(), None);
+                    Err(cond) => {
+                        debug!(peer = %self.peer, ?cond, "input refused");
+                        return Stop::Error(cond, None);
                     }
                 }
             }
@@ -237,12 +238,15 @@ impl<T: Transport> Conn<T> {
     async fn finish(&mut self, stop: Stop) {
         let tail: Option<Bytes> = match stop {
             Stop::Error(cond, text) => {
-                let mut out = Vec::new();
-                if !self.neg.opened() {
-                    out.extend_from_slice(&self.our_open());
+                // Our side opens first if it has not: a stream error needs
+                // a stream. (Written apart: a WebSocket message carries one
+                // element.)
+                if !self.neg.opened() && self.session.is_none() {
+                    let open = self.our_open();
+                    let grace = self.deadline().max(Instant::now()) + Duration::from_secs(1);
+                    let _ = tokio::time::timeout_at(grace, self.t.write(&open)).await;
                 }
-                out.extend_from_slice(&self.t.stream_error(cond, text));
-                Some(Bytes::from(out))
+                Some(self.t.stream_error(cond, text))
             }
             Stop::PeerClosed => Some(self.t.close()),
             Stop::Gone | Stop::WriterEnded | Stop::StartTls => None,
@@ -375,9 +379,7 @@ impl<T: Transport> Conn<T> {
                     self.shared.backoff.succeeded(&jid);
                     self.shared.metrics.logins.inc();
                     info!(peer = %self.peer, %jid, "authenticated");
-                    let framer = self.t.framer();
-                    framer.reset();
-                    framer.set_limits(self.shared.config.limits.framer());
+                    self.t.restart(self.shared.config.limits.framer());
                     continue;
                 }
                 Action::Bind { resource, id } => {

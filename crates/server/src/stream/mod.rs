@@ -6,6 +6,8 @@
 //!   bind as a state machine without I/O: input in, actions out.
 //! - [`tcp`]: the TCP transport: the framer over a byte stream, the stream
 //!   header, and the STARTTLS hand-off.
+//! - [`ws`]: the WebSocket transport (RFC 7395): one element per message,
+//!   `<open/>` and `<close/>` in the framing namespace.
 //! - [`writer`]: the coalescing writer that drains a bound session's queue.
 //!
 //! A [`Transport`] is what differs between TCP and WebSocket: how events
@@ -19,12 +21,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fanout::OutboundHandle;
-use stanza::{Event, FrameError, Framer, StreamErrorCondition, StreamHeader};
+use stanza::{Event, Framer, StreamErrorCondition, StreamHeader};
 use tokio::task::JoinHandle;
 
 pub(crate) mod negotiate;
 pub(crate) mod tcp;
 pub(crate) mod writer;
+pub(crate) mod ws;
 
 /// Why a stream's reader stops.
 #[derive(Debug)]
@@ -63,10 +66,17 @@ pub(crate) struct WriterParams {
 // their `Send`-ness is known there.
 #[allow(async_fn_in_trait)]
 pub(crate) trait Transport: Send + 'static {
-    /// The framer the input goes through (limits, restarts).
+    /// Whether the stream can be upgraded with STARTTLS (TCP only: RFC
+    /// 7395 has none).
+    const STARTTLS: bool;
+    /// The framer the input goes through.
     fn framer(&mut self) -> &mut Framer;
-    /// The next complete event already received, if any.
-    fn next_event(&mut self) -> Result<Option<Event>, FrameError>;
+    /// A new stream after SASL success: the framer starts over, with these
+    /// limits.
+    fn restart(&mut self, limits: stanza::Limits);
+    /// The next complete event already received, if any; a stream error
+    /// for input this transport cannot accept.
+    fn next_event(&mut self) -> Result<Option<Event>, StreamErrorCondition>;
     /// A header as the negotiation sees it, with this transport's checks
     /// of its name and namespaces.
     fn opening<'a>(&self, h: &'a StreamHeader) -> negotiate::Opening<'a>;

@@ -3,7 +3,7 @@
 //! the socket over to TLS.
 
 use bytes::Bytes;
-use stanza::{ns, ser, Event, FrameError, Framer, StreamErrorCondition, StreamHeader};
+use stanza::{ns, ser, Event, Framer, StreamErrorCondition, StreamHeader};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
 
@@ -57,12 +57,22 @@ pub(crate) fn check_header(h: &StreamHeader) -> Result<(), StreamErrorCondition>
 }
 
 impl<S: Io> Transport for Tcp<S> {
+    const STARTTLS: bool = true;
+
     fn framer(&mut self) -> &mut Framer {
         &mut self.framer
     }
 
-    fn next_event(&mut self) -> Result<Option<Event>, FrameError> {
-        self.framer.next()
+    fn restart(&mut self, limits: stanza::Limits) {
+        self.framer.reset();
+        self.framer.set_limits(limits);
+    }
+
+    fn next_event(&mut self) -> Result<Option<Event>, StreamErrorCondition> {
+        self.framer.next().map_err(|e| {
+            tracing::debug!(error = %e, "framing error");
+            e.condition()
+        })
     }
 
     fn opening<'a>(&self, h: &'a StreamHeader) -> Opening<'a> {
@@ -107,7 +117,8 @@ impl<S: Io> Transport for Tcp<S> {
     fn spawn_writer(&mut self, p: WriterParams) -> Option<JoinHandle<()>> {
         let wr = self.wr.take()?;
         Some(tokio::spawn(super::writer::write_loop(
-            wr, p.handle, p.closing, p.metrics, p.stall,
+            super::writer::Bytes(wr),
+            p,
         )))
     }
 }

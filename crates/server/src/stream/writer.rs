@@ -4,8 +4,7 @@
 //! with the session's own `to` spliced in (no per-follower copy).
 
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fanout::{Frame, OutboundHandle, QueueState};
@@ -23,13 +22,13 @@ const STATE_CHECK: Duration = Duration::from_secs(1);
 
 /// Drains a session's queue into the socket, one vectored write per batch,
 /// until the session ends; then writes what is left and closes.
-pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    handle: OutboundHandle,
-    closing: Arc<AtomicBool>,
-    metrics: Arc<crate::metrics::Metrics>,
-    stall: Duration,
-) {
+pub(crate) async fn write_loop<W: Sink>(mut wr: W, p: super::WriterParams) {
+    let super::WriterParams {
+        handle,
+        closing,
+        metrics,
+        stall,
+    } = p;
     // Grows with the first batch: an idle session keeps no buffer.
     let mut frames: Vec<Frame> = Vec::new();
     loop {
@@ -39,7 +38,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             if handle.drain(&mut frames, WRITE_BATCH) == 0 {
                 break;
             }
-            match write_frames(&mut wr, &frames, &handle, stall).await {
+            match wr.frames(&frames, &handle, stall).await {
                 Ok(()) => {}
                 Err(e)
                     if e.kind() == std::io::ErrorKind::BrokenPipe
@@ -76,10 +75,10 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
                 handle.queue().close();
                 let _ = tokio::time::timeout(
                     stall.min(STATE_CHECK),
-                    wr.write_all(&ser::stream_error(
+                    wr.error(
                         StreamErrorCondition::PolicyViolation,
                         Some("outbound queue full"),
-                    )),
+                    ),
                 )
                 .await;
                 break;
@@ -88,20 +87,60 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
                 if !closing.load(Ordering::Acquire) {
                     // Detached by someone else: a newer session bound the
                     // same full JID (RFC 6120 §7.7.2.2).
-                    let _ = tokio::time::timeout(
-                        stall,
-                        wr.write_all(&ser::stream_error(StreamErrorCondition::Conflict, None)),
-                    )
-                    .await;
+                    let _ =
+                        tokio::time::timeout(stall, wr.error(StreamErrorCondition::Conflict, None))
+                            .await;
                 }
                 break;
             }
         }
     }
-    let _ = tokio::time::timeout(stall, wr.shutdown()).await;
+    let _ = tokio::time::timeout(stall, wr.close()).await;
 }
 
-async fn write_frames<W: AsyncWrite + Unpin>(
+/// Where a writer puts frames: a byte stream, or WebSocket messages.
+// Implemented for concrete transports and awaited only in `write_loop`,
+// which each transport spawns with its concrete type.
+#[allow(async_fn_in_trait)]
+pub(crate) trait Sink: Send + 'static {
+    /// Writes a batch (one write, or one flush), failing with `TimedOut`
+    /// when the peer takes nothing for `stall`, and with `BrokenPipe` when
+    /// the queue stopped being open while a write waited.
+    async fn frames(
+        &mut self,
+        frames: &[Frame],
+        handle: &OutboundHandle,
+        stall: Duration,
+    ) -> std::io::Result<()>;
+    /// Writes a stream error (the closing will follow).
+    async fn error(&mut self, cond: StreamErrorCondition, text: Option<&str>);
+    /// Closes our side.
+    async fn close(&mut self);
+}
+
+/// A byte stream: frames go out as one vectored write per batch.
+pub(crate) struct Bytes<W>(pub W);
+
+impl<W: AsyncWrite + Unpin + Send + 'static> Sink for Bytes<W> {
+    async fn frames(
+        &mut self,
+        frames: &[Frame],
+        handle: &OutboundHandle,
+        stall: Duration,
+    ) -> std::io::Result<()> {
+        write_frames(&mut self.0, frames, handle, stall).await
+    }
+
+    async fn error(&mut self, cond: StreamErrorCondition, text: Option<&str>) {
+        let _ = self.0.write_all(&ser::stream_error(cond, text)).await;
+    }
+
+    async fn close(&mut self) {
+        let _ = self.0.shutdown().await;
+    }
+}
+
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
     wr: &mut W,
     frames: &[Frame],
     handle: &OutboundHandle,

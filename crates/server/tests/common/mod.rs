@@ -52,6 +52,10 @@ pub struct TestServer {
     pub tls_addr: SocketAddr,
     /// The metrics endpoint, when the test configured one.
     pub metrics: Option<SocketAddr>,
+    /// The first HTTP (WebSocket) listener, when configured.
+    pub http_addr: Option<SocketAddr>,
+    /// The first HTTPS listener, when configured.
+    pub https_addr: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), server::ServerError>>>,
@@ -116,6 +120,8 @@ impl TestServer {
         let addr = listeners.c2s_addrs()[0];
         let tls_addr = listeners.c2s_tls_addrs()[0];
         let metrics = listeners.metrics_addr();
+        let http_addr = listeners.http_addrs().first().copied();
+        let https_addr = listeners.https_addrs().first().copied();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::run_on(listeners, config, store, async {
             let _ = rx.await;
@@ -124,6 +130,8 @@ impl TestServer {
             addr,
             tls_addr,
             metrics,
+            http_addr,
+            https_addr,
             dir,
             stop: Some(tx),
             task: Some(task),

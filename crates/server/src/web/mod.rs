@@ -1,0 +1,207 @@
+//! The HTTP side (axum on hyper): XMPP over WebSocket at
+//! `/xmpp-websocket` (RFC 7395) and its discovery (XEP-0156).
+//!
+//! One accept loop per listener: TLS first when the listener is `https`,
+//! then hyper with upgrades, so a WebSocket session runs on the same task
+//! as its connection, through the same stream layer as a TCP client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
+
+use crate::stream::ws::Ws;
+use crate::Shared;
+
+/// The WebSocket path (RFC 7395 §3.1 leaves it to the server; this is the
+/// one XEP-0156 announces and clients default to).
+pub(crate) const WS_PATH: &str = "/xmpp-websocket";
+
+/// Where a request came from, for policy; the connection's permit rides
+/// along, so an upgraded session holds it until it ends.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: SocketAddr,
+    tls: bool,
+    permit: Arc<OwnedSemaphorePermit>,
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(WS_PATH, get(websocket))
+        .route("/.well-known/host-meta", get(host_meta))
+        .route("/.well-known/host-meta.json", get(host_meta_json))
+        .with_state(shared)
+}
+
+/// A JSON error body with its status.
+fn refuse(status: StatusCode, error: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": error }))).into_response()
+}
+
+async fn websocket(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "this endpoint speaks XMPP over WebSocket (RFC 7395) only",
+        );
+    };
+    // axum upgrades even when no offered protocol matches: the `xmpp`
+    // subprotocol is checked here (RFC 7395 §3.1).
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == "xmpp");
+    if !offered {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the xmpp WebSocket subprotocol is required (RFC 7395)",
+        );
+    }
+    // The stanza limit bounds one message; headroom for the framing.
+    let max = shared.config.limits.max_stanza_bytes + 1024;
+    let encrypted = peer.tls || shared.config.trusted_proxies.contains(&peer.addr.ip());
+    ws.protocols(["xmpp"])
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| async move {
+            let t = Ws::new(socket, shared.config.limits.pre_auth_framer());
+            shared.metrics.connections.inc();
+            crate::c2s::serve_transport(t, peer.addr, shared.clone(), encrypted).await;
+            shared.metrics.connections.dec();
+            drop(peer.permit);
+        })
+}
+
+/// The URL discovery announces.
+fn ws_url(shared: &Shared, headers: &HeaderMap, peer: &Peer) -> Option<String> {
+    if let Some(u) = &shared.config.websocket_url {
+        return Some(u.clone());
+    }
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    // A host and port only: nothing that could break out of the document.
+    let ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let scheme = if peer.tls { "wss" } else { "ws" };
+    ok.then(|| format!("{scheme}://{host}{WS_PATH}"))
+}
+
+async fn host_meta(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(url) = ws_url(&shared, &headers, &peer) else {
+        return refuse(StatusCode::BAD_REQUEST, "a valid Host header is required");
+    };
+    let xml = format!(
+        "<?xml version='1.0' encoding='utf-8'?>\n\
+         <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
+         <Link rel='urn:xmpp:alt-connections:websocket' href='{}'/>\n</XRD>\n",
+        stanza::escape::escape_attr(&url)
+    );
+    (
+        [(header::CONTENT_TYPE, "application/xrd+xml; charset=utf-8")],
+        xml,
+    )
+        .into_response()
+}
+
+async fn host_meta_json(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(url) = ws_url(&shared, &headers, &peer) else {
+        return refuse(StatusCode::BAD_REQUEST, "a valid Host header is required");
+    };
+    Json(serde_json::json!({
+        "links": [{ "rel": "urn:xmpp:alt-connections:websocket", "href": url }]
+    }))
+    .into_response()
+}
+
+/// Serves HTTP on `listener` until shutdown; `tls`: the listener is
+/// `https`. Connections share the c2s limits (rate per address, and
+/// `max_connections` through `permits`).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: bool,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+) {
+    let app = router(shared.clone());
+    let mut stop = shared.shutdown.clone();
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = crate::stopped(&mut stop) => break,
+        };
+        while conns.try_join_next().is_some() {}
+        if !shared.limiters.connection(addr.ip()) {
+            shared.metrics.limited("connection");
+            continue;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(%addr, "max_connections reached, refusing");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let permit = Arc::new(permit);
+        let app = app.clone().layer(Extension(Peer { addr, tls, permit }));
+        let shared = shared.clone();
+        conns.spawn(async move {
+            let service = TowerToHyperService::new(app);
+            let http = hyper::server::conn::http1::Builder::new();
+            if tls {
+                let Some(acceptor) = shared.tls.clone() else {
+                    return;
+                };
+                let handshake = shared.config.limits.handshake_timeout();
+                match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => {
+                        let conn = http.serve_connection(TokioIo::new(s), service);
+                        let _ = conn.with_upgrades().await;
+                    }
+                    _ => debug!(%addr, "TLS handshake failed or timed out"),
+                }
+            } else {
+                let conn = http.serve_connection(TokioIo::new(stream), service);
+                let _ = conn.with_upgrades().await;
+            }
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+}

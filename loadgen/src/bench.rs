@@ -128,13 +128,17 @@ pub fn bench(
                 let data = tempfile::tempdir()?;
                 embedded::seed(data.path(), graph, plan.mechanism)?;
                 let bin = bin.clone().or_else(embedded::sibling_binary);
+                let websocket = plan.transport == crate::session::Transport::Websocket;
                 let server = match bin.as_deref() {
                     // A child process, so its CPU and memory are its own.
-                    Some(bin) => embedded::Embedded::child(bin, data.path(), fanout, ext.tls)?,
+                    Some(bin) => {
+                        embedded::Embedded::child(bin, data.path(), fanout, ext.tls, websocket)?
+                    }
                     None => embedded::Embedded::in_process(embedded::config(
                         data.path(),
                         fanout,
                         ext.tls,
+                        websocket,
                     ))?,
                 };
                 let target = Target {
@@ -144,6 +148,7 @@ pub fn bench(
                     password: std::sync::Arc::new(|_| embedded::PASSWORD.into()),
                     pid: server.pid(),
                     tls: ext.tls,
+                    ws: server.ws(),
                 };
                 let from = match &t {
                     TargetSpec::Starling(_, Some(b)) => format!(" at {}", b.display()),
@@ -165,6 +170,7 @@ pub fn bench(
                     password: std::sync::Arc::new(|_| "loadgen-pw".into()),
                     pid: Some(p.pid()),
                     tls: ext.tls,
+                    ws: None,
                 };
                 let label = format!(
                     "prosody {} (internal_hashed, no fsync; SCRAM-SHA-1 only)",

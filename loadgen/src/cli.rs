@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::run::{Background, Plan};
-use crate::session::{Mech, Mechanism};
+use crate::session::{Mech, Mechanism, Transport};
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
@@ -184,6 +184,14 @@ pub struct Cli {
     /// SASL mechanism.
     #[arg(long, global = true, value_enum, default_value_t = Mech::ScramSha1)]
     pub mech: Mech,
+    /// What followers connect over (publishers stay on TCP): tcp, or
+    /// websocket (RFC 7395, to the target's /xmpp-websocket).
+    #[arg(long, global = true, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
+    /// The target's WebSocket address (HOST:PORT serving /xmpp-websocket),
+    /// for --transport websocket against a server loadgen did not start.
+    #[arg(long = "ws-addr", global = true, value_name = "ADDR")]
+    pub ws_addr: Option<std::net::SocketAddr>,
     /// Loopback source addresses (127.0.0.1..N) to spread connections over.
     #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..))]
     pub sources: u8,
@@ -310,6 +318,7 @@ impl Cli {
             warmup_s: self.warmup.min(self.duration / 2.0),
             ramp: self.ramp,
             mech: self.mech,
+            transport: self.transport,
             sources: self.sources,
             seed: self.seed,
             idle: self.idle,

@@ -94,8 +94,9 @@ pub fn seed(dir: &Path, graph: &Graph, mechanism: Mechanism) -> Result<()> {
 }
 
 /// The configuration of an embedded server: plaintext auth on loopback,
-/// rate limits out of the way, `fanout` as chosen.
-pub fn config(dir: &Path, fanout: &str, tls: bool) -> Config {
+/// rate limits out of the way, `fanout` as chosen; `websocket`: an HTTP
+/// listener for XMPP over WebSocket too.
+pub fn config(dir: &Path, fanout: &str, tls: bool, websocket: bool) -> Config {
     let mut c = Config {
         domains: vec![DOMAIN.into()],
         c2s_listen: vec!["127.0.0.1:0".parse().expect("literal")],
@@ -107,6 +108,11 @@ pub fn config(dir: &Path, fanout: &str, tls: bool) -> Config {
         require_encryption: false,
         allow_plaintext_auth: true,
         fanout: fanout.to_owned(),
+        http_listen: if websocket {
+            vec!["127.0.0.1:0".parse().expect("literal")]
+        } else {
+            Vec::new()
+        },
         ..Config::default()
     };
     let l = &mut c.limits;
@@ -124,6 +130,8 @@ pub enum Embedded {
     InProcess {
         /// Its c2s address.
         addr: SocketAddr,
+        /// Its WebSocket (HTTP) address, when configured.
+        ws: Option<SocketAddr>,
         /// Signals shutdown.
         stop: Option<tokio::sync::oneshot::Sender<()>>,
         /// The server's thread.
@@ -133,6 +141,8 @@ pub enum Embedded {
     Child {
         /// Its c2s address.
         addr: SocketAddr,
+        /// Its WebSocket (HTTP) address, when asked for.
+        ws: Option<SocketAddr>,
         /// The process.
         child: Child,
     },
@@ -167,7 +177,10 @@ impl Embedded {
                             return;
                         }
                     };
-                    let _ = tx.send(Ok(listeners.c2s_addrs()[0]));
+                    let _ = tx.send(Ok((
+                        listeners.c2s_addrs()[0],
+                        listeners.http_addrs().first().copied(),
+                    )));
                     if let Err(e) = server::run(listeners, config, async {
                         let _ = stop_rx.await;
                     })
@@ -178,18 +191,26 @@ impl Embedded {
                 });
             })
             .context("spawning the server thread")?;
-        let addr = rx
+        let (addr, ws) = rx
             .recv_timeout(Duration::from_secs(30))
             .context("the embedded server did not start")??;
         Ok(Self::InProcess {
             addr,
+            ws,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
 
-    /// Starts `binary serve` on the data dir, with the same settings.
-    pub fn child(binary: &Path, dir: &Path, fanout: &str, tls: bool) -> Result<Self> {
+    /// Starts `binary serve` on the data dir, with the same settings;
+    /// `websocket`: with an HTTP listener for XMPP over WebSocket too.
+    pub fn child(
+        binary: &Path,
+        dir: &Path,
+        fanout: &str,
+        tls: bool,
+        websocket: bool,
+    ) -> Result<Self> {
         let cfg = dir.join("loadgen-starling.toml");
         std::fs::write(
             &cfg,
@@ -206,13 +227,23 @@ impl Embedded {
         let mut last = String::new();
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-            let mut child = Command::new(binary)
+            let ws = if websocket {
+                Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+            } else {
+                None
+            };
+            let mut command = Command::new(binary);
+            command
                 .arg("--config")
                 .arg(&cfg)
                 .arg("--data-dir")
                 .arg(dir)
                 .args(["--domain", DOMAIN, "serve", "--fanout", fanout])
-                .args(["--c2s-listen", &port.to_string()])
+                .args(["--c2s-listen", &port.to_string()]);
+            if let Some(w) = ws {
+                command.args(["--http-listen", &w.to_string()]);
+            }
+            let mut child = command
                 // Warnings only, as the Prosody peer logs: per-session info
                 // lines would cost the server time the comparison counts.
                 .env("RUST_LOG", "warn")
@@ -223,8 +254,14 @@ impl Embedded {
                 .with_context(|| format!("starting {}", binary.display()))?;
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                if std::net::TcpStream::connect(port).is_ok() {
-                    return Ok(Self::Child { addr: port, child });
+                let up = std::net::TcpStream::connect(port).is_ok()
+                    && ws.is_none_or(|w| std::net::TcpStream::connect(w).is_ok());
+                if up {
+                    return Ok(Self::Child {
+                        addr: port,
+                        ws,
+                        child,
+                    });
                 }
                 if let Some(status) = child.try_wait()? {
                     last = format!(
@@ -248,6 +285,13 @@ impl Embedded {
     pub fn addr(&self) -> SocketAddr {
         match self {
             Self::InProcess { addr, .. } | Self::Child { addr, .. } => *addr,
+        }
+    }
+
+    /// The WebSocket (HTTP) address, if it serves one.
+    pub fn ws(&self) -> Option<SocketAddr> {
+        match self {
+            Self::InProcess { ws, .. } | Self::Child { ws, .. } => *ws,
         }
     }
 

@@ -23,6 +23,7 @@
 //! - [`workers`]: several loadgen processes for one run, past one
 //!   process's open files.
 //! - [`sys`]: CPU and RSS from /proc.
+//! - [`ws`]: sessions over WebSocket (RFC 7395) through a pump task.
 
 pub mod bench;
 pub mod cli;
@@ -40,6 +41,7 @@ pub mod setup;
 pub mod stats;
 pub mod sys;
 pub mod workers;
+pub mod ws;
 
 use anyhow::{bail, Context, Result};
 
@@ -321,6 +323,7 @@ fn cli_target(cli: &cli::Cli, addr: std::net::SocketAddr, sessions: usize) -> Re
         password,
         pid: cli.server_pid,
         tls: cli.tls,
+        ws: cli.ws_addr,
     })
 }
 
@@ -347,6 +350,9 @@ fn target_args(cli: &cli::Cli, target: &run::Target, accounts: &cli::Accounts) -
     }
     if target.tls {
         a.push("--tls".into());
+    }
+    if let Some(w) = target.ws {
+        a.extend(["--ws-addr".into(), w.to_string()]);
     }
     if let Some(d) = &cli.runs_dir {
         a.extend(["--runs-dir".into(), d.display().to_string()]);
@@ -417,6 +423,7 @@ fn embedded_run(
     let spawn = cli.spawn_server || n * FDS_PER_SESSION_EMBEDDED + FD_HEADROOM > fds;
     let data = tempfile::tempdir().context("a temporary data directory")?;
     embedded::seed(data.path(), &graph, plan.mechanism)?;
+    let websocket = plan.transport == session::Transport::Websocket;
     let server = if spawn {
         let bin = match &cli.starling_bin {
             Some(b) => b.clone(),
@@ -425,9 +432,14 @@ fn embedded_run(
                  or pass --starling-bin",
             )?,
         };
-        embedded::Embedded::child(&bin, data.path(), &cli.fanout, cli.tls)?
+        embedded::Embedded::child(&bin, data.path(), &cli.fanout, cli.tls, websocket)?
     } else {
-        embedded::Embedded::in_process(embedded::config(data.path(), &cli.fanout, cli.tls))?
+        embedded::Embedded::in_process(embedded::config(
+            data.path(),
+            &cli.fanout,
+            cli.tls,
+            websocket,
+        ))?
     };
     let target = run::Target {
         addr: server.addr(),
@@ -436,6 +448,7 @@ fn embedded_run(
         password: std::sync::Arc::new(|_| embedded::PASSWORD.into()),
         pid: server.pid(),
         tls: cli.tls,
+        ws: server.ws(),
     };
     // The seeded accounts share one salt: the first login derives, the
     // rest hit (a fresh cache each run, as the salt is new each run).

@@ -229,6 +229,7 @@ pub fn run(plan: &ReceivePlan) -> Result<ReceiveFigures> {
                 mech: Mech::Plain,
                 resource: "r".into(),
                 tls: false,
+                ws: None,
             };
             let conn = session::connect(&login)
                 .await

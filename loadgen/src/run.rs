@@ -62,6 +62,9 @@ pub struct Plan {
     pub ramp: f64,
     /// The SASL mechanism.
     pub mech: Mech,
+    /// What followers connect over; publishers (the celebrities) stay on
+    /// TCP.
+    pub transport: crate::session::Transport,
     /// Loopback source addresses to spread connections over.
     pub sources: u8,
     /// Seed for the graph and the background publishers.
@@ -114,6 +117,8 @@ pub struct Target {
     pub password: Arc<dyn Fn(u32) -> String + Send + Sync>,
     /// Negotiate STARTTLS on every connection.
     pub tls: bool,
+    /// The HTTP address serving `/xmpp-websocket`, if the target has one.
+    pub ws: Option<SocketAddr>,
     /// The server's pid, for CPU and RSS (`None` when it is this process:
     /// then its threads are told apart by name).
     pub pid: Option<u32>,
@@ -444,6 +449,9 @@ pub async fn run_part(
             mech: plan.mech,
             resource: "lg".into(),
             tls: target.tls,
+            ws: (plan.transport == crate::session::Transport::Websocket && i >= plan.celebrities)
+                .then_some(target.ws)
+                .flatten(),
         };
         let (keys, in_flight) = (keys.clone(), in_flight.clone());
         let at = t0 + Duration::from_secs_f64(k as f64 / ramp.max(1.0));

@@ -23,6 +23,16 @@ use tokio::sync::{mpsc, watch};
 
 use crate::scram::KeyCache;
 
+/// What followers' sessions run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+pub enum Transport {
+    /// XMPP over TCP (RFC 6120).
+    #[default]
+    Tcp,
+    /// XMPP over WebSocket (RFC 7395).
+    Websocket,
+}
+
 /// The SASL mechanism a session logs in with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum Mech {
@@ -98,6 +108,9 @@ pub struct Login {
     pub resource: String,
     /// Negotiate STARTTLS before authenticating.
     pub tls: bool,
+    /// Connect over WebSocket (RFC 7395) to this HTTP address instead of
+    /// TCP to `addr`.
+    pub ws: Option<SocketAddr>,
 }
 
 /// The read half of a session's stream (TCP, or TLS over TCP).
@@ -335,6 +348,28 @@ fn nonce() -> String {
 
 /// Opens the TCP connection (from the chosen source address).
 pub async fn connect(l: &Login) -> Result<Conn, SessionError> {
+    // Deliveries are small; generous limits keep history pages readable.
+    let limits = stanza::Limits {
+        max_stanza_bytes: 4 << 20,
+        max_namespace_decls: 100_000,
+        ..stanza::Limits::default()
+    };
+    if let Some(ws) = l.ws {
+        if l.tls {
+            return Err(SessionError::Negotiation(
+                "STARTTLS does not exist over WebSocket".into(),
+            ));
+        }
+        let (rd, wr) = tokio::time::timeout(NEGOTIATION, crate::ws::connect(ws, l.source, limits))
+            .await
+            .map_err(|_| SessionError::Timeout("connect"))??;
+        return Ok(Conn {
+            rd,
+            wr,
+            framer: Framer::new(limits),
+            jid: String::new(),
+        });
+    }
     let socket = if l.addr.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -351,12 +386,6 @@ pub async fn connect(l: &Login) -> Result<Conn, SessionError> {
         .map_err(|_| SessionError::Timeout("connect"))?
         .map_err(SessionError::Connect)?;
     let _ = tcp.set_nodelay(true);
-    // Deliveries are small; generous limits keep history pages readable.
-    let limits = stanza::Limits {
-        max_stanza_bytes: 4 << 20,
-        max_namespace_decls: 100_000,
-        ..stanza::Limits::default()
-    };
     let mut framer = Framer::new(limits);
     let (rd, wr): (ReadHalf, WriteHalf) = if l.tls {
         let tls = starttls(tcp, &l.domain, &mut framer).await?;

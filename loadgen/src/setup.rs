@@ -31,6 +31,7 @@ fn login_for(target: &Target, i: u32, mech: Mech, sources: u8) -> Login {
         mech,
         resource: "setup".into(),
         tls: target.tls,
+        ws: None,
     }
 }
 

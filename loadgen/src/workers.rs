@@ -188,6 +188,8 @@ pub fn plan_args(plan: &Plan) -> Vec<String> {
             crate::session::Mech::ScramSha256 => "scram-sha256",
         }
         .into(),
+        "--transport".into(),
+        format!("{:?}", plan.transport).to_lowercase(),
         "--sources".into(),
         plan.sources.to_string(),
         "--seed".into(),

@@ -29,6 +29,12 @@ use crate::Shared;
 /// one XEP-0156 announces and clients default to).
 pub(crate) const WS_PATH: &str = "/xmpp-websocket";
 
+/// A WebSocket's read buffer (tungstenite allocates it at the upgrade).
+const WS_READ_BUFFER: usize = 4 * 1024;
+/// Bytes a WebSocket buffers before writing to the socket; a batch flush
+/// writes what is below it.
+const WS_WRITE_BUFFER: usize = 32 * 1024;
+
 /// Where a request came from, for policy; the connection's permit rides
 /// along, so an upgraded session holds it until it ends.
 #[derive(Debug, Clone)]
@@ -80,7 +86,13 @@ async fn websocket(
     // The stanza limit bounds one message; headroom for the framing.
     let max = shared.config.limits.max_stanza_bytes + 1024;
     let encrypted = peer.tls || shared.config.trusted_proxies.contains(&peer.addr.ip());
+    // tungstenite's defaults (128 KiB read buffer, allocated up front, and
+    // a 128 KiB write threshold) would cost each idle session far more than
+    // its TCP equivalent; one flush per batch does the coalescing anyway.
     ws.protocols(["xmpp"])
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_write_buffer_size(shared.config.limits.outbound_queue_bytes.max(max * 2))
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {

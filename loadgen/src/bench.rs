@@ -23,8 +23,13 @@ use crate::{embedded, peers, scram, setup};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetSpec {
     /// Starling with this fan-out strategy: the one built beside loadgen,
-    /// or the binary at this path (to compare two builds in one run).
-    Starling(String, Option<std::path::PathBuf>),
+    /// or the binary at this path (to compare two builds in one run); its
+    /// followers over this transport, or the plan's.
+    Starling(
+        String,
+        Option<std::path::PathBuf>,
+        Option<crate::session::Transport>,
+    ),
     /// Prosody from the shipped configuration.
     Prosody,
     /// A server at this address.
@@ -40,6 +45,16 @@ impl std::str::FromStr for TargetSpec {
                 Some(_) => return Err(format!("{s:?}: a path must follow '@'")),
                 None => (rest, None),
             };
+            let (f, transport) = match f.split_once('+') {
+                Some((f, "tcp")) => (f, Some(crate::session::Transport::Tcp)),
+                Some((f, "websocket")) => (f, Some(crate::session::Transport::Websocket)),
+                Some((_, other)) => {
+                    return Err(format!(
+                        "{s:?}: transport {other:?} is not tcp or websocket"
+                    ))
+                }
+                None => (f, None),
+            };
             if !fanout::STRATEGIES.contains(&f) {
                 return Err(format!(
                     "unknown strategy {f:?}; one of {}",
@@ -49,10 +64,10 @@ impl std::str::FromStr for TargetSpec {
             if let Some(b) = bin.as_ref().filter(|b| !b.is_file()) {
                 return Err(format!("{s:?}: no starling binary at {}", b.display()));
             }
-            return Ok(Self::Starling(f.to_owned(), bin));
+            return Ok(Self::Starling(f.to_owned(), bin, transport));
         }
         if s == "starling" {
-            return Ok(Self::Starling("shared".into(), None));
+            return Ok(Self::Starling("shared".into(), None, None));
         }
         if s == "prosody" {
             return Ok(Self::Prosody);
@@ -66,8 +81,16 @@ impl std::str::FromStr for TargetSpec {
 impl std::fmt::Display for TargetSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Starling(s, None) => write!(f, "starling:{s}"),
-            Self::Starling(s, Some(bin)) => write!(f, "starling:{s}@{}", bin.display()),
+            Self::Starling(s, bin, transport) => {
+                write!(f, "starling:{s}")?;
+                if let Some(t) = transport {
+                    write!(f, "+{}", format!("{t:?}").to_lowercase())?;
+                }
+                if let Some(b) = bin {
+                    write!(f, "@{}", b.display())?;
+                }
+                Ok(())
+            }
             Self::Prosody => write!(f, "prosody"),
             Self::External(a) => write!(f, "{a}"),
         }
@@ -89,7 +112,8 @@ pub struct BenchRecord {
     pub machine: String,
     /// The source revision loadgen was built from.
     pub git_commit: String,
-    /// The plan, the same for every target.
+    /// The plan, the same for every target (a target may name its own
+    /// transport for followers; its label says so).
     pub plan: Plan,
     /// Targets, in order; the first is the baseline of the ratios.
     pub targets: Vec<String>,
@@ -122,13 +146,15 @@ pub fn bench(
     let mut tgts = Vec::new();
     let mut labels = Vec::new();
     let mut caches = Vec::new();
+    let mut plans = Vec::new();
     for t in targets {
         let (l, target, label) = match t {
-            TargetSpec::Starling(fanout, bin) => {
+            TargetSpec::Starling(fanout, bin, transport) => {
                 let data = tempfile::tempdir()?;
                 embedded::seed(data.path(), graph, plan.mechanism)?;
                 let bin = bin.clone().or_else(embedded::sibling_binary);
-                let websocket = plan.transport == crate::session::Transport::Websocket;
+                let transport = transport.unwrap_or(plan.transport);
+                let websocket = transport == crate::session::Transport::Websocket;
                 let server = match bin.as_deref() {
                     // A child process, so its CPU and memory are its own.
                     Some(bin) => {
@@ -151,11 +177,12 @@ pub fn bench(
                     ws: server.ws(),
                 };
                 let from = match &t {
-                    TargetSpec::Starling(_, Some(b)) => format!(" at {}", b.display()),
+                    TargetSpec::Starling(_, Some(b), _) => format!(" at {}", b.display()),
                     _ => String::new(),
                 };
                 let label = format!(
-                    "starling {}{from} (fan-out {fanout}; fsync before ack; SCRAM {} iterations)",
+                    "starling {}{from} (fan-out {fanout}; followers over {transport:?}; \
+                     fsync before ack; SCRAM {} iterations)",
                     env!("CARGO_PKG_VERSION"),
                     embedded::ITERATIONS
                 );
@@ -187,6 +214,11 @@ pub fn bench(
                 format!("server at {addr}"),
             ),
         };
+        let mut own = plan.clone();
+        if let TargetSpec::Starling(_, _, Some(transport)) = t {
+            own.transport = *transport;
+        }
+        plans.push(own);
         // Each target keeps its own key cache, warmed by its setup.
         let keys = std::sync::Arc::new(scram::KeyCache::default());
         if !matches!(t, TargetSpec::Starling(..)) {
@@ -215,7 +247,7 @@ pub fn bench(
             if !quiet {
                 eprintln!("bench: repetition {}/{repeat}, {}", rep + 1, targets[i]);
             }
-            let (f, _) = rt.block_on(run::run(plan, graph, t, &caches[i], quiet))?;
+            let (f, _) = rt.block_on(run::run(&plans[i], graph, t, &caches[i], quiet))?;
             runs[i].push(f);
         }
     }
@@ -343,13 +375,17 @@ mod tests {
     fn targets_parse_and_bad_ones_are_named() {
         assert_eq!(
             "starling:sharded".parse::<TargetSpec>(),
-            Ok(TargetSpec::Starling("sharded".into(), None))
+            Ok(TargetSpec::Starling("sharded".into(), None, None))
         );
         let exe = std::env::current_exe().unwrap();
         let with_path = format!("starling:shared@{}", exe.display());
         assert_eq!(
             with_path.parse::<TargetSpec>(),
-            Ok(TargetSpec::Starling("shared".into(), Some(exe.clone())))
+            Ok(TargetSpec::Starling(
+                "shared".into(),
+                Some(exe.clone()),
+                None
+            ))
         );
         assert_eq!(
             with_path.parse::<TargetSpec>().unwrap().to_string(),
@@ -360,6 +396,19 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("no starling binary"), "{e}");
         assert!("starling:shared@".parse::<TargetSpec>().is_err());
+        let ws = "starling:shared+websocket".parse::<TargetSpec>().unwrap();
+        assert_eq!(
+            ws,
+            TargetSpec::Starling(
+                "shared".into(),
+                None,
+                Some(crate::session::Transport::Websocket)
+            )
+        );
+        assert_eq!(ws.to_string(), "starling:shared+websocket");
+        assert!("starling:shared+carrier-pigeon"
+            .parse::<TargetSpec>()
+            .is_err());
         assert_eq!("prosody".parse::<TargetSpec>(), Ok(TargetSpec::Prosody));
         assert!(matches!(
             "127.0.0.1:5222".parse::<TargetSpec>(),

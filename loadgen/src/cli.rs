@@ -18,9 +18,10 @@ pub enum Command {
     /// The same plan on several targets in turn, A B A B …, with each
     /// figure as a ratio to the first target.
     Bench {
-        /// Comma-separated: starling:STRATEGY (optionally
-        /// starling:STRATEGY@PATH, a starling binary to run instead of the
-        /// one built beside loadgen), prosody, or HOST:PORT.
+        /// Comma-separated: starling:STRATEGY, prosody, or HOST:PORT. A
+        /// Starling target may add +tcp or +websocket (its followers'
+        /// transport) and @PATH (a starling binary to run instead of the
+        /// one built beside loadgen): starling:shared+websocket@PATH.
         #[arg(long, value_delimiter = ',', required = true)]
         targets: Vec<crate::bench::TargetSpec>,
     },

@@ -77,15 +77,7 @@ fn blocked(shared: &Shared, a: &Jid, b: &Jid) -> bool {
 /// Answers a roster iq (RFC 6121 §2): get, add/update, remove.
 pub(crate) async fn roster_iq(shared: &Arc<Shared>, me: &FullJid, id: &str, req: Request) -> Bytes {
     let bare = me.to_bare();
-    let err = |cond: C| {
-        ser::stanza_error(
-            "iq",
-            Some(id),
-            None,
-            Some(me.as_str()),
-            &StanzaError::new(cond),
-        )
-    };
+    let err = |cond| iq_error(id, me, cond);
     match req {
         Request::Get => {
             let b = bare.clone();

@@ -140,31 +140,27 @@ async fn a_failed_access_refresh_fails_the_request() {
     srv.stop().await;
 }
 
-/// jane and joe are `both`. Just before jane's removal of joe writes, joe's
-/// own removal of jane commits. jane's server must settle from the state
-/// its transaction saw (no subscription left either way), so neither side
-/// is sent an `unavailable` for a subscription that was already gone.
-#[tokio::test]
-async fn a_removal_settles_from_the_state_its_transaction_saw() {
+/// jane and joe are `both`; just before jane's `request` writes (its store
+/// `call`), joe's own removal of jane commits. jane's server must settle
+/// from the state its transaction saw (no subscription left either way), so
+/// neither side is sent an `unavailable` for a subscription already gone.
+/// `answer` is the id of the iq that answers (or follows) the request.
+async fn race_with_joe_removing_jane(call: &'static str, request: &str, answer: &str) {
     let (srv, hooked) =
         TestServer::start_hooked(&ACCOUNTS, |c| c.allow_plaintext_auth = true).await;
     let mut jane = login(&srv, "jane").await;
     let mut joe = login(&srv, "joe").await;
     Client::befriend(&mut jane, "jane@example.org", &mut joe, "joe@example.org").await;
 
-    before_first(&hooked, "roster_remove", |inner| {
+    before_first(&hooked, call, |inner| {
         inner.roster_remove(&bare("joe"), &bare("jane"), true)?;
         Ok(())
     });
-    jane.send(
-        "<iq type='set' id='rm'><query xmlns='jabber:iq:roster'>\
-         <item jid='joe@example.org' subscription='remove'/></query></iq>",
-    )
-    .await;
-    let seen = until(&mut jane, |e| e.attr("id") == Some("rm")).await;
+    jane.send(request).await;
+    let seen = until(&mut jane, |e| e.attr("id") == Some(answer)).await;
     assert_eq!(seen.last().unwrap().attr("type"), Some("result"));
     assert!(presences(&seen).is_empty(), "jane got {seen:?}");
-    // Anything the removal sent joe is queued before this message.
+    // Anything the request sent joe is queued before this message.
     jane.send("<message to='joe@example.org/r' id='m'><body>after</body></message>")
         .await;
     let seen = until(&mut joe, |e| e.name == "message").await;
@@ -173,32 +169,28 @@ async fn a_removal_settles_from_the_state_its_transaction_saw() {
     srv.stop().await;
 }
 
-/// The same race for a subscription stanza: joe removed jane just before
-/// jane's `unsubscribe` writes, so there is nothing left to withdraw.
+#[tokio::test]
+async fn a_removal_settles_from_the_state_its_transaction_saw() {
+    race_with_joe_removing_jane(
+        "roster_remove",
+        "<iq type='set' id='rm'><query xmlns='jabber:iq:roster'>\
+         <item jid='joe@example.org' subscription='remove'/></query></iq>",
+        "rm",
+    )
+    .await;
+}
+
+/// The same race for a subscription stanza, which has no answer: a ping
+/// behind it marks where its effects end.
 #[tokio::test]
 async fn an_unsubscribe_settles_from_the_state_its_transaction_saw() {
-    let (srv, hooked) =
-        TestServer::start_hooked(&ACCOUNTS, |c| c.allow_plaintext_auth = true).await;
-    let mut jane = login(&srv, "jane").await;
-    let mut joe = login(&srv, "joe").await;
-    Client::befriend(&mut jane, "jane@example.org", &mut joe, "joe@example.org").await;
-
-    before_first(&hooked, "subscription", |inner| {
-        inner.roster_remove(&bare("joe"), &bare("jane"), true)?;
-        Ok(())
-    });
-    jane.send("<presence to='joe@example.org' type='unsubscribe'/>")
-        .await;
-    jane.send("<iq type='get' id='barrier'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await;
-    let seen = until(&mut jane, |e| e.attr("id") == Some("barrier")).await;
-    assert!(presences(&seen).is_empty(), "jane got {seen:?}");
-    jane.send("<message to='joe@example.org/r' id='m'><body>after</body></message>")
-        .await;
-    let seen = until(&mut joe, |e| e.name == "message").await;
-    assert!(presences(&seen).is_empty(), "joe got {seen:?}");
-    assert!(roster_of(&mut joe).await.is_empty(), "the race ran");
-    srv.stop().await;
+    race_with_joe_removing_jane(
+        "subscription",
+        "<presence to='joe@example.org' type='unsubscribe'/>\
+         <iq type='get' id='barrier'><ping xmlns='urn:xmpp:ping'/></iq>",
+        "barrier",
+    )
+    .await;
 }
 
 /// A subscription that commits just before a node's deletion goes with the

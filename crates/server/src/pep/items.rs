@@ -25,19 +25,9 @@ enum Read {
     Page(crate::store::Page),
 }
 
+/// Items by id (`wanted`), the newest `max`, or one RSM page, within the
+/// reply budget, if the requester may read the node.
 pub(super) async fn items(
-    shared: &Arc<Shared>,
-    me: &FullJid,
-    owner: &BareJid,
-    node: String,
-    wanted: Vec<String>,
-    max: Option<usize>,
-    rsm: Option<rsm::Set>,
-) -> Reply {
-    read_items(shared, me, owner, node, wanted, max, rsm).await
-}
-
-async fn read_items(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,

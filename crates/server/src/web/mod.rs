@@ -119,39 +119,52 @@ fn ws_url(shared: &Shared, headers: &HeaderMap, peer: &Peer) -> Option<String> {
     ok.then(|| format!("{scheme}://{host}{WS_PATH}"))
 }
 
+/// XEP-0156 in XRD.
 async fn host_meta(
     State(shared): State<Arc<Shared>>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(url) = ws_url(&shared, &headers, &peer) else {
-        return refuse(StatusCode::BAD_REQUEST, "a valid Host header is required");
-    };
-    let xml = format!(
-        "<?xml version='1.0' encoding='utf-8'?>\n\
-         <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
-         <Link rel='urn:xmpp:alt-connections:websocket' href='{}'/>\n</XRD>\n",
-        stanza::escape::escape_attr(&url)
-    );
-    (
-        [(header::CONTENT_TYPE, "application/xrd+xml; charset=utf-8")],
-        xml,
-    )
-        .into_response()
+    discovery(&shared, &headers, &peer, |url| {
+        let xml = format!(
+            "<?xml version='1.0' encoding='utf-8'?>\n\
+             <XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n  \
+             <Link rel='urn:xmpp:alt-connections:websocket' href='{}'/>\n</XRD>\n",
+            stanza::escape::escape_attr(&url)
+        );
+        (
+            [(header::CONTENT_TYPE, "application/xrd+xml; charset=utf-8")],
+            xml,
+        )
+            .into_response()
+    })
 }
 
+/// XEP-0156 in JSON (JRD).
 async fn host_meta_json(
     State(shared): State<Arc<Shared>>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(url) = ws_url(&shared, &headers, &peer) else {
-        return refuse(StatusCode::BAD_REQUEST, "a valid Host header is required");
-    };
-    Json(serde_json::json!({
-        "links": [{ "rel": "urn:xmpp:alt-connections:websocket", "href": url }]
-    }))
-    .into_response()
+    discovery(&shared, &headers, &peer, |url| {
+        Json(serde_json::json!({
+            "links": [{ "rel": "urn:xmpp:alt-connections:websocket", "href": url }]
+        }))
+        .into_response()
+    })
+}
+
+/// The WebSocket URL in a discovery document, or why there is none.
+fn discovery(
+    shared: &Shared,
+    headers: &HeaderMap,
+    peer: &Peer,
+    document: impl FnOnce(String) -> Response,
+) -> Response {
+    match ws_url(shared, headers, peer) {
+        Some(url) => document(url),
+        None => refuse(StatusCode::BAD_REQUEST, "a valid Host header is required"),
+    }
 }
 
 /// Serves HTTP on `listener` until shutdown; `tls`: the listener is

@@ -15,6 +15,8 @@
 //! - [`strategy`]: the [`Fanout`] interface and its strategies `naive`,
 //!   `shared`, `sharded` and `broadcast`, selectable with [`by_name`].
 //! - [`handle`]: the [`OutboundHandle`] a session's writer drains.
+//! - [`unacked`]: XEP-0198 counts and the bounded buffer of stanzas sent
+//!   and not yet acknowledged, which a resumed session sends again.
 
 pub mod handle;
 pub mod map;
@@ -22,6 +24,7 @@ mod prefetch;
 pub mod queue;
 pub mod registry;
 pub mod strategy;
+pub mod unacked;
 
 pub use handle::OutboundHandle;
 pub use queue::{Frame, OutboundQueue, PushError, QueueState};

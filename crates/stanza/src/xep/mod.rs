@@ -13,7 +13,8 @@
 //! - [`disco`] for XEP-0030 info and items;
 //! - [`register`] for XEP-0077;
 //! - [`ping`] for XEP-0199, and the legacy session iq (RFC 3921);
-//! - [`presence`] for what a client's own presence says (RFC 6121).
+//! - [`presence`] for what a client's own presence says (RFC 6121);
+//! - [`sm`] for stream management's nonzas (XEP-0198).
 
 use crate::element::Element;
 use crate::error::StanzaErrorCondition as C;
@@ -28,6 +29,7 @@ pub mod pubsub;
 pub mod register;
 pub mod roster;
 pub mod rsm;
+pub mod sm;
 
 /// A refusal, as the server answers it.
 pub type Refusal = StanzaError<'static>;

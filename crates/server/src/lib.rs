@@ -271,26 +271,7 @@ pub async fn run_on(
 ) -> Result<(), ServerError> {
     config.validate()?;
     let secret = files::server_secret(&config.data_dir)?;
-    let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let registry = Arc::new(fanout::Registry::new(config.domains.clone(), shards));
-    // The store is the authority: rebuild the fan-out index from it.
-    for sub in store.all_subscriptions()? {
-        registry.subscribe(&sub.owner, &sub.node, &sub.jid);
-    }
-    for (owner, follower) in store.all_presence_follows()? {
-        registry.set_presence_follow(&owner, &follower, true);
-    }
-    for (owner, list) in store.all_blocks()? {
-        registry.set_blocklist(&owner, &list);
-    }
-    for (owner, node, node_config) in store.all_nodes()? {
-        let roster = if node_config.access_model == pubsub::AccessModel::Roster {
-            store.roster(&owner)?
-        } else {
-            Vec::new()
-        };
-        registry.set_node_access(&owner, &node, pep::allowed_for(&node_config, &roster));
-    }
+    let registry = rebuild_registry(&config, &*store)?;
     let fanout = fanout::by_name(&config.fanout, registry, fanout::Config::default())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(config.max_connections));
@@ -362,49 +343,12 @@ pub async fn run_on(
         .map(|l| (l, false))
         .chain(listeners.c2s_tls.into_iter().map(|l| (l, true)));
     for (listener, direct_tls) in all {
-        let (shared, permits, mut stop) = (shared.clone(), permits.clone(), stop_rx.clone());
-        accept_loops.spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok((stream, peer)) => {
-                            while conns.try_join_next().is_some() {}
-                            if !shared.limiters.connection(peer.ip()) {
-                                shared.metrics.limited("connection");
-                                debug!(%peer, "connection rate exceeded, refusing");
-                                tokio::spawn(c2s::refuse(stream, shared.clone()));
-                                continue;
-                            }
-                            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                                // At max_connections: refuse at once rather
-                                // than hold a socket nobody will serve.
-                                warn!(%peer, "max_connections reached, refusing");
-                                drop(stream);
-                                continue;
-                            };
-                            let shared = shared.clone();
-                            conns.spawn(async move {
-                                shared.metrics.connections.inc();
-                                c2s::serve(stream, peer, shared.clone(), direct_tls).await;
-                                shared.metrics.connections.dec();
-                                drop(permit);
-                            });
-                        }
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    },
-                    () = stopped(&mut stop) => break,
-                }
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while conns.join_next().await.is_some() {}
-            })
-            .await;
-        });
+        accept_loops.spawn(accept_c2s(
+            listener,
+            direct_tls,
+            shared.clone(),
+            permits.clone(),
+        ));
     }
     shutdown.await;
     info!("shutting down");
@@ -418,4 +362,83 @@ pub async fn run_on(
     }
     drop(shared);
     Ok(())
+}
+
+/// The store is the authority: the fan-out index is rebuilt from it at
+/// start (follows, subscriptions, blocks, who may receive each node).
+fn rebuild_registry(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<Arc<fanout::Registry>, ServerError> {
+    let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let registry = Arc::new(fanout::Registry::new(config.domains.clone(), shards));
+    for sub in store.all_subscriptions()? {
+        registry.subscribe(&sub.owner, &sub.node, &sub.jid);
+    }
+    for (owner, follower) in store.all_presence_follows()? {
+        registry.set_presence_follow(&owner, &follower, true);
+    }
+    for (owner, list) in store.all_blocks()? {
+        registry.set_blocklist(&owner, &list);
+    }
+    for (owner, node, node_config) in store.all_nodes()? {
+        let roster = if node_config.access_model == pubsub::AccessModel::Roster {
+            store.roster(&owner)?
+        } else {
+            Vec::new()
+        };
+        registry.set_node_access(&owner, &node, pep::allowed_for(&node_config, &roster));
+    }
+    Ok(registry)
+}
+
+/// Accepts client connections on one listener until shutdown; each runs
+/// on its own task, within the per-address rate and `max_connections`.
+async fn accept_c2s(
+    listener: TcpListener,
+    direct_tls: bool,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+) {
+    let mut stop = shared.shutdown.clone();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    while conns.try_join_next().is_some() {}
+                    if !shared.limiters.connection(peer.ip()) {
+                        shared.metrics.limited("connection");
+                        debug!(%peer, "connection rate exceeded, refusing");
+                        tokio::spawn(c2s::refuse(stream, shared.clone()));
+                        continue;
+                    }
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        // At max_connections: refuse at once rather
+                        // than hold a socket nobody will serve.
+                        warn!(%peer, "max_connections reached, refusing");
+                        drop(stream);
+                        continue;
+                    };
+                    let shared = shared.clone();
+                    conns.spawn(async move {
+                        shared.metrics.connections.inc();
+                        c2s::serve(stream, peer, shared.clone(), direct_tls).await;
+                        shared.metrics.connections.dec();
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
 }

@@ -7,7 +7,10 @@
 //! # Layout
 //! Transport and streams:
 //! - `stream`: one stream layer for every transport: negotiation as a
-//!   state machine without I/O, the TCP transport, the coalescing writer.
+//!   state machine without I/O, the TCP and WebSocket transports, the
+//!   coalescing writer.
+//! - `web`: the HTTP side (axum): XMPP over WebSocket at `/xmpp-websocket`
+//!   and XEP-0156 discovery.
 //! - `c2s`: client streams on that layer: the read loop, the bind, a bound
 //!   session's stanzas and its own presence.
 //! - [`tls`]: STARTTLS and direct TLS (rustls), with a generated

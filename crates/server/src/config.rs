@@ -71,6 +71,11 @@ pub struct LimitsConfig {
     /// Seconds a connection has to finish the stream negotiation through
     /// resource binding (30). Exceeded: `connection-timeout`.
     pub handshake_timeout_secs: u64,
+    /// Seconds a session with stream management (XEP-0198) outlives its
+    /// connection, waiting to be resumed (300). Exceeded: its unacknowledged
+    /// messages get RFC 6121 §8.5 handling (headlines are dropped and
+    /// counted), its iqs an error, and it goes unavailable.
+    pub resumption_timeout_secs: u64,
     /// Seconds without any byte from the client (whitespace keepalives
     /// count) before the stream is closed (300). Exceeded:
     /// `connection-timeout`.
@@ -175,6 +180,7 @@ impl Default for LimitsConfig {
             outbound_queue_bytes: 4 << 20,
             write_stall_timeout_secs: 60,
             handshake_timeout_secs: 30,
+            resumption_timeout_secs: 300,
             idle_timeout_secs: 300,
             max_auth_failures: 3,
             connections_per_ip_per_sec: 10,
@@ -227,6 +233,10 @@ impl LimitsConfig {
     /// The handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+    /// How long a detached session waits to be resumed.
+    pub fn resumption_timeout(&self) -> Duration {
+        Duration::from_secs(self.resumption_timeout_secs)
     }
     /// The roster quotas.
     pub fn roster_quota(&self) -> crate::store::RosterQuota {

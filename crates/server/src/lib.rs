@@ -223,6 +223,8 @@ pub(crate) struct Shared {
     pub(crate) limiters: limits::Limiters,
     /// Serializes node-access refreshes per owner.
     pub(crate) access_locks: pep::AccessLocks,
+    /// Sessions waiting to be resumed (XEP-0198), by resumption id.
+    pub(crate) detached: dashmap::DashMap<String, c2s::sm::Detached>,
     /// Each bound session's kill switch, by full JID.
     pub(crate) controls: dashmap::DashMap<stanza::FullJid, Arc<control::Control>>,
     /// Failed logins across connections, by account and address.
@@ -320,6 +322,7 @@ pub async fn run_on(
         backoff,
         secret,
         controls: dashmap::DashMap::new(),
+        detached: dashmap::DashMap::new(),
         access_locks: pep::AccessLocks::default(),
     });
     match admin::bind(&shared.config.data_dir) {

@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     pbkdf2: Counter,
     /// Accounts created by in-band registration.
     pub(crate) registrations: Counter,
+    /// Sessions resumed (XEP-0198).
+    pub(crate) sm_resumed: Counter,
     /// Verified caps answers cached.
     pub(crate) caps_cache: Gauge,
     /// Stanzas read from clients.
@@ -70,6 +72,7 @@ impl Metrics {
             auth_failures: Counter::default(),
             pbkdf2: Counter::default(),
             registrations: Counter::default(),
+            sm_resumed: Counter::default(),
             caps_cache: Gauge::default(),
             stanzas_in: Counter::default(),
             stanzas_out: Counter::default(),
@@ -103,6 +106,11 @@ impl Metrics {
             "registrations",
             "Accounts created by in-band registration",
             m.registrations.clone(),
+        );
+        registry.register(
+            "sm_resumed",
+            "Sessions resumed after their connection dropped (XEP-0198)",
+            m.sm_resumed.clone(),
         );
         registry.register(
             "caps_cache_entries",

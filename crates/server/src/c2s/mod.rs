@@ -39,6 +39,7 @@ use stanza::xep::{register, IqType};
 
 mod presence;
 mod session;
+pub(crate) mod sm;
 
 use session::Session;
 
@@ -253,6 +254,7 @@ impl<T: Transport> Conn<T> {
         };
         let writer_joined = matches!(stop, Stop::WriterEnded);
         match self.session.take() {
+            Some(s) if sm::parkable(&self.shared, &s, &stop) => sm::park(&self.shared, s),
             Some(s) => {
                 s.closing.store(true, Ordering::Release);
                 if let Some(t) = tail {
@@ -329,7 +331,12 @@ impl<T: Transport> Conn<T> {
                 let stanza = Stanza::from_framed(bytes)
                     .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
                 if self.session.is_some() {
-                    return self.on_session(&stanza).await;
+                    let counted = stanza.kind() != stanza::Kind::Other;
+                    self.on_session(&stanza).await?;
+                    if counted {
+                        self.sm_handled();
+                    }
+                    return Ok(());
                 }
                 let el = Element::from_stanza(stanza.bytes())
                     .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
@@ -384,6 +391,10 @@ impl<T: Transport> Conn<T> {
                 }
                 Action::Bind { resource, id } => {
                     self.bind(resource, &id).await?;
+                    continue;
+                }
+                Action::Resume { previd, h } => {
+                    self.resume(&previd, h).await?;
                     continue;
                 }
             };
@@ -528,6 +539,7 @@ impl<T: Transport> Conn<T> {
         // A session this bind replaces is no longer available.
         self.shared.presences.remove(&jid);
         let closing = Arc::new(AtomicBool::new(false));
+        let sm = crate::stream::Sm::default();
         let writer = self
             .t
             .spawn_writer(WriterParams {
@@ -535,6 +547,7 @@ impl<T: Transport> Conn<T> {
                 closing: closing.clone(),
                 metrics: self.shared.metrics.clone(),
                 stall: limits.write_stall_timeout(),
+                sm: sm.clone(),
             })
             .ok_or(Stop::Gone)?;
         self.neg.bound(true);
@@ -542,7 +555,14 @@ impl<T: Transport> Conn<T> {
         info!(peer = %self.peer, %jid, "bound");
         let control = crate::control::Control::new(handle.session().id());
         self.shared.controls.insert(jid.clone(), control.clone());
-        self.session = Some(Session::new(jid.clone(), handle, writer, closing, control));
+        self.session = Some(Session::new(
+            jid.clone(),
+            handle,
+            writer,
+            closing,
+            control,
+            sm,
+        ));
         self.send(ser::bind_result(id, jid.as_str())).await
     }
 }

@@ -36,6 +36,10 @@ pub(super) struct Session {
     /// The (publisher, node) pairs whose last item was replayed since the
     /// resource became available; `None` while unavailable.
     pub(super) replayed_for: Option<std::collections::HashSet<(BareJid, String)>>,
+    /// Stream management (XEP-0198), shared with the writer.
+    pub(super) sm: crate::stream::Sm,
+    /// The resumption id, when the client enabled resumption.
+    pub(super) sm_id: Option<String>,
 }
 
 impl Session {
@@ -45,8 +49,11 @@ impl Session {
         writer: JoinHandle<()>,
         closing: Arc<AtomicBool>,
         control: Arc<crate::control::Control>,
+        sm: crate::stream::Sm,
     ) -> Self {
         Self {
+            sm,
+            sm_id: None,
             jid,
             handle,
             writer,
@@ -134,10 +141,17 @@ impl<T: Transport> Conn<T> {
                 }
                 self.on_own_presence(stanza).await
             }
-            Kind::Other => Err(Stop::Error(
-                StreamErrorCondition::UnsupportedStanzaType,
-                None,
-            )),
+            Kind::Other => {
+                let el = Element::from_stanza(stanza.bytes())
+                    .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
+                if el.ns == stanza::xep::sm::NS {
+                    return self.on_sm(&el).await;
+                }
+                Err(Stop::Error(
+                    StreamErrorCondition::UnsupportedStanzaType,
+                    None,
+                ))
+            }
         }
     }
 

@@ -48,6 +48,22 @@ pub(crate) enum Stop {
 /// A step's outcome: go on, or stop for this reason.
 pub(crate) type Flow = Result<(), Stop>;
 
+/// A session's stream management state, shared by its reader (acks, the
+/// handled count) and its writer (what was sent): `None` until enabled.
+#[derive(Debug, Default)]
+pub(crate) struct SmSlot {
+    /// The counts and unacknowledged stanzas, once `<enable/>` came.
+    pub tracker: Option<fanout::unacked::Tracker>,
+    /// Whether `<enabled/>` was written: counting starts after it, as the
+    /// client's does after reading it (XEP-0198 §4).
+    pub counting: bool,
+    /// Whether the client asked for resumption.
+    pub resume: bool,
+}
+
+/// The slot, behind the lock both tasks take once per batch or stanza.
+pub(crate) type Sm = Arc<std::sync::Mutex<SmSlot>>;
+
 /// What a bound session's writer needs.
 #[derive(Debug, Clone)]
 pub(crate) struct WriterParams {
@@ -59,6 +75,9 @@ pub(crate) struct WriterParams {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// How long one write may make no progress.
     pub stall: Duration,
+    /// Stream management: what is sent is recorded here before it is
+    /// written, so a resumption can send it again.
+    pub sm: Sm,
 }
 
 /// One transport's side of a stream.

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use stanza::ser::{self, Features, SaslFailure};
 use stanza::{ns, BareJid, Element, StreamErrorCondition};
 
+use stanza::xep::sm;
+
 use crate::sasl::{self, ClientFirst, Hash, ScramKeys, ScramServer};
 
 /// What the configuration says about negotiation.
@@ -106,6 +108,14 @@ pub(crate) enum Action {
     /// Authenticated (the success was sent before this): the stream
     /// restarts, with the post-authentication limits.
     Authenticated(BareJid),
+    /// Resume a detached session (XEP-0198 §5) instead of binding; the
+    /// transport answers and calls [`Negotiation::bound`].
+    Resume {
+        /// The id `<enabled/>` gave.
+        previd: String,
+        /// Our stanzas the client handled.
+        h: u32,
+    },
     /// Bind a resource; the transport checks limits, answers, and calls
     /// [`Negotiation::bound`] when the session exists.
     Bind {
@@ -234,6 +244,7 @@ impl Negotiation {
                 ser::features(&Features {
                     bind: true,
                     session: true,
+                    sm: true,
                     ..Features::default()
                 })
             }
@@ -410,6 +421,18 @@ impl Negotiation {
         let Step::Authenticated(jid) = &self.step else {
             return close(StreamErrorCondition::InternalServerError);
         };
+        if el.ns == sm::NS {
+            return match sm::Nonza::parse(el) {
+                Ok(sm::Nonza::Resume { previd, h }) => {
+                    self.step = Step::Binding(jid.clone());
+                    vec![Action::Resume { previd, h }]
+                }
+                // Before a session exists there is nothing to enable or
+                // acknowledge (XEP-0198 §3: `unexpected-request`).
+                Ok(_) => vec![Action::Send(sm::failed("unexpected-request", None))],
+                Err(cond) => close(cond),
+            };
+        }
         if !el.is("iq", ns::CLIENT) {
             return close(StreamErrorCondition::NotAuthorized);
         }
@@ -442,10 +465,12 @@ impl Negotiation {
     /// The bind succeeded (`true`) or was refused with an answer the
     /// transport sent (`false`: another bind may follow).
     pub(crate) fn bound(&mut self, ok: bool) {
-        if let Step::Binding(jid) = std::mem::replace(&mut self.step, Step::Bound) {
-            if !ok {
-                self.step = Step::Authenticated(jid);
-            }
+        if let Step::Binding(jid) = &self.step {
+            self.step = if ok {
+                Step::Bound
+            } else {
+                Step::Authenticated(jid.clone())
+            };
         }
     }
 }

@@ -116,6 +116,7 @@ fn scram_then_restart_then_bind() {
     let a = open(&mut n);
     let f = sent(&a[1]);
     assert!(f.child("bind", ns::BIND).is_some() && mechanisms(&f).is_empty());
+    assert!(f.child("sm", "urn:xmpp:sm:3").is_some(), "{f:?}");
     let a = n.on_element(&el(
         "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource> phone </resource></bind></iq>",
     ));
@@ -148,8 +149,26 @@ fn a_refused_bind_can_be_retried() {
     n.bound(false);
     assert!(n.binding().is_none());
     assert!(matches!(&n.on_element(&bind)[..], [Action::Bind { .. }]));
-    // The legacy session iq is answered; any other stanza is refused.
+    // A resumption is asked for instead of a bind; an enable is too early.
     n.bound(false);
+    let a = n.on_element(&el("<resume xmlns='urn:xmpp:sm:3' previd='abc' h='4'/>"));
+    assert!(matches!(&a[..], [Action::Resume { previd, h: 4 }] if previd == "abc"));
+    n.bound(false);
+    let a = n.on_element(&el("<enable xmlns='urn:xmpp:sm:3' resume='true'/>"));
+    assert_eq!(
+        sent(&a[0]).first_element().unwrap().name,
+        "unexpected-request"
+    );
+    let a = n.on_element(&el("<resume xmlns='urn:xmpp:sm:3' h='4'/>"));
+    assert!(matches!(&a[..], [Action::Close(Cond::BadFormat, None)]));
+    let mut n = Negotiation::new(policy(), true, now() + Duration::from_secs(30));
+    open(&mut n);
+    n.on_element(&auth("PLAIN", b"\0jane\0secret"));
+    n.on_plain(Some(true));
+    open(&mut n);
+    // Outside a bind, `bound` changes nothing.
+    n.bound(true);
+    // The legacy session iq is answered; any other stanza is refused.
     let a = n.on_element(&el(
         "<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
     ));

@@ -28,6 +28,7 @@ pub(crate) async fn write_loop<W: Sink>(mut wr: W, p: super::WriterParams) {
         closing,
         metrics,
         stall,
+        sm,
     } = p;
     // Grows with the first batch: an idle session keeps no buffer.
     let mut frames: Vec<Frame> = Vec::new();
@@ -38,6 +39,7 @@ pub(crate) async fn write_loop<W: Sink>(mut wr: W, p: super::WriterParams) {
             if handle.drain(&mut frames, WRITE_BATCH) == 0 {
                 break;
             }
+            let resumable = record(&sm, &frames, &handle);
             match wr.frames(&frames, &handle, stall).await {
                 Ok(()) => {}
                 Err(e)
@@ -49,6 +51,10 @@ pub(crate) async fn write_loop<W: Sink>(mut wr: W, p: super::WriterParams) {
                     metrics.dropped("overflow_disconnect");
                     return;
                 }
+                // The connection is gone but the session may be resumed
+                // (XEP-0198): the queue stays open, and what was drained
+                // is kept as unacknowledged.
+                Err(_) if resumable => return,
                 Err(e) => {
                     if e.kind() == std::io::ErrorKind::TimedOut {
                         // A peer that takes nothing for this long is gone or
@@ -96,6 +102,33 @@ pub(crate) async fn write_loop<W: Sink>(mut wr: W, p: super::WriterParams) {
         }
     }
     let _ = tokio::time::timeout(stall, wr.close()).await;
+}
+
+/// Records a batch with stream management before it is written: the
+/// stanzas after `<enabled/>` are kept until acknowledged. Returns whether
+/// the session can still be resumed.
+fn record(sm: &super::Sm, frames: &[Frame], handle: &OutboundHandle) -> bool {
+    let mut slot = sm.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = &mut *slot;
+    let Some(tracker) = slot.tracker.as_mut() else {
+        return false;
+    };
+    for f in frames {
+        let stanza = match f {
+            Frame::Notification(_) => true,
+            Frame::Bytes(b) => {
+                if !slot.counting {
+                    slot.counting = b.starts_with(b"<enabled");
+                    continue;
+                }
+                b.starts_with(b"<message") || b.starts_with(b"<presence") || b.starts_with(b"<iq")
+            }
+        };
+        if slot.counting && stanza {
+            tracker.sent(f.clone(), f.len_for(handle.to_escaped()));
+        }
+    }
+    slot.resume && tracker.resumable()
 }
 
 /// Where a writer puts frames: a byte stream, or WebSocket messages.

@@ -1,0 +1,193 @@
+"""Interop: slixmpp's XEP-0198 against the release `starling` binary.
+
+Usage: slixmpp_sm.py PATH/TO/starling
+
+Starts the binary on loopback (registration open, TLS required), then:
+  1. jane and joe register and log in (SCRAM-SHA-1 over STARTTLS); joe's
+     client has stream management (xep_0198), which it enables with
+     resumption after binding; jane opens her microblog node and joe
+     subscribes to it;
+  2. joe's TCP connection is killed from outside the client, with
+     `ss -K` on its local port (a dead connection, as when a phone changes
+     networks);
+  3. jane publishes two posts while joe is gone;
+  4. joe's client reconnects and resumes the session (XEP-0198 §5), and
+     gets both posts, once each.
+Exits non-zero on the first failure. Bounded: every wait has a timeout.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+
+import slixmpp
+from slixmpp.xmlstream import ET
+
+ATOM = "http://www.w3.org/2005/Atom"
+NODE = "urn:xmpp:microblog:0"
+DOMAIN = "example.org"
+TIMEOUT = 20
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok: {what}")
+
+
+async def until(pred, what):
+    for _ in range(TIMEOUT * 10):
+        if pred():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def entry(title):
+    e = ET.Element(f"{{{ATOM}}}entry")
+    t = ET.SubElement(e, f"{{{ATOM}}}title")
+    t.text = title
+    return e
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, user, sm):
+        super().__init__(f"{user}@{DOMAIN}/slixmpp", f"pw-{user}", sasl_mech="SCRAM-SHA-1")
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        for p in ["xep_0004", "xep_0030", "xep_0060", "xep_0077", "xep_0199"]:
+            self.register_plugin(p)
+        if sm:
+            self.register_plugin("xep_0198")
+        self.plugin["xep_0077"].force_registration = True
+        self.plugin["xep_0077"].create_account = True
+        self.ready = asyncio.Event()
+        self.posts = []
+        self.sm_enabled = asyncio.Event()
+        self.resumed = asyncio.Event()
+        self.add_event_handler("register", self.on_register)
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("sm_enabled", lambda _: self.sm_enabled.set())
+        self.add_event_handler("session_resumed", lambda _: self.resumed.set())
+        self.add_event_handler(
+            "pubsub_publish", lambda m: self.posts.append(m["pubsub_event"]["items"]["item"]["id"]))
+
+    async def on_register(self, _iq):
+        resp = self.Iq()
+        resp["type"] = "set"
+        resp["register"]["username"] = self.boundjid.user
+        resp["register"]["password"] = self.password
+        await resp.send()
+
+    async def on_start(self, _event):
+        self.send_presence()
+        self.ready.set()
+
+
+async def flow(port):
+    jane, joe = Client("jane", sm=False), Client("joe", sm=True)
+    for c in (jane, joe):
+        c.connect("127.0.0.1", port)
+        await asyncio.wait_for(c.ready.wait(), TIMEOUT)
+    check(True, "jane and joe registered and logged in over STARTTLS")
+    await asyncio.wait_for(joe.sm_enabled.wait(), TIMEOUT)
+    sm = joe.plugin["xep_0198"]
+    check(bool(sm.sm_id), "joe's client enabled stream management with resumption")
+
+    form = jane.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field("FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/pubsub#publish-options")
+    form.add_field("pubsub#access_model", value="open")
+    await jane.plugin["xep_0060"].publish(jane.boundjid.bare, NODE, id="p0",
+                                         payload=entry("p0"), options=form, timeout=TIMEOUT)
+    await joe.plugin["xep_0060"].subscribe(jane.boundjid.bare, NODE, subscribee=joe.boundjid.bare,
+                                           timeout=TIMEOUT)
+    check(True, "joe subscribed to jane's node")
+    await until(lambda: "p0" in joe.posts, "the last item on subscribe")
+
+    # Registered now: a reconnection only logs in again.
+    joe.plugin["xep_0077"].force_registration = False
+    joe.plugin["xep_0077"].create_account = False
+    joe.del_event_handler("register", joe.on_register)
+    # Reconnect when the connection is lost, as a client on a phone would.
+    lost = asyncio.Event()
+
+    def on_disconnected(_):
+        lost.set()
+        joe.connect("127.0.0.1", port)
+
+    joe.add_event_handler("disconnected", on_disconnected)
+    local_port = joe.transport.get_extra_info("sockname")[1]
+    killed = subprocess.run(["ss", "-K", "src", f"127.0.0.1:{local_port}"],
+                            capture_output=True, text=True)
+    check(killed.returncode == 0, f"joe's connection (port {local_port}) killed with ss -K")
+    await asyncio.wait_for(lost.wait(), TIMEOUT)
+    check(True, "joe's client saw the connection drop")
+
+    for pid in ("p1", "p2"):
+        await jane.plugin["xep_0060"].publish(jane.boundjid.bare, NODE, id=pid,
+                                             payload=entry(pid), timeout=TIMEOUT)
+    check(True, "jane published p1 and p2 while joe was gone")
+
+    await asyncio.wait_for(joe.resumed.wait(), TIMEOUT)
+    check(True, "joe's client resumed the session")
+    await until(lambda: "p1" in joe.posts and "p2" in joe.posts, "p1 and p2 after the resume")
+    await asyncio.sleep(0.5)
+    check(joe.posts.count("p1") == 1 and joe.posts.count("p2") == 1,
+          f"each post once: {joe.posts}")
+    joe.del_event_handler("disconnected", on_disconnected)
+    for c in (jane, joe):
+        c.disconnect()
+
+
+def main():
+    binary = sys.argv[1]
+    logging.basicConfig(level=getattr(logging, os.environ.get("LOG", "WARNING")))
+    port, tls_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as data:
+        server = subprocess.Popen(
+            [binary, "--data-dir", data, "--domain", DOMAIN, "serve",
+             "--c2s-listen", f"127.0.0.1:{port}", "--c2s-tls-listen", f"127.0.0.1:{tls_port}",
+             "--allow-registration"],
+            stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if server.poll() is not None:
+                        raise RuntimeError(f"starling exited: {server.stderr.read()}")
+                    asyncio.run(asyncio.sleep(0.1))
+            asyncio.run(asyncio.wait_for(flow(port), 120))
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                code = server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                code = "killed"
+        check(code == 0, f"starling shut down cleanly on SIGTERM (exit {code})")
+    print("slixmpp XEP-0198 interop: 1 passed, 0 failed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # one clear line, non-zero exit
+        print(f"slixmpp XEP-0198 interop FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -405,6 +405,13 @@ pub async fn connect(l: &Login) -> Result<Conn, SessionError> {
 
 /// Connects, authenticates and binds.
 pub async fn login(l: &Login, keys: &KeyCache) -> Result<Conn, SessionError> {
+    let c = authenticate(l, keys).await?;
+    finish_bind(c, l).await
+}
+
+/// Connects and authenticates; the stream restart and bind (or a
+/// resumption) are the caller's.
+pub async fn authenticate(l: &Login, keys: &KeyCache) -> Result<Conn, SessionError> {
     let mut c = connect(l).await?;
     let features = c.open(&l.domain).await?;
     let offered: Vec<String> = features
@@ -466,14 +473,14 @@ pub async fn login(l: &Login, keys: &KeyCache) -> Result<Conn, SessionError> {
                     "server signature does not verify".into(),
                 ));
             }
-            return finish_bind(c, l).await;
+            return Ok(c);
         }
     }
     let ok = c.element("SASL success").await?;
     if ok.name != "success" {
         return Err(SessionError::Auth(format!("<{}>", ok.name)));
     }
-    finish_bind(c, l).await
+    Ok(c)
 }
 
 async fn send_auth(c: &mut Conn, mech: &str, data: &[u8]) -> Result<(), SessionError> {
@@ -592,6 +599,8 @@ pub struct Counters {
     pub received: AtomicU64,
     /// Publishes acknowledged.
     pub acked: AtomicU64,
+    /// Connections dropped on purpose (`--chaos`) and made again.
+    pub reconnects: AtomicU64,
 }
 
 /// One received delivery.

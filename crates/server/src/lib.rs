@@ -225,6 +225,10 @@ pub(crate) struct Shared {
     pub(crate) access_locks: pep::AccessLocks,
     /// Sessions waiting to be resumed (XEP-0198), by resumption id.
     pub(crate) detached: dashmap::DashMap<String, c2s::sm::Detached>,
+    /// Live resumable sessions, by resumption id: their account, and how
+    /// to make one let go of its connection when a resumption arrives
+    /// before the server noticed the old connection was dead.
+    pub(crate) resumable: dashmap::DashMap<String, (stanza::BareJid, Arc<tokio::sync::Notify>)>,
     /// Each bound session's kill switch, by full JID.
     pub(crate) controls: dashmap::DashMap<stanza::FullJid, Arc<control::Control>>,
     /// Failed logins across connections, by account and address.
@@ -323,6 +327,7 @@ pub async fn run_on(
         secret,
         controls: dashmap::DashMap::new(),
         detached: dashmap::DashMap::new(),
+        resumable: dashmap::DashMap::new(),
         access_locks: pep::AccessLocks::default(),
     });
     match admin::bind(&shared.config.data_dir) {

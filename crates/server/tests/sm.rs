@@ -166,3 +166,23 @@ async fn after_the_timeout_the_session_ends_and_messages_bounce() {
     assert!(failed.is("failed", SM), "{failed:?}");
     srv.stop().await;
 }
+
+/// A client often comes back before the server saw its old connection
+/// die: the resumption takes the session from the old connection.
+#[tokio::test]
+async fn a_resumption_takes_the_session_from_a_connection_not_yet_dead() {
+    let srv = start(300).await;
+    let mut jane = jane_with_open_node(&srv).await;
+    let (mut old, id) = joe_resumable(&srv).await;
+    publish(&mut jane, "p1", false).await;
+    assert_eq!(event_item(&old.element().await).as_deref(), Some("p1"));
+    let (mut joe, resumed) = resume(&srv, "joe", &id, 0).await;
+    assert!(resumed.is("resumed", SM), "{resumed:?}");
+    // Not acknowledged, so sent again on the new connection.
+    assert_eq!(event_item(&joe.element().await).as_deref(), Some("p1"));
+    publish(&mut jane, "p2", false).await;
+    assert_eq!(event_item(&joe.element().await).as_deref(), Some("p2"));
+    // The old connection was let go.
+    assert!(old.next().await.is_none(), "the old connection is closed");
+    srv.stop().await;
+}

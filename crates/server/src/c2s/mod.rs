@@ -206,6 +206,13 @@ impl<T: Transport> Conn<T> {
                 None => self.deadline().min(Instant::now() + idle),
             };
             let control = self.session.as_ref().map(|s| s.control.clone());
+            let takeover = self.session.as_ref().map(|s| s.takeover.clone());
+            let taken = async {
+                match &takeover {
+                    Some(t) => t.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             let ended = async {
                 match &control {
                     Some(c) => c.ended().await,
@@ -230,6 +237,8 @@ impl<T: Transport> Conn<T> {
                     return Stop::Error(StreamErrorCondition::SystemShutdown, None);
                 }
                 () = writer_done => return Stop::WriterEnded,
+                // A resumption on another connection: this one is dead.
+                () = taken => return Stop::Gone,
                 cond = ended => return Stop::Error(cond, None),
             }
         }

@@ -40,6 +40,9 @@ pub(super) struct Session {
     pub(super) sm: crate::stream::Sm,
     /// The resumption id, when the client enabled resumption.
     pub(super) sm_id: Option<String>,
+    /// Makes the reader let go of the connection, so that a resumption on
+    /// a new one can take the session.
+    pub(super) takeover: Arc<tokio::sync::Notify>,
 }
 
 impl Session {
@@ -54,6 +57,7 @@ impl Session {
         Self {
             sm,
             sm_id: None,
+            takeover: Arc::new(tokio::sync::Notify::new()),
             jid,
             handle,
             writer,
@@ -81,6 +85,9 @@ impl Session {
         shared
             .controls
             .remove_if(&self.jid, |_, c| c.id == self.control.id);
+        if let Some(id) = &self.sm_id {
+            shared.resumable.remove(id);
+        }
         if self.is_current(shared) {
             shared.fanout.detach(&self.jid);
         } else {

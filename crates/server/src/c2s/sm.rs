@@ -58,6 +58,10 @@ impl<T: Transport> Conn<T> {
                     slot.tracker = Some(fanout::unacked::Tracker::new(max_bytes));
                     slot.resume = resume;
                     s.sm_id = resume.then(resumption_id);
+                    if let Some(id) = &s.sm_id {
+                        let entry = (s.jid.to_bare(), s.takeover.clone());
+                        self.shared.resumable.insert(id.clone(), entry);
+                    }
                     let max = u32::try_from(timeout).unwrap_or(u32::MAX);
                     Some(sm::enabled(s.sm_id.as_deref().map(|id| (id, max))))
                 }
@@ -99,6 +103,22 @@ impl<T: Transport> Conn<T> {
     pub(super) async fn resume(&mut self, previd: &str, h: u32) -> Flow {
         let account = self.neg.binding().cloned().ok_or(Stop::Gone)?;
         let shared = self.shared.clone();
+        // Still attached to a connection the server has not seen die: that
+        // connection lets go, and the session is parked for this one.
+        let live = shared
+            .resumable
+            .get(previd)
+            .filter(|e| e.0 == account)
+            .map(|e| e.1.clone());
+        if let Some(takeover) = live {
+            takeover.notify_one();
+            for _ in 0..200 {
+                if shared.detached.contains_key(previd) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
         // Only the same account may resume; anyone else finds nothing, and
         // the session stays parked for its owner.
         let found = shared
@@ -166,6 +186,9 @@ impl<T: Transport> Conn<T> {
         self.neg.bound(true);
         shared.metrics.sessions.inc();
         shared.metrics.sm_resumed.inc();
+        shared
+            .resumable
+            .insert(previd.to_owned(), (account, s.takeover.clone()));
         info!(peer = %self.peer, jid = %s.jid, "resumed");
         self.session = Some(s);
         Ok(())
@@ -195,6 +218,7 @@ pub(super) fn parkable(shared: &Shared, s: &Session, stop: &Stop) -> bool {
 pub(super) fn park(shared: &Arc<Shared>, s: Session) {
     s.writer.abort();
     let Some(id) = s.sm_id.clone() else { return };
+    shared.resumable.remove(&id);
     let control = s.control.clone();
     debug!(jid = %s.jid, "detached; waiting to be resumed");
     shared.metrics.sessions.dec();

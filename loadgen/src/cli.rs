@@ -189,6 +189,13 @@ pub struct Cli {
     /// websocket (RFC 7395, to the target's /xmpp-websocket).
     #[arg(long, global = true, value_enum, default_value_t = Transport::Tcp)]
     pub transport: Transport,
+    /// Enable XEP-0198 stream management with resumption on every session.
+    #[arg(long, global = true)]
+    pub sm: bool,
+    /// Drop this many random follower connections per second during the
+    /// publishing phase; each comes back at once (resumed with --sm).
+    #[arg(long, global = true, default_value_t = 0.0, value_parser = non_negative)]
+    pub chaos: f64,
     /// The target's WebSocket address (HOST:PORT serving /xmpp-websocket),
     /// for --transport websocket against a server loadgen did not start.
     #[arg(long = "ws-addr", global = true, value_name = "ADDR")]
@@ -320,6 +327,8 @@ impl Cli {
             ramp: self.ramp,
             mech: self.mech,
             transport: self.transport,
+            sm: self.sm,
+            chaos: self.chaos,
             sources: self.sources,
             seed: self.seed,
             idle: self.idle,

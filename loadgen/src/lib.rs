@@ -16,6 +16,7 @@
 //! - [`figures`]: the figures compared, and their spread over repetitions.
 //! - [`embedded`]: the Starling loadgen starts and seeds itself.
 //! - [`setup`]: accounts and follow graph over XMPP, for any server.
+//! - [`sm`]: stream management (`--sm`) and deliberate drops (`--chaos`).
 //! - [`peers`]: real servers to compare against (Prosody).
 //! - [`bench`]: the same plan on several targets, A B A B, with ratios.
 //! - [`compare`]: saved runs side by side, with a percentile plot.
@@ -38,6 +39,7 @@ pub mod run;
 pub mod scram;
 pub mod session;
 pub mod setup;
+pub mod sm;
 pub mod stats;
 pub mod sys;
 pub mod workers;

@@ -257,6 +257,7 @@ pub fn run(plan: &ReceivePlan) -> Result<ReceiveFigures> {
                 rx,
                 stop_rx.clone(),
                 start_us,
+                None,
             )));
         }
         tokio::time::sleep(Duration::from_secs_f64(plan.warmup_s)).await;

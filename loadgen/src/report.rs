@@ -119,8 +119,8 @@ pub fn text(r: &RunRecord) -> String {
         line(f.delivery.line("publish -> delivery"));
         line(f.fanout_completion.line("fan-out completion"));
         line(format!(
-            "posts {}  expected {}  received {}  lost {}  duplicates {}  ({:.0} deliveries/s)",
-            f.posts, f.expected, f.received, f.lost, f.duplicates, f.mean_deliveries_per_s
+            "posts {}  expected {}  received {}  lost {}  duplicates {}  reconnects {}  ({:.0} deliveries/s)",
+            f.posts, f.expected, f.received, f.lost, f.duplicates, f.reconnects, f.mean_deliveries_per_s
         ));
         line(format!(
             "CPU: server {:.2}s ({:.2} µs/delivery), loadgen {:.2}s ({:.2} µs/delivery)",

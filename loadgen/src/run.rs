@@ -65,6 +65,11 @@ pub struct Plan {
     /// What followers connect over; publishers (the celebrities) stay on
     /// TCP.
     pub transport: crate::session::Transport,
+    /// Enable XEP-0198 stream management with resumption on every session.
+    pub sm: bool,
+    /// Follower connections dropped per second, and made again (resumed
+    /// with `sm`).
+    pub chaos: f64,
     /// Loopback source addresses to spread connections over.
     pub sources: u8,
     /// Seed for the graph and the background publishers.
@@ -149,6 +154,8 @@ pub struct Figures {
     pub lost: u64,
     /// Deliveries received more than once.
     pub duplicates: u64,
+    /// Connections dropped on purpose (`--chaos`) and made again.
+    pub reconnects: u64,
     /// Deliveries per second of the measured phase, second by second.
     pub deliveries_per_s: Vec<u64>,
     /// Mean deliveries per second over the measured phase.
@@ -371,6 +378,8 @@ pub struct Part {
     pub replays: u64,
     /// Duplicates seen.
     pub duplicates: u64,
+    /// Deliberate drops made good (`--chaos`).
+    pub reconnects: u64,
     /// Server CPU seconds over the measured phase (when its pid is known,
     /// or it runs in this process).
     pub server_cpu_s: f64,
@@ -412,6 +421,48 @@ pub async fn run(
     Ok(merge(plan, &[part]))
 }
 
+/// How user `i` logs in.
+fn login_of(plan: &Plan, target: &Target, i: usize) -> Login {
+    Login {
+        addr: target.addr,
+        source: source(i, plan.sources, &target.addr),
+        domain: target.domain.clone(),
+        user: (target.user)(i as u32),
+        password: (target.password)(i as u32),
+        mech: plan.mech,
+        resource: "lg".into(),
+        tls: target.tls,
+        ws: (plan.transport == crate::session::Transport::Websocket && i >= plan.celebrities)
+            .then_some(target.ws)
+            .flatten(),
+    }
+}
+
+/// Drops `rate` random connections per second among `kills` until `stop`.
+async fn chaos(
+    rate: f64,
+    kills: Vec<(u32, Arc<tokio::sync::Notify>)>,
+    seed: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    use rand::{Rng, SeedableRng};
+    if rate <= 0.0 || kills.is_empty() {
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let (_, kill) = &kills[rng.gen_range(0..kills.len())];
+                kill.notify_one();
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Runs this process's part of the plan: all of it, or with `coord` the
 /// sessions it holds.
 pub async fn run_part(
@@ -440,29 +491,22 @@ pub async fn run_part(
     // Parts share the ramp: each starts its share of the logins per second.
     let ramp = plan.ramp.max(1.0) * held.len() as f64 / n as f64;
     for (k, i) in held.clone().enumerate() {
-        let login = Login {
-            addr: target.addr,
-            source: source(i, plan.sources, &target.addr),
-            domain: target.domain.clone(),
-            user: (target.user)(i as u32),
-            password: (target.password)(i as u32),
-            mech: plan.mech,
-            resource: "lg".into(),
-            tls: target.tls,
-            ws: (plan.transport == crate::session::Transport::Websocket && i >= plan.celebrities)
-                .then_some(target.ws)
-                .flatten(),
-        };
+        let login = login_of(plan, target, i);
         let (keys, in_flight) = (keys.clone(), in_flight.clone());
         let at = t0 + Duration::from_secs_f64(k as f64 / ramp.max(1.0));
+        let sm = plan.sm;
         logins.spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             let _permit = in_flight.acquire_owned().await;
-            let r = session::login(&login, &keys).await;
+            let r = match session::login(&login, &keys).await {
+                Ok(mut c) if sm => crate::sm::enable(&mut c).await.map(|id| (c, Some(id))),
+                Ok(c) => Ok((c, None)),
+                Err(e) => Err(e),
+            };
             (i, r, at.elapsed(), Instant::now())
         });
     }
-    let mut conns: Vec<Option<session::Conn>> = (0..n).map(|_| None).collect();
+    let mut conns: Vec<Option<(session::Conn, Option<String>)>> = (0..n).map(|_| None).collect();
     let mut connect = stats::histogram();
     let mut last_login = t0;
     let mut up = 0usize;
@@ -515,10 +559,25 @@ pub async fn run_part(
     let measure_from_us = start_us + (plan.warmup_s * 1e6) as u64;
     let mut senders: Vec<Option<mpsc::UnboundedSender<PostCmd>>> = (0..n).map(|_| None).collect();
     let mut lives = tokio::task::JoinSet::new();
+    let mut kills: Vec<(u32, Arc<tokio::sync::Notify>)> = Vec::new();
     for (i, c) in conns.into_iter().enumerate() {
-        let Some(c) = c else { continue };
+        let Some((c, sm_id)) = c else { continue };
         let (tx, rx) = mpsc::unbounded_channel();
         senders[i] = Some(tx);
+        // Followers may be dropped (`--chaos`); with `--sm` everyone resumes.
+        let follower = i >= plan.celebrities;
+        let chaos = (sm_id.is_some() || (plan.chaos > 0.0 && follower)).then(|| {
+            let kill = Arc::new(tokio::sync::Notify::new());
+            if follower {
+                kills.push((i as u32, kill.clone()));
+            }
+            crate::sm::Chaos {
+                kill,
+                login: login_of(plan, target, i),
+                keys: keys.clone(),
+                sm_id,
+            }
+        });
         let followers: Arc<[String]> = if plan.mechanism == Mechanism::Direct {
             graph.followers[i]
                 .iter()
@@ -535,7 +594,14 @@ pub async fn run_part(
             counters: counters.clone(),
             measure_from_us,
         };
-        lives.spawn(session::live(c, live, rx, stop_rx.clone(), run_start_us));
+        lives.spawn(session::live(
+            c,
+            live,
+            rx,
+            stop_rx.clone(),
+            run_start_us,
+            chaos,
+        ));
     }
     progress.set(format!("{up} sessions up; settling"));
     // The schedule's origin: the same µs in every part, so every part
@@ -547,7 +613,14 @@ pub async fn run_part(
     let rss_idle = server_rss(target.pid);
     let mut rss_max = rss_idle.max(rss_before);
 
-    // 4. Publishing, open loop.
+    // 4. Publishing, open loop; `--chaos` drops connections meanwhile.
+    let part_rate = plan.chaos * held.len() as f64 / n as f64;
+    tokio::spawn(chaos(
+        part_rate,
+        kills,
+        plan.seed ^ held.start as u64,
+        stop_rx.clone(),
+    ));
     let (cpu_srv0, cpu_lg0) = cpu(target.pid);
     let mut expected: Vec<(u32, bool)> = Vec::new(); // (expected here, measured)
     let mut sent = 0u64;
@@ -667,6 +740,9 @@ pub async fn run_part(
         dropped_sessions,
         replays,
         duplicates,
+        reconnects: counters
+            .reconnects
+            .load(std::sync::atomic::Ordering::Relaxed),
         server_cpu_s: (cpu_srv1 - cpu_srv0).max(0.0),
         loadgen_cpu_s: (cpu_lg1 - cpu_lg0).max(0.0),
         publish_secs,
@@ -759,6 +835,7 @@ pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
         received: rec_sum,
         lost: exp_sum - rec_sum,
         duplicates: parts.iter().map(|p| p.duplicates).sum(),
+        reconnects: parts.iter().map(|p| p.reconnects).sum(),
         mean_deliveries_per_s: rec_sum as f64 / measured_secs,
         deliveries_per_s: per_sec.iter().map(|h| h.len()).collect(),
         intervals: per_sec

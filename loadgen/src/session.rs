@@ -629,6 +629,14 @@ pub struct Outcome {
     pub replays: u64,
 }
 
+/// Resolves when `--chaos` picks this session; never without chaos.
+async fn killed(chaos: &Option<crate::sm::Chaos>) {
+    match chaos {
+        Some(ch) => ch.kill.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Finds `attr='value'` (or `"value"`) after `from` in `s`.
 fn attr_after<'a>(s: &'a [u8], from: usize, attr: &[u8]) -> Option<&'a [u8]> {
     let hay = &s[from..];
@@ -708,8 +716,13 @@ pub async fn live(
     mut posts: mpsc::UnboundedReceiver<PostCmd>,
     mut stop: watch::Receiver<bool>,
     run_start_us: u64,
+    chaos: Option<crate::sm::Chaos>,
 ) -> Outcome {
     let mut out = Outcome::default();
+    let mut counts = crate::sm::Counts {
+        on: chaos.as_ref().is_some_and(|ch| ch.sm_id.is_some()),
+        ..Default::default()
+    };
     let presence = format!(
         "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
          node='https://starling.example/loadgen' ver='{}'/></presence>",
@@ -745,6 +758,17 @@ pub async fn live(
                 out.errors.push("unparsable stanza".into());
                 continue;
             };
+            let ack = match st.kind() {
+                Kind::Message | Kind::Presence | Kind::Iq => counts.handled_one(),
+                Kind::Other if counts.on && st.bytes().starts_with(b"<r ") => Some(counts.ack()),
+                Kind::Other => None,
+            };
+            if let Some(a) = ack {
+                if c.wr.write_all(&a).await.is_err() {
+                    out.ended = Some(("io: write".into(), now_us()));
+                    return out;
+                }
+            }
             match st.kind() {
                 Kind::Message => {
                     if st.type_().as_deref() == Some("error") {
@@ -895,6 +919,30 @@ pub async fn live(
             _ = stop.changed() => {
                 let _ = c.wr.write_all(b"</stream:stream>").await;
                 return out;
+            }
+            () = killed(&chaos) => {
+                let Some(ch) = &chaos else { continue };
+                // Dropped on purpose: the socket closes, a new one comes.
+                let _ = c.wr.shutdown().await;
+                let next = match &ch.sm_id {
+                    Some(id) => crate::sm::resume(&ch.login, &ch.keys, id, counts.handled).await,
+                    None => login(&ch.login, &ch.keys).await,
+                };
+                match next {
+                    Ok(n) => c = n,
+                    Err(e) => {
+                        out.ended = Some((format!("reconnect: {}", e.kind()), now_us()));
+                        return out;
+                    }
+                }
+                live.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                if ch.sm_id.is_none() {
+                    // A new session: available again, with its caps.
+                    if c.wr.write_all(presence.as_bytes()).await.is_err() {
+                        out.ended = Some(("io: write".into(), now_us()));
+                        return out;
+                    }
+                }
             }
         }
     }

@@ -190,6 +190,8 @@ pub fn plan_args(plan: &Plan) -> Vec<String> {
         .into(),
         "--transport".into(),
         format!("{:?}", plan.transport).to_lowercase(),
+        "--chaos".into(),
+        plan.chaos.to_string(),
         "--sources".into(),
         plan.sources.to_string(),
         "--seed".into(),
@@ -197,6 +199,9 @@ pub fn plan_args(plan: &Plan) -> Vec<String> {
     ];
     if let Some(b) = plan.burst {
         a.extend(["--burst".into(), b.to_string()]);
+    }
+    if plan.sm {
+        a.push("--sm".into());
     }
     if plan.idle {
         a.push("--idle".into());

@@ -115,6 +115,35 @@ fn fifty_sessions_ten_seconds_no_loss_for_each_mechanism() {
 }
 
 #[test]
+fn stream_management_rides_out_dropped_connections() {
+    // Followers over WebSocket too: the same resumption on either transport.
+    for transport in ["tcp", "websocket"] {
+        let args = [
+            "--mechanism",
+            "pubsub",
+            "--background",
+            "none",
+            "--sm",
+            "--chaos",
+            "10",
+            "--transport",
+            transport,
+        ];
+        let (r, value, _dir) = run(&args);
+        let f = &r.figures;
+        assert!(
+            f.reconnects >= 30,
+            "{transport}: {} reconnects",
+            f.reconnects
+        );
+        assert_eq!(f.lost, 0, "{transport}: resumed sessions lose nothing");
+        assert_eq!(f.duplicates, 0, "{transport}: nor get anything twice");
+        assert!(f.errors.is_empty(), "{transport}: {:?}", f.errors);
+        assert!(common::schema_errors(&value).is_empty());
+    }
+}
+
+#[test]
 fn past_one_process_s_open_files_the_sessions_split_over_workers() {
     // A 700-file limit holds 200 sessions per process (500 kept for the
     // rest), so 500 sessions take three workers and a child server.

@@ -186,3 +186,25 @@ async fn a_resumption_takes_the_session_from_a_connection_not_yet_dead() {
     assert!(old.next().await.is_none(), "the old connection is closed");
     srv.stop().await;
 }
+
+/// A session whose queue overflowed while it was detached is not
+/// resumable: its client reads what it missed from history instead.
+#[tokio::test]
+async fn a_session_that_overflowed_is_not_resumable() {
+    let srv = TestServer::start(&ACCOUNTS, |c| {
+        c.allow_plaintext_auth = true;
+        c.limits.outbound_queue = 4;
+    })
+    .await;
+    let mut jane = jane_with_open_node(&srv).await;
+    let (joe, id) = joe_resumable(&srv).await;
+    drop(joe);
+    // More posts than the detached session's queue holds.
+    for i in 1..=8 {
+        publish(&mut jane, &format!("o{i}"), false).await;
+    }
+    let (_, failed) = resume(&srv, "joe", &id, 0).await;
+    assert!(failed.is("failed", SM), "{failed:?}");
+    assert!(failed.child("item-not-found", ns::STANZA_ERRORS).is_some());
+    srv.stop().await;
+}

@@ -17,51 +17,11 @@ Exits non-zero on the first failure. Bounded: every wait has a timeout.
 """
 
 import asyncio
-import logging
-import os
-import signal
-import socket
 import ssl
 import subprocess
-import sys
-import tempfile
 
 import slixmpp
-from slixmpp.xmlstream import ET
-
-ATOM = "http://www.w3.org/2005/Atom"
-NODE = "urn:xmpp:microblog:0"
-DOMAIN = "example.org"
-TIMEOUT = 20
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok: {what}")
-
-
-async def until(pred, what):
-    for _ in range(TIMEOUT * 10):
-        if pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def entry(title):
-    e = ET.Element(f"{{{ATOM}}}entry")
-    t = ET.SubElement(e, f"{{{ATOM}}}title")
-    t.text = title
-    return e
+from starling_interop import DOMAIN, NODE, TIMEOUT, check, entry, run_against, until
 
 
 class Client(slixmpp.ClientXMPP):
@@ -154,40 +114,5 @@ async def flow(port):
         c.disconnect()
 
 
-def main():
-    binary = sys.argv[1]
-    logging.basicConfig(level=getattr(logging, os.environ.get("LOG", "WARNING")))
-    port, tls_port = free_port(), free_port()
-    with tempfile.TemporaryDirectory() as data:
-        server = subprocess.Popen(
-            [binary, "--data-dir", data, "--domain", DOMAIN, "serve",
-             "--c2s-listen", f"127.0.0.1:{port}", "--c2s-tls-listen", f"127.0.0.1:{tls_port}",
-             "--allow-registration"],
-            stderr=subprocess.PIPE, text=True)
-        try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if server.poll() is not None:
-                        raise RuntimeError(f"starling exited: {server.stderr.read()}")
-                    asyncio.run(asyncio.sleep(0.1))
-            asyncio.run(asyncio.wait_for(flow(port), 120))
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                code = server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                code = "killed"
-        check(code == 0, f"starling shut down cleanly on SIGTERM (exit {code})")
-    print("slixmpp XEP-0198 interop: 1 passed, 0 failed")
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # one clear line, non-zero exit
-        print(f"slixmpp XEP-0198 interop FAILED: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_against(flow, "slixmpp XEP-0198 interop")

@@ -11,6 +11,7 @@
 //! - [`session`]: one XMPP client session, from TCP to deliveries.
 //! - [`scram`]: the client-side SCRAM key cache.
 //! - [`run`]: the plan, the login ramp, the publish schedule, accounting.
+//! - [`part`]: one process's measurements, merged into a run's figures.
 //! - [`stats`]: HdrHistograms and their summaries.
 //! - [`report`]: the text report, JSON record and `.hgrm` files.
 //! - [`figures`]: the figures compared, and their spread over repetitions.
@@ -32,6 +33,7 @@ pub mod compare;
 pub mod embedded;
 pub mod figures;
 pub mod graph;
+pub mod part;
 pub mod peers;
 pub mod receive;
 pub mod report;

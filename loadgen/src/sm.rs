@@ -11,8 +11,9 @@
 use std::sync::Arc;
 
 use stanza::xep::sm::{self, Nonza};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::scram::KeyCache;
 use crate::session::{self, Conn, Login, SessionError};
@@ -104,6 +105,31 @@ impl Counts {
     pub fn ack(&mut self) -> Vec<u8> {
         self.unacked = 0;
         sm::ack(self.handled).to_vec()
+    }
+}
+
+/// Drops `rate` random connections per second among `kills` until `stop`.
+pub async fn chaos(
+    rate: f64,
+    kills: Vec<(u32, Arc<tokio::sync::Notify>)>,
+    seed: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    use rand::{Rng, SeedableRng};
+    if rate <= 0.0 || kills.is_empty() {
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let (_, kill) = &kills[rng.gen_range(0..kills.len())];
+                kill.notify_one();
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -32,7 +32,7 @@ import asyncio
 import ssl
 
 import slixmpp
-from starling_interop import ATOM, DOMAIN, NODE, TIMEOUT, check, entry, run_against, until
+from starling_interop import Registering, ATOM, DOMAIN, NODE, TIMEOUT, check, entry, run_against, until
 from slixmpp.plugins.xep_0059 import Set as RsmSet
 from slixmpp.plugins.xep_0060.stanza import Pubsub
 from slixmpp.xmlstream import register_stanza_plugin
@@ -42,7 +42,7 @@ from slixmpp.xmlstream import register_stanza_plugin
 register_stanza_plugin(Pubsub, RsmSet)
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(Registering, slixmpp.ClientXMPP):
     def __init__(self, user, password, caps=True, register=True):
         super().__init__(f"{user}@{DOMAIN}/slixmpp", password, sasl_mech="SCRAM-SHA-1")
         # The server's certificate is the self-signed one it generated.
@@ -67,17 +67,6 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("pubsub_retract", self.retracts.put_nowait)
         self.online = set()
         self.add_event_handler("got_online", lambda p: self.online.add(str(p["from"])))
-
-    async def on_register(self, _iq):
-        resp = self.Iq()
-        resp["type"] = "set"
-        resp["register"]["username"] = self.boundjid.user
-        resp["register"]["password"] = self.password
-        await resp.send()
-
-    async def on_start(self, _event):
-        self.send_presence()
-        self.ready.set()
 
 
 async def publish(c, item_id, title, options=None):

@@ -21,10 +21,10 @@ import ssl
 import subprocess
 
 import slixmpp
-from starling_interop import DOMAIN, NODE, TIMEOUT, check, entry, run_against, until
+from starling_interop import Registering, DOMAIN, NODE, TIMEOUT, check, entry, run_against, until
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(Registering, slixmpp.ClientXMPP):
     def __init__(self, user, sm):
         super().__init__(f"{user}@{DOMAIN}/slixmpp", f"pw-{user}", sasl_mech="SCRAM-SHA-1")
         self.ssl_context.check_hostname = False
@@ -45,17 +45,6 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("session_resumed", lambda _: self.resumed.set())
         self.add_event_handler(
             "pubsub_publish", lambda m: self.posts.append(m["pubsub_event"]["items"]["item"]["id"]))
-
-    async def on_register(self, _iq):
-        resp = self.Iq()
-        resp["type"] = "set"
-        resp["register"]["username"] = self.boundjid.user
-        resp["register"]["password"] = self.password
-        await resp.send()
-
-    async def on_start(self, _event):
-        self.send_presence()
-        self.ready.set()
 
 
 async def flow(port):

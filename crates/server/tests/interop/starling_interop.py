@@ -51,6 +51,24 @@ async def until(pred, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class Registering:
+    """For a slixmpp client: answers in-band registration with its own name
+    and password, and sends presence (then sets `ready`) at session start.
+    Mixed in before `slixmpp.ClientXMPP`; the client makes `ready` and
+    subscribes these handlers."""
+
+    async def on_register(self, _iq):
+        resp = self.Iq()
+        resp["type"] = "set"
+        resp["register"]["username"] = self.boundjid.user
+        resp["register"]["password"] = self.password
+        await resp.send()
+
+    async def on_start(self, _event):
+        self.send_presence()
+        self.ready.set()
+
+
 def run_against(flow, name):
     """Starts the binary named on the command line (TLS required,
     registration open), runs `flow(port)` within 120 s, stops the server

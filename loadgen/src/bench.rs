@@ -6,7 +6,8 @@
 //!
 //! A target is `starling:STRATEGY` (the embedded Starling, seeded),
 //! `prosody` (Prosody started with the shipped configuration and set up
-//! over XMPP), or `HOST:PORT` (an external server, set up over XMPP with
+//! over XMPP), `floor` (loadgen's trivial sender, [`crate::floor`]), or
+//! `HOST:PORT` (an external server, set up over XMPP with
 //! --domain and --accounts).
 
 use std::fmt::Write as _;
@@ -32,6 +33,8 @@ pub enum TargetSpec {
     ),
     /// Prosody from the shipped configuration.
     Prosody,
+    /// The floor: loadgen's trivial sender ([`crate::floor`]).
+    Floor,
     /// A server at this address.
     External(std::net::SocketAddr),
 }
@@ -72,9 +75,12 @@ impl std::str::FromStr for TargetSpec {
         if s == "prosody" {
             return Ok(Self::Prosody);
         }
+        if s == "floor" {
+            return Ok(Self::Floor);
+        }
         s.parse()
             .map(Self::External)
-            .map_err(|_| format!("{s:?} is not starling:STRATEGY, prosody, or HOST:PORT"))
+            .map_err(|_| format!("{s:?} is not starling:STRATEGY, prosody, floor, or HOST:PORT"))
     }
 }
 
@@ -92,6 +98,7 @@ impl std::fmt::Display for TargetSpec {
                 Ok(())
             }
             Self::Prosody => write!(f, "prosody"),
+            Self::Floor => write!(f, "floor"),
             Self::External(a) => write!(f, "{a}"),
         }
     }
@@ -205,6 +212,25 @@ pub fn bench(
                 );
                 (Box::new(p) as Keep, target, label)
             }
+            TargetSpec::Floor => {
+                if ext.tls || plan.transport == crate::session::Transport::Websocket {
+                    bail!("the floor target speaks plain TCP only (no --tls, no websocket)");
+                }
+                let f = crate::floor::Floor::start(graph)?;
+                let target = Target {
+                    addr: f.addr,
+                    domain: embedded::DOMAIN.into(),
+                    user: std::sync::Arc::new(embedded::user),
+                    password: std::sync::Arc::new(|_| embedded::PASSWORD.into()),
+                    pid: Some(f.pid()),
+                    tls: false,
+                    ws: None,
+                };
+                let label = "floor (loadgen's trivial sender: one thread, no store; each \
+                             event made once, a session's queue in one write)"
+                    .to_owned();
+                (Box::new(f) as Keep, target, label)
+            }
             TargetSpec::External(addr) => (
                 Box::new(()) as Keep,
                 Target {
@@ -221,7 +247,7 @@ pub fn bench(
         plans.push(own);
         // Each target keeps its own key cache, warmed by its setup.
         let keys = std::sync::Arc::new(scram::KeyCache::default());
-        if !matches!(t, TargetSpec::Starling(..)) {
+        if !matches!(t, TargetSpec::Starling(..) | TargetSpec::Floor) {
             rt.block_on(async {
                 setup::register(&target, plan.sessions, plan.sources).await?;
                 setup::follow_graph(

@@ -18,7 +18,8 @@ pub enum Command {
     /// The same plan on several targets in turn, A B A B …, with each
     /// figure as a ratio to the first target.
     Bench {
-        /// Comma-separated: starling:STRATEGY, prosody, or HOST:PORT. A
+        /// Comma-separated: starling:STRATEGY, prosody, floor (loadgen's
+        /// trivial sender: this machine's limit), or HOST:PORT. A
         /// Starling target may add +tcp or +websocket (its followers'
         /// transport) and @PATH (a starling binary to run instead of the
         /// one built beside loadgen): starling:shared+websocket@PATH.
@@ -41,6 +42,16 @@ pub enum Command {
         /// Event messages per write from the sender.
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
         batch: u32,
+    },
+    /// The `floor` bench target's server process (bench starts it).
+    #[command(hide = true)]
+    Floor {
+        /// The follow graph, as JSON.
+        #[arg(long, value_name = "PATH")]
+        graph: PathBuf,
+        /// Where to listen.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: std::net::SocketAddr,
     },
 }
 

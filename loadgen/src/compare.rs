@@ -116,7 +116,9 @@ const ROWS: &[Row] = &[
         at(r, &["figures", "fanout_completion", "p99_ms"])
     }),
     ("deliveries/s", |r| {
-        at(r, &["figures", "mean_deliveries_per_s"])
+        // Records before burst throughput had only the mean.
+        at(r, &["figures", "throughput_per_s"])
+            .or_else(|| at(r, &["figures", "mean_deliveries_per_s"]))
     }),
     ("server CPU µs/delivery", |r| {
         at(r, &["figures", "server_cpu_us_per_delivery"])

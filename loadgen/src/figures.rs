@@ -12,12 +12,18 @@ pub type Spread = (f64, f64, f64);
 
 /// The figures compared.
 pub const FIGURES: &[Figure] = &[
-    ("deliveries/s", |f| f.mean_deliveries_per_s),
+    ("deliveries/s", |f| f.throughput_per_s),
     ("publish->delivery p50 ms", |f| f.delivery.p50_ms),
     ("publish->delivery p99 ms", |f| f.delivery.p99_ms),
     ("fan-out completion p99 ms", |f| f.fanout_completion.p99_ms),
     ("publish->ack p50 ms", |f| f.ack.p50_ms),
     ("server CPU µs/delivery", |f| f.server_cpu_us_per_delivery),
+    ("loadgen CPU µs/delivery", |f| {
+        f.loadgen_cpu_us_per_delivery
+    }),
+    ("write syscalls/delivery", |f| {
+        f.write_syscalls_per_delivery.unwrap_or(f64::NAN)
+    }),
     ("logins/s", |f| f.logins_per_s),
     ("server RSS max MiB", |f| {
         f.server_rss_max as f64 / 1_048_576.0

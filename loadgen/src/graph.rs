@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// A follow graph over users `0..n`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Graph {
     /// `followers[u]`: the users who follow `u`, ascending, no duplicates.
     pub followers: Vec<Vec<u32>>,

@@ -32,6 +32,7 @@ pub mod cli;
 pub mod compare;
 pub mod embedded;
 pub mod figures;
+pub mod floor;
 pub mod graph;
 pub mod part;
 pub mod peers;
@@ -44,6 +45,7 @@ pub mod setup;
 pub mod sm;
 pub mod stats;
 pub mod sys;
+pub mod syscalls;
 pub mod workers;
 pub mod ws;
 
@@ -73,6 +75,9 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         let dir = cli.runs_dir.clone().unwrap_or_else(report::runs_dir);
         compare::compare(runs, svg.as_deref(), &dir)?;
         return Ok(None);
+    }
+    if let Some(cli::Command::Floor { graph, listen }) = &cli.command {
+        return floor::main(graph, *listen).map(|()| None);
     }
     if let Some(cli::Command::Receive { batch }) = &cli.command {
         return receive_bench(cli, *batch as usize, command).map(|()| None);

@@ -36,11 +36,21 @@ pub struct Part {
     pub replays: u64,
     /// Duplicates seen.
     pub duplicates: u64,
+    /// When this part first wrote a measured publish, µs since the epoch
+    /// (0: it published none).
+    #[serde(default)]
+    pub first_publish_us: u64,
+    /// When this part's last delivery of a measured post arrived, µs.
+    #[serde(default)]
+    pub last_delivery_us: u64,
     /// Deliberate drops made good (`--chaos`).
     pub reconnects: u64,
     /// Server CPU seconds over the measured phase (when its pid is known,
     /// or it runs in this process).
     pub server_cpu_s: f64,
+    /// The server's write-family syscalls over the measured window.
+    #[serde(default)]
+    pub server_write_syscalls: Option<u64>,
     /// This process's own CPU seconds over the measured phase.
     pub loadgen_cpu_s: f64,
     /// Seconds from publishing's start to the end of the drain.
@@ -123,6 +133,25 @@ pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
     let login_secs = parts.iter().map(|p| p.login_secs).fold(1e-6, f64::max);
     let publish_secs = parts.iter().map(|p| p.publish_secs).fold(0.0, f64::max);
     let measured_secs = (publish_secs - plan.warmup_s).max(1e-6);
+    // A burst's window: from the first publish any part sent to the last
+    // delivery any part received.
+    let first_publish = parts
+        .iter()
+        .map(|p| p.first_publish_us)
+        .filter(|&t| t > 0)
+        .min()
+        .unwrap_or(0);
+    let last_delivery = parts.iter().map(|p| p.last_delivery_us).max().unwrap_or(0);
+    let burst_secs = if first_publish > 0 && last_delivery > first_publish {
+        (last_delivery - first_publish) as f64 / 1e6
+    } else {
+        0.0
+    };
+    let throughput_per_s = match plan.burst {
+        Some(_) if burst_secs > 0.0 => rec_sum as f64 / burst_secs,
+        Some(_) => 0.0,
+        None => rec_sum as f64 / measured_secs,
+    };
     let server_cpu = first.server_cpu_s;
     let loadgen_cpu: f64 = parts.iter().map(|p| p.loadgen_cpu_s).sum();
     let per = |cpu: f64| {
@@ -148,6 +177,8 @@ pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
         duplicates: parts.iter().map(|p| p.duplicates).sum(),
         reconnects: parts.iter().map(|p| p.reconnects).sum(),
         mean_deliveries_per_s: rec_sum as f64 / measured_secs,
+        throughput_per_s,
+        burst_secs,
         deliveries_per_s: per_sec.iter().map(|h| h.len()).collect(),
         intervals: per_sec
             .iter()
@@ -169,6 +200,11 @@ pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
         server_cpu_s: server_cpu,
         loadgen_cpu_s: loadgen_cpu,
         server_cpu_us_per_delivery: per(server_cpu),
+        server_write_syscalls: first.server_write_syscalls,
+        write_syscalls_per_delivery: first
+            .server_write_syscalls
+            .filter(|_| rec_sum > 0)
+            .map(|w| w as f64 / rec_sum as f64),
         loadgen_cpu_us_per_delivery: per(loadgen_cpu),
         server_rss_max: parts.iter().map(|p| p.rss_max).max().unwrap_or(0),
         server_rss_before: rss_before,

@@ -120,7 +120,7 @@ pub fn text(r: &RunRecord) -> String {
         line(f.fanout_completion.line("fan-out completion"));
         line(format!(
             "posts {}  expected {}  received {}  lost {}  duplicates {}  reconnects {}  ({:.0} deliveries/s)",
-            f.posts, f.expected, f.received, f.lost, f.duplicates, f.reconnects, f.mean_deliveries_per_s
+            f.posts, f.expected, f.received, f.lost, f.duplicates, f.reconnects, f.throughput_per_s
         ));
         line(format!(
             "CPU: server {:.2}s ({:.2} µs/delivery), loadgen {:.2}s ({:.2} µs/delivery)",

@@ -158,8 +158,15 @@ pub struct Figures {
     pub reconnects: u64,
     /// Deliveries per second of the measured phase, second by second.
     pub deliveries_per_s: Vec<u64>,
-    /// Mean deliveries per second over the measured phase.
+    /// Mean deliveries per second over the measured phase (for a burst,
+    /// the whole window, drain included: not a throughput).
     pub mean_deliveries_per_s: f64,
+    /// Throughput: for a burst, deliveries ÷ (last delivery − first
+    /// publish sent); at a rate, the mean over the measured phase.
+    pub throughput_per_s: f64,
+    /// Seconds from the first measured publish sent to the last delivery
+    /// of a measured post.
+    pub burst_secs: f64,
     /// Second by second of the measured phase: deliveries that arrived in
     /// it and their latency percentiles (from one histogram per second).
     pub intervals: Vec<Interval>,
@@ -175,6 +182,11 @@ pub struct Figures {
     pub loadgen_cpu_s: f64,
     /// Server CPU µs per delivery received.
     pub server_cpu_us_per_delivery: f64,
+    /// The server's write-family syscalls over the measured window (when
+    /// its pid is known and perf can count them).
+    pub server_write_syscalls: Option<u64>,
+    /// Those per delivery received.
+    pub write_syscalls_per_delivery: Option<f64>,
     /// loadgen CPU µs per delivery received.
     pub loadgen_cpu_us_per_delivery: f64,
     /// Largest server RSS seen, bytes (the whole process when embedded).
@@ -541,7 +553,20 @@ pub async fn run_part(
         plan.seed ^ held.start as u64,
         stop_rx.clone(),
     ));
-    let (cpu_srv0, cpu_lg0) = cpu(target.pid);
+    // The measured window opens at the end of the warm-up: CPU is read
+    // then, and the server's write syscalls counted from just before.
+    let measure_at = publish_start + Duration::from_secs_f64(plan.warmup_s);
+    let counting = {
+        let pid = target.pid.filter(|_| !plan.idle);
+        let at = measure_at
+            .checked_sub(Duration::from_millis(50))
+            .unwrap_or(measure_at);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            pid.and_then(crate::syscalls::WriteCount::start)
+        })
+    };
+    let mut window0: Option<(f64, f64)> = None;
     let mut expected: Vec<(u32, bool)> = Vec::new(); // (expected here, measured)
     let mut sent = 0u64;
     let online = |u: u32| online_all[u as usize];
@@ -572,6 +597,9 @@ pub async fn run_part(
     for (t, publisher) in schedule(plan, &celebs, &others) {
         let sched = publish_start + Duration::from_secs_f64(t);
         tokio::time::sleep_until(sched.into()).await;
+        if window0.is_none() && t >= plan.warmup_s {
+            window0 = Some(cpu(target.pid));
+        }
         post(publisher, sched, &mut expected);
         if expected.len() % 50 == 0 {
             rss_max = rss_max.max(server_rss(target.pid));
@@ -596,6 +624,11 @@ pub async fn run_part(
     }
     let publish_secs = publish_start.elapsed().as_secs_f64();
     let (cpu_srv1, cpu_lg1) = cpu(target.pid);
+    let (cpu_srv0, cpu_lg0) = window0.unwrap_or((cpu_srv1, cpu_lg1));
+    let write_syscalls = match counting.await {
+        Ok(Some(c)) => tokio::task::spawn_blocking(move || c.stop()).await?,
+        _ => None,
+    };
     rss_max = rss_max.max(server_rss(target.pid));
     let _ = stop_tx.send(true);
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(up);
@@ -612,9 +645,15 @@ pub async fn run_part(
     let mut duplicates = 0u64;
     let mut dropped_sessions: BTreeMap<String, u64> = BTreeMap::new();
     let mut replays = 0;
+    let mut first_publish_us = u64::MAX;
+    let mut last_delivery_us = 0u64;
     let measure_from_ms = measure_from_us.saturating_sub(run_start_us) / 1000;
     for o in &outcomes {
         replays += o.replays;
+        if o.first_publish_us > 0 {
+            first_publish_us = first_publish_us.min(o.first_publish_us);
+        }
+        last_delivery_us = last_delivery_us.max(o.last_delivery_us);
         for e in &o.errors {
             *errors.entry(e.clone()).or_default() += 1;
         }
@@ -660,9 +699,16 @@ pub async fn run_part(
         dropped_sessions,
         replays,
         duplicates,
+        first_publish_us: if first_publish_us == u64::MAX {
+            0
+        } else {
+            first_publish_us
+        },
+        last_delivery_us,
         reconnects: counters
             .reconnects
             .load(std::sync::atomic::Ordering::Relaxed),
+        server_write_syscalls: write_syscalls,
         server_cpu_s: (cpu_srv1 - cpu_srv0).max(0.0),
         loadgen_cpu_s: (cpu_lg1 - cpu_lg0).max(0.0),
         publish_secs,

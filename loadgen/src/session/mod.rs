@@ -340,6 +340,11 @@ pub struct Outcome {
     pub ended: Option<(String, u64)>,
     /// Last-item replays seen (not counted as deliveries).
     pub replays: u64,
+    /// When this session first wrote a measured publish, µs since the
+    /// epoch (0: never).
+    pub first_publish_us: u64,
+    /// When its last delivery of a measured post arrived, µs (0: none).
+    pub last_delivery_us: u64,
 }
 
 /// Resolves when `--chaos` picks this session; never without chaos.
@@ -503,6 +508,7 @@ pub async fn live(
                     }
                     live.counters.received.fetch_add(1, Ordering::Relaxed);
                     if sched >= live.measure_from_us {
+                        out.last_delivery_us = out.last_delivery_us.max(received_us);
                         out.deliveries.push(Delivery {
                             index,
                             latency_us: received_us.saturating_sub(sched).min(u32::MAX as u64)
@@ -620,9 +626,13 @@ pub async fn live(
                     Mechanism::Direct => direct_messages(cmd, live.index, &live),
                     _ => publish_iq(cmd, live.index, &live),
                 };
+                let sending_us = now_us();
                 if c.wr.write_all(bytes.as_bytes()).await.is_err() {
                     out.ended = Some(("io: write".into(), now_us()));
                     return out;
+                }
+                if cmd.sched_us >= live.measure_from_us && out.first_publish_us == 0 {
+                    out.first_publish_us = sending_us;
                 }
                 if live.mechanism == Mechanism::Direct {
                     // No ack to wait for: count it as sent.

@@ -13,7 +13,15 @@ fn a_burst_on_the_floor_and_on_starling_is_measured_alike() {
         .args(["bench", "--targets", "floor,starling:shared"])
         .args(["--sessions", "200", "--mechanism", "pubsub"])
         .args(["--background", "none", "--burst", "10"])
-        .args(["--warmup", "1", "--duration", "2", "--repeat", "1", "--quiet"])
+        .args([
+            "--warmup",
+            "1",
+            "--duration",
+            "2",
+            "--repeat",
+            "1",
+            "--quiet",
+        ])
         .arg("--runs-dir")
         .arg(dir.path().join("runs"))
         .arg("--save")
@@ -22,10 +30,9 @@ fn a_burst_on_the_floor_and_on_starling_is_measured_alike() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    let b: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("kept/bench.json")).unwrap(),
-    )
-    .unwrap();
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("kept/bench.json")).unwrap())
+            .unwrap();
     assert_eq!(b["targets"][0], "floor");
     for (t, runs) in b["runs"].as_array().unwrap().iter().enumerate() {
         let f = &runs[0];
@@ -36,7 +43,10 @@ fn a_burst_on_the_floor_and_on_starling_is_measured_alike() {
         let secs = f["burst_secs"].as_f64().unwrap();
         let tput = f["throughput_per_s"].as_f64().unwrap();
         assert!(secs > 0.0 && secs < 10.0, "{t}: burst of {secs} s");
-        assert!((tput * secs - 1990.0).abs() < 1.0, "{t}: {tput}/s over {secs} s");
+        assert!(
+            (tput * secs - 1990.0).abs() < 1.0,
+            "{t}: {tput}/s over {secs} s"
+        );
         // Counted around the window: at least one write per follower
         // session that got anything, at most a few per delivery.
         let w = f["server_write_syscalls"].as_u64().expect("perf counted");

@@ -151,3 +151,102 @@ async fn subscribe_errors() {
     );
     let _ = srv.stop().await;
 }
+
+/// Publishes sent in one write are stored in one transaction and reach a
+/// subscriber in order; a request behind them sees them all (RFC 6120
+/// §10.1), and a refused publish in the middle fails alone.
+#[tokio::test]
+async fn a_burst_of_publishes_commits_once_and_keeps_its_order() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let accounts = [("jane", "secret"), ("joe", "secret")];
+    let (srv, hooked) = TestServer::start_hooked(&accounts, |c| {
+        c.allow_plaintext_auth = true;
+        c.limits.max_item_bytes = 1024;
+    })
+    .await;
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "secret", "a").await;
+    publish(&mut jane, "first", open_options()).await;
+    let (mut joe, joe_jid) = Client::login_plain(srv.addr, "joe", "secret", "movim").await;
+    joe.send("<presence/>").await;
+    joe.ping().await;
+    request(&mut joe, "subscribe", &joe_jid).await;
+    assert_eq!(event(&mut joe).await, ("first".to_owned(), true));
+
+    let batches = Arc::new(AtomicUsize::new(0));
+    let b = batches.clone();
+    hooked.set(move |call, _| {
+        if call == "publish_batch" {
+            b.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    });
+    let post = |id: &str, payload: &str| {
+        format!(
+            "<iq type='set' id='pub-{id}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+             <publish node='{OPEN_NODE}'><item id='{id}'>{payload}</item></publish></pubsub></iq>"
+        )
+    };
+    let entry = |id: &str| {
+        format!("<entry xmlns='http://www.w3.org/2005/Atom'><title>{id}</title></entry>")
+    };
+    let mut burst: String = (1..=5)
+        .map(|i| post(&format!("b{i}"), &entry(&format!("b{i}"))))
+        .collect();
+    // Too big for max_item_bytes: refused, the rest unaffected. (The whole
+    // burst is one small write, so the server reads it at once.)
+    burst.push_str(&post(
+        "huge",
+        &format!("<big xmlns='x'>{}</big>", "y".repeat(2000)),
+    ));
+    burst.push_str(&post("b6", &entry("b6")));
+    burst.push_str(
+        "<iq type='get' id='items'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <items node='urn:xmpp:microblog:0'/></pubsub></iq>",
+    );
+    jane.send(&burst).await;
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        let r = jane.element().await;
+        answers.push((
+            r.attr("id").unwrap().to_owned(),
+            r.attr("type").unwrap().to_owned(),
+            r,
+        ));
+    }
+    let ids: Vec<&str> = answers.iter().map(|(i, _, _)| i.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["pub-b1", "pub-b2", "pub-b3", "pub-b4", "pub-b5", "pub-huge", "pub-b6", "items"],
+        "answered in the order sent"
+    );
+    assert_eq!(answers[5].1, "error");
+    assert_eq!(
+        error_conditions(&answers[5].2),
+        ["not-acceptable", "payload-too-big"]
+    );
+    let listed: Vec<String> = answers[7]
+        .2
+        .child("pubsub", ns::PUBSUB)
+        .and_then(|p| p.child("items", ns::PUBSUB))
+        .unwrap()
+        .elements()
+        .filter_map(|i| i.attr("id").map(str::to_owned))
+        .collect();
+    for i in 1..=6 {
+        assert!(
+            listed.contains(&format!("b{i}")),
+            "b{i} stored before the query: {listed:?}"
+        );
+    }
+    assert_eq!(
+        batches.load(Ordering::SeqCst),
+        1,
+        "one transaction for the burst"
+    );
+    for i in 1..=6 {
+        assert_eq!(event(&mut joe).await, (format!("b{i}"), false), "in order");
+    }
+    drop((jane, joe));
+    srv.stop().await;
+}

@@ -38,6 +38,7 @@ use crate::Shared;
 use stanza::xep::{register, IqType};
 
 mod presence;
+mod publishes;
 mod session;
 pub(crate) mod sm;
 
@@ -154,6 +155,12 @@ struct Conn<T: Transport> {
     t: T,
     neg: Negotiation,
     session: Option<Session>,
+    /// An event taken from the framer but not yet handled: the one that
+    /// ended a run of publishes (`publishes`).
+    held: Option<Result<Option<Event>, StreamErrorCondition>>,
+    /// The held stanza was counted already, and this is its wait under the
+    /// stanza rate.
+    held_wait: Option<Duration>,
 }
 
 impl<T: Transport> Conn<T> {
@@ -167,6 +174,8 @@ impl<T: Transport> Conn<T> {
             peer,
             t,
             session: None,
+            held: None,
+            held_wait: None,
         }
     }
 
@@ -176,7 +185,11 @@ impl<T: Transport> Conn<T> {
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             loop {
-                match self.t.next_event() {
+                let next = match self.held.take() {
+                    Some(ev) => ev,
+                    None => self.t.next_event(),
+                };
+                match next {
                     Ok(Some(ev)) => {
                         let r = if self.session.is_some() {
                             self.on_event(ev).await
@@ -327,11 +340,16 @@ impl<T: Transport> Conn<T> {
             }
             Event::StreamClose => Err(Stop::PeerClosed),
             Event::Stanza(bytes) => {
-                self.shared.metrics.stanzas_in.inc();
+                // A stanza held after a run of publishes was counted then.
+                let counted = self.held_wait.take();
+                if counted.is_none() {
+                    self.shared.metrics.stanzas_in.inc();
+                }
                 if let Some(s) = &self.session {
                     // Over the account's stanza rate: stop reading this
                     // session for a while; the flood slows only itself.
-                    let wait = self.shared.limiters.stanza(&s.jid.to_bare());
+                    let wait =
+                        counted.unwrap_or_else(|| self.shared.limiters.stanza(&s.jid.to_bare()));
                     if !wait.is_zero() {
                         self.shared.metrics.limited("stanza");
                         tokio::time::sleep(wait).await;
@@ -339,7 +357,10 @@ impl<T: Transport> Conn<T> {
                 }
                 let stanza = Stanza::from_framed(bytes)
                     .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
-                if self.session.is_some() {
+                if let Some(me) = self.session.as_ref().map(|s| s.jid.clone()) {
+                    if let Some(p) = self.own_publish(&stanza, &me) {
+                        return self.on_publishes(p, &me).await;
+                    }
                     let counted = stanza.kind() != stanza::Kind::Other;
                     self.on_session(&stanza).await?;
                     if counted {

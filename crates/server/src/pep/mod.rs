@@ -37,7 +37,7 @@ mod publish;
 mod subscribe;
 
 pub(crate) use access::{allowed_for, check_access, refresh_access, AccessLocks};
-pub(crate) use publish::{notify_event, Notice};
+pub(crate) use publish::{notify_event, prepare, publish_prepared, Notice, Prepared};
 
 /// Answers one pubsub iq: the reply, then anything to send after it (the
 /// last item for a new subscriber).

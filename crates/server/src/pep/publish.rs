@@ -17,7 +17,11 @@ use crate::Shared;
 use super::access::{allowed_for, refresh_access};
 use super::{app, new_item_id, now_ms, Reply};
 
-pub(super) async fn publish(
+/// A publish that passed its checks, ready to be stored.
+pub(crate) type Prepared = PublishRequest;
+
+/// The checks a publish passes before it is stored (XEP-0060 §7.1.3).
+pub(crate) fn prepare(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,
@@ -25,7 +29,7 @@ pub(super) async fn publish(
     item_id: Option<String>,
     payload: &Element,
     options: Option<&Element>,
-) -> Reply {
+) -> Result<Prepared, StanzaError<'static>> {
     if *owner != me.to_bare() {
         return Err(StanzaError::new(C::Forbidden));
     }
@@ -46,74 +50,127 @@ pub(super) async fn publish(
         // XEP-0060 §7.1.3.4.
         return Err(app(C::NotAcceptable, "payload-too-big"));
     }
-    let req = PublishRequest {
+    Ok(PublishRequest {
         owner: owner.clone(),
-        node: node.clone(),
+        node,
         item: StoredItem {
-            id: item_id.clone(),
+            id: item_id,
             publisher: owner.to_string(),
             payload,
             published_ms: now_ms(),
         },
         options,
         max_nodes: limits.max_nodes_per_account,
-    };
-    let config = match shared.committer.publish(req.clone()).await {
-        Ok(c) => c,
-        Err(PublishError::TooManyNodes) => {
-            return Err(app(C::PolicyViolation, "max-nodes-exceeded")
-                .with_text("the account has reached its node limit"))
+    })
+}
+
+/// Publishes one item (XEP-0060 §7.1): stored durably, then delivered.
+pub(super) async fn publish(
+    shared: &Arc<Shared>,
+    me: &FullJid,
+    owner: &BareJid,
+    node: String,
+    item_id: Option<String>,
+    payload: &Element,
+    options: Option<&Element>,
+) -> Reply {
+    let req = prepare(shared, me, owner, node, item_id, payload, options)?;
+    publish_prepared(shared, vec![req])
+        .await
+        .pop()
+        .unwrap_or_else(|| Err(StanzaError::new(C::InternalServerError)))
+}
+
+/// Stores prepared publishes (one publisher's, in the order sent) in one
+/// transaction, then delivers them in that order in one pass, so that a
+/// follower's writer finds them queued together. One reply each.
+pub(crate) async fn publish_prepared(shared: &Arc<Shared>, reqs: Vec<Prepared>) -> Vec<Reply> {
+    let results = shared.committer.publish_all(reqs.clone()).await;
+    let mut replies: Vec<Reply> = Vec::with_capacity(reqs.len());
+    let mut durable = Vec::with_capacity(reqs.len());
+    for (req, result) in reqs.into_iter().zip(results) {
+        let reply = match result {
+            Ok(config) => access_for(shared, &req, &config).await.map(|()| {
+                let reply = result_payload(&req.node, &req.item.id);
+                durable.push(req);
+                reply
+            }),
+            Err(PublishError::TooManyNodes) => Err(app(C::PolicyViolation, "max-nodes-exceeded")
+                .with_text("the account has reached its node limit")),
+            Err(PublishError::PreconditionNotMet) => Err(app(C::Conflict, "precondition-not-met")),
+            Err(PublishError::Store(e)) => {
+                tracing::error!(error = %e, "publish failed in the store");
+                Err(StanzaError::new(C::InternalServerError))
+            }
+        };
+        replies.push(reply);
+    }
+    if durable.is_empty() {
+        return replies;
+    }
+    let fanout = shared.fanout.clone();
+    let reports = tokio::task::spawn_blocking(move || {
+        durable
+            .iter()
+            .map(|req| {
+                let it = &req.item;
+                let items = [EventItem {
+                    id: &it.id,
+                    publisher: Some(&it.publisher),
+                    payload: it.payload.as_bytes(),
+                }];
+                let notif_id = format!("n-{}", it.id);
+                let report = fanout.publish(
+                    &req.owner,
+                    &Publish {
+                        id: &notif_id,
+                        event: PubsubEvent {
+                            node: &req.node,
+                            kind: EventKind::Items(&items),
+                            delay: None,
+                        },
+                    },
+                );
+                debug!(owner = %req.owner, node = %req.node, item = %it.id, ?report, "published");
+                report
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    if let Ok(reports) = &reports {
+        for r in reports {
+            shared.metrics.publishes.inc();
+            shared.metrics.delivery(r);
         }
-        Err(PublishError::PreconditionNotMet) => {
-            return Err(app(C::Conflict, "precondition-not-met"))
-        }
-        Err(PublishError::Store(e)) => {
-            tracing::error!(error = %e, "publish failed in the store");
-            return Err(StanzaError::new(C::InternalServerError));
-        }
-    };
-    // Durable now: deliver. The access model limits who may receive.
+    }
+    replies
+}
+
+/// Durable now: the access model limits who may receive.
+async fn access_for(
+    shared: &Arc<Shared>,
+    req: &PublishRequest,
+    config: &crate::pubsub::NodeConfig,
+) -> Result<(), StanzaError<'static>> {
     if config.access_model == AccessModel::Roster {
-        refresh_access(shared, owner).await?;
+        refresh_access(shared, &req.owner).await
     } else {
         shared
             .fanout
             .registry()
-            .set_node_access(owner, &node, allowed_for(&config, &[]));
+            .set_node_access(&req.owner, &req.node, allowed_for(config, &[]));
+        Ok(())
     }
-    let fanout = shared.fanout.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        let it = &req.item;
-        let items = [EventItem {
-            id: &it.id,
-            publisher: Some(&it.publisher),
-            payload: it.payload.as_bytes(),
-        }];
-        let notif_id = format!("n-{}", it.id);
-        fanout.publish(
-            &req.owner,
-            &Publish {
-                id: &notif_id,
-                event: PubsubEvent {
-                    node: &req.node,
-                    kind: EventKind::Items(&items),
-                    delay: None,
-                },
-            },
-        )
-    })
-    .await;
-    shared.metrics.publishes.inc();
-    if let Ok(r) = &report {
-        shared.metrics.delivery(r);
-    }
-    debug!(%owner, %node, item = %item_id, ?report, "published");
+}
+
+/// The payload of a publish's result: the item id it was stored under.
+fn result_payload(node: &str, item_id: &str) -> Vec<u8> {
     let mut w = XmlWriter::with_capacity(160);
     w.open("pubsub").attr("xmlns", ns::PUBSUB).close_start();
-    w.open("publish").attr("node", &node).close_start();
-    w.open("item").attr("id", &item_id).close_empty();
+    w.open("publish").attr("node", node).close_start();
+    w.open("item").attr("id", item_id).close_empty();
     w.end("publish").end("pubsub");
-    Ok(w.as_bytes().to_vec())
+    w.as_bytes().to_vec()
 }
 
 /// Retracts one item (XEP-0060 §7.2) and, when notification is on, tells

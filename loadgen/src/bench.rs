@@ -6,7 +6,7 @@
 //!
 //! A target is `starling:STRATEGY` (the embedded Starling, seeded),
 //! `prosody` (Prosody started with the shipped configuration and set up
-//! over XMPP), `floor` (loadgen's trivial sender, [`crate::floor`]), or
+//! over XMPP), `ejabberd` (likewise), `floor` (loadgen's trivial sender, [`crate::floor`]), or
 //! `HOST:PORT` (an external server, set up over XMPP with
 //! --domain and --accounts).
 
@@ -33,6 +33,8 @@ pub enum TargetSpec {
     ),
     /// Prosody from the shipped configuration.
     Prosody,
+    /// ejabberd from the shipped configuration.
+    Ejabberd,
     /// The floor: loadgen's trivial sender ([`crate::floor`]).
     Floor,
     /// A server at this address.
@@ -78,9 +80,12 @@ impl std::str::FromStr for TargetSpec {
         if s == "floor" {
             return Ok(Self::Floor);
         }
-        s.parse()
-            .map(Self::External)
-            .map_err(|_| format!("{s:?} is not starling:STRATEGY, prosody, floor, or HOST:PORT"))
+        if s == "ejabberd" {
+            return Ok(Self::Ejabberd);
+        }
+        s.parse().map(Self::External).map_err(|_| {
+            format!("{s:?} is not starling:STRATEGY, prosody, ejabberd, floor, or HOST:PORT")
+        })
     }
 }
 
@@ -99,6 +104,7 @@ impl std::fmt::Display for TargetSpec {
             }
             Self::Prosody => write!(f, "prosody"),
             Self::Floor => write!(f, "floor"),
+            Self::Ejabberd => write!(f, "ejabberd"),
             Self::External(a) => write!(f, "{a}"),
         }
     }
@@ -211,6 +217,23 @@ pub fn bench(
                     peers::Prosody::version()
                 );
                 (Box::new(p) as Keep, target, label)
+            }
+            TargetSpec::Ejabberd => {
+                let e = peers::Ejabberd::start()?;
+                let target = Target {
+                    addr: e.addr,
+                    domain: peers::EJABBERD_DOMAIN.into(),
+                    user: std::sync::Arc::new(|i| format!("lg{i}")),
+                    password: std::sync::Arc::new(|_| "loadgen-pw".into()),
+                    pid: Some(e.pid()),
+                    tls: ext.tls,
+                    ws: None,
+                };
+                let label = format!(
+                    "ejabberd {} (mnesia, no fsync; SCRAM-SHA-1 stored; no shapers)",
+                    peers::Ejabberd::version()
+                );
+                (Box::new(e) as Keep, target, label)
             }
             TargetSpec::Floor => {
                 if ext.tls || plan.transport == crate::session::Transport::Websocket {
@@ -442,6 +465,8 @@ mod tests {
         ));
         let e = "starling:quantum".parse::<TargetSpec>().unwrap_err();
         assert!(e.contains("quantum") && e.contains("shared"), "{e}");
-        assert!("ejabberd".parse::<TargetSpec>().is_err());
+        assert_eq!("ejabberd".parse::<TargetSpec>(), Ok(TargetSpec::Ejabberd));
+        assert_eq!("floor".parse::<TargetSpec>(), Ok(TargetSpec::Floor));
+        assert!("openfire".parse::<TargetSpec>().is_err());
     }
 }

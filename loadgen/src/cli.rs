@@ -18,7 +18,7 @@ pub enum Command {
     /// The same plan on several targets in turn, A B A B …, with each
     /// figure as a ratio to the first target.
     Bench {
-        /// Comma-separated: starling:STRATEGY, prosody, floor (loadgen's
+        /// Comma-separated: starling:STRATEGY, prosody, ejabberd, floor (loadgen's
         /// trivial sender: this machine's limit), or HOST:PORT. A
         /// Starling target may add +tcp or +websocket (its followers'
         /// transport) and @PATH (a starling binary to run instead of the

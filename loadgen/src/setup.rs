@@ -223,6 +223,7 @@ async fn exchange(
     let mut pending: Vec<String> = Vec::new();
     let mut created = !publishes;
     let mut retries = 0u32;
+    let mut create_retries = 0u32;
     if mechanism == Mechanism::Presence {
         let mut out = String::new();
         for t in to {
@@ -232,20 +233,7 @@ async fn exchange(
     } else {
         pending = to.to_vec();
         if publishes {
-            c.wr.write_all(
-                format!(
-                    "<iq type='set' id='create'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
-                     <publish node='{}'><item id='setup'><entry xmlns='http://www.w3.org/2005/Atom'>\
-                     <title>hello</title></entry></item></publish><publish-options>\
-                     <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
-                     <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
-                     <field var='pubsub#access_model'><value>open</value></field></x>\
-                     </publish-options></pubsub></iq>",
-                    ns::MICROBLOG
-                )
-                .as_bytes(),
-            )
-            .await?;
+            c.wr.write_all(create_node().as_bytes()).await?;
         } else {
             send_subscribes(c, &pending, &me).await?;
         }
@@ -328,7 +316,17 @@ async fn exchange(
                 let id = st.id().unwrap_or_default().into_owned();
                 if id == "create" {
                     if t == "error" {
-                        bail!("{me}: creating the node failed");
+                        // ejabberd answers item-not-found now and then
+                        // while others subscribe to the node being made
+                        // (mnesia transactions racing): try again shortly.
+                        let why = String::from_utf8_lossy(st.bytes());
+                        if create_retries >= 20 {
+                            bail!("{me}: creating the node failed: {why}");
+                        }
+                        create_retries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        c.wr.write_all(create_node().as_bytes()).await?;
+                        continue;
                     }
                     created = true;
                     send_subscribes(c, &pending, &me).await?;
@@ -379,4 +377,19 @@ async fn send_subscribes(c: &mut session::Conn, to: &[String], me: &str) -> Resu
     }
     c.wr.write_all(out.as_bytes()).await?;
     Ok(())
+}
+
+/// The first post, with publish-options making the node open: how a
+/// publisher's node comes to exist.
+fn create_node() -> String {
+    format!(
+        "<iq type='set' id='create'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <publish node='{}'><item id='setup'><entry xmlns='http://www.w3.org/2005/Atom'>\
+         <title>hello</title></entry></item></publish><publish-options>\
+         <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
+         <value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+         <field var='pubsub#access_model'><value>open</value></field></x>\
+         </publish-options></pubsub></iq>",
+        ns::MICROBLOG
+    )
 }

@@ -615,7 +615,10 @@ pub async fn run_part(
     // 5. Drain: until everything expected here arrived and this part's
     // publishes are acknowledged, or a bounded wait.
     let all_expected: u64 = expected.iter().map(|&(e, _)| u64::from(e)).sum();
-    let drain_deadline = Instant::now() + Duration::from_secs(10 + n as u64 / 1000);
+    // Bounded, but long enough for a slow server's burst: 10 s, plus 1 s
+    // per 1,000 sessions, plus 1 s per 20,000 deliveries expected.
+    let drain_deadline = Instant::now()
+        + Duration::from_secs(10 + n as u64 / 1000 + all_expected / 20_000);
     while (counters.received.load(Ordering::Relaxed) < all_expected
         || counters.acked.load(Ordering::Relaxed) < sent)
         && Instant::now() < drain_deadline

@@ -127,8 +127,11 @@ pub struct Cli {
     /// The external server's XMPP domain.
     #[arg(long, global = true, default_value = "loadgen.localhost")]
     pub domain: String,
-    /// Account names and password on the external server, `{n}` standing
-    /// for the user's number.
+    /// Account names and password on the external server, NAME:PASSWORD,
+    /// with the user's number standing in for the n in braces in NAME (as
+    /// in the default).
+    // clap turns a literal n-in-braces anywhere in help text into a line
+    // break, so the text describes it; the default shows it.
     #[arg(long, global = true, default_value = "lg{n}:loadgen-pw")]
     pub accounts: Accounts,
     /// Existing accounts from a file instead: one `name:password` per
@@ -376,5 +379,19 @@ mod tests {
         // The pattern stays the default.
         let (user, pw) = Cli::parse_from(["loadgen"]).account_fns(5).unwrap();
         assert_eq!((user(4), pw(4)), ("lg4".into(), "loadgen-pw".into()));
+    }
+
+    #[test]
+    fn the_help_shows_the_account_pattern_whole() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("[default: lg{n}:loadgen-pw]"), "{help}");
+        assert!(help.contains("the user's number standing in"), "{help}");
+        // clap reads n-in-braces as a line break: the sentence is whole.
+        let line = help
+            .lines()
+            .find(|l| l.contains("Account names and password"))
+            .unwrap();
+        assert!(line.contains("(as in the default)"), "{line}");
     }
 }

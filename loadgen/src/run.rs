@@ -617,8 +617,8 @@ pub async fn run_part(
     let all_expected: u64 = expected.iter().map(|&(e, _)| u64::from(e)).sum();
     // Bounded, but long enough for a slow server's burst: 10 s, plus 1 s
     // per 1,000 sessions, plus 1 s per 20,000 deliveries expected.
-    let drain_deadline = Instant::now()
-        + Duration::from_secs(10 + n as u64 / 1000 + all_expected / 20_000);
+    let drain_deadline =
+        Instant::now() + Duration::from_secs(10 + n as u64 / 1000 + all_expected / 20_000);
     while (counters.received.load(Ordering::Relaxed) < all_expected
         || counters.acked.load(Ordering::Relaxed) < sent)
         && Instant::now() < drain_deadline

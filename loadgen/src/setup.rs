@@ -227,7 +227,12 @@ async fn exchange(
     if mechanism == Mechanism::Presence {
         let mut out = String::new();
         for t in to {
-            out.push_str(&format!("<presence to='{t}' type='subscribe'/>"));
+            let mut w = stanza::ser::XmlWriter::with_capacity(96);
+            w.open("presence")
+                .attr("to", t)
+                .attr("type", "subscribe")
+                .close_empty();
+            out.push_str(&String::from_utf8_lossy(w.as_bytes()));
         }
         c.wr.write_all(out.as_bytes()).await?;
     } else {
@@ -287,8 +292,12 @@ async fn exchange(
         match (st.kind(), ty.as_deref()) {
             (stanza::Kind::Presence, Some("subscribe")) => {
                 if let Some(f) = from_bare {
-                    c.wr.write_all(format!("<presence to='{f}' type='subscribed'/>").as_bytes())
-                        .await?;
+                    let mut w = stanza::ser::XmlWriter::with_capacity(96);
+                    w.open("presence")
+                        .attr("to", &f)
+                        .attr("type", "subscribed")
+                        .close_empty();
+                    c.wr.write_all(w.as_bytes()).await?;
                 }
             }
             (stanza::Kind::Presence, Some("subscribed")) => {
@@ -296,21 +305,14 @@ async fn exchange(
             }
             (stanza::Kind::Iq, Some("set")) => {
                 let id = st.id().unwrap_or_default().into_owned();
-                c.wr.write_all(format!("<iq type='result' id='{id}'/>").as_bytes())
-                    .await?;
+                c.wr.write_all(&session::iq_result(&id, None)).await?;
             }
             (stanza::Kind::Iq, Some("get")) => {
                 // Caps verification, or anyone asking: our disco#info.
                 let id = st.id().unwrap_or_default().into_owned();
-                let to_attr = st.from().map(|f| format!(" to='{f}'")).unwrap_or_default();
-                c.wr.write_all(
-                    format!(
-                        "<iq type='result' id='{id}'{to_attr}>{}</iq>",
-                        session::caps_query()
-                    )
-                    .as_bytes(),
-                )
-                .await?;
+                let to = st.from().map(|f| f.into_owned());
+                c.wr.write_all(&session::disco_result(&id, to.as_deref(), None))
+                    .await?;
             }
             (stanza::Kind::Iq, Some(t @ ("result" | "error"))) => {
                 let id = st.id().unwrap_or_default().into_owned();
@@ -367,13 +369,19 @@ async fn become_available(c: &mut session::Conn) -> Result<()> {
 }
 
 async fn send_subscribes(c: &mut session::Conn, to: &[String], me: &str) -> Result<()> {
-    let mut out = String::new();
+    let mut out = stanza::ser::XmlWriter::with_capacity(to.len() * 200);
     for t in to {
-        out.push_str(&format!(
-            "<iq type='set' id='sub:{t}' to='{t}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
-             <subscribe node='{}' jid='{me}'/></pubsub></iq>",
-            ns::MICROBLOG
-        ));
+        out.open("iq")
+            .attr("type", "set")
+            .attr("id", &format!("sub:{t}"))
+            .attr("to", t)
+            .close_start();
+        out.open("pubsub").attr("xmlns", ns::PUBSUB).close_start();
+        out.open("subscribe")
+            .attr("node", ns::MICROBLOG)
+            .attr("jid", me)
+            .close_empty();
+        out.end("pubsub").end("iq");
     }
     c.wr.write_all(out.as_bytes()).await?;
     Ok(())

@@ -128,10 +128,15 @@ async fn pump<S>(
                 let mut ok = true;
                 while let Ok(Some(ev)) = out.next() {
                     let msg = match ev {
-                        Event::StreamOpen(h) => format!(
-                            "<open xmlns='{FRAMING}' to='{}' version='1.0'/>",
-                            h.attr("to").unwrap_or_default()
-                        ),
+                        Event::StreamOpen(h) => {
+                            let mut w = stanza::ser::XmlWriter::with_capacity(128);
+                            w.open("open")
+                                .attr("xmlns", FRAMING)
+                                .attr("to", h.attr("to").unwrap_or_default())
+                                .attr("version", "1.0")
+                                .close_empty();
+                            String::from_utf8_lossy(w.as_bytes()).into_owned()
+                        }
                         Event::StreamClose => format!("<close xmlns='{FRAMING}'/>"),
                         Event::Stanza(b) => match String::from_utf8(b.to_vec()) {
                             Ok(s) => s,

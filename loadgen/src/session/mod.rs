@@ -253,6 +253,27 @@ pub fn caps_query() -> String {
     )
 }
 
+/// An empty iq result, `id` and `to` escaped (they come from the server).
+pub fn iq_result(id: &str, to: Option<&str>) -> bytes::Bytes {
+    stanza::ser::iq_result(id, None, to, None)
+}
+
+/// Our disco#info as the result of request `id` (for `node`, if asked).
+pub fn disco_result(id: &str, to: Option<&str>, node: Option<&str>) -> bytes::Bytes {
+    let mut q = stanza::ser::XmlWriter::with_capacity(512);
+    q.open("query")
+        .attr("xmlns", "http://jabber.org/protocol/disco#info")
+        .attr_opt("node", node)
+        .close_start();
+    let inner = caps_query();
+    let body = inner
+        .split_once('>')
+        .map(|(_, rest)| rest.trim_end_matches("</query>"))
+        .unwrap_or_default();
+    q.raw(body.as_bytes()).end("query");
+    stanza::ser::iq_result(id, None, to, Some(q.as_bytes()))
+}
+
 /// The XEP-0115 `ver` of [`caps_query`].
 pub fn caps_ver() -> String {
     server::caps::verification_string_hash(
@@ -418,10 +439,15 @@ fn direct_messages(cmd: PostCmd, me: u32, live: &Live) -> String {
     let id = format!("p{}-{me}-{}", cmd.index, cmd.sched_us);
     let mut out = String::with_capacity(live.followers.len() * (160 + live.payload.len()));
     for f in live.followers.iter() {
-        out.push_str(&format!(
-            "<message type='headline' to='{f}' id='{id}'><body>{}</body></message>",
-            live.payload
-        ));
+        let mut w = stanza::ser::XmlWriter::with_capacity(160 + live.payload.len());
+        w.open("message")
+            .attr("type", "headline")
+            .attr("to", f)
+            .attr("id", &id)
+            .close_start()
+            .text_element("body", None, &live.payload)
+            .end("message");
+        out.push_str(&String::from_utf8_lossy(w.as_bytes()));
     }
     out
 }
@@ -450,7 +476,6 @@ pub async fn live(
         out.ended = Some((format!("io: {e}"), now_us()));
         return out;
     }
-    let query = caps_query();
     let mut buf = Vec::with_capacity(4096);
     loop {
         // Everything already framed first.
@@ -534,31 +559,21 @@ pub async fn live(
                                     e.first_element()
                                         .and_then(|q| q.attr("node").map(str::to_owned))
                                 });
-                                let q = match node {
-                                    Some(n) => query.replacen(
-                                        "<query xmlns='http://jabber.org/protocol/disco#info'>",
-                                        &format!("<query xmlns='http://jabber.org/protocol/disco#info' node='{n}'>"),
-                                        1,
-                                    ),
-                                    None => query.clone(),
-                                };
-                                buf.extend_from_slice(
-                                    format!("<iq type='result' id='{id}'").as_bytes(),
-                                );
-                                if let Some(t) = &to {
-                                    buf.extend_from_slice(format!(" to='{t}'").as_bytes());
-                                }
-                                buf.extend_from_slice(format!(">{q}</iq>").as_bytes());
+                                buf.extend_from_slice(&disco_result(
+                                    &id,
+                                    to.as_deref(),
+                                    node.as_deref(),
+                                ));
                             } else {
-                                buf.extend_from_slice(
-                                    format!(
-                                        "<iq type='error' id='{id}'{}><error type='cancel'>\
-                                         <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
-                                         </error></iq>",
-                                        to.map(|t| format!(" to='{t}'")).unwrap_or_default()
-                                    )
-                                    .as_bytes(),
-                                );
+                                buf.extend_from_slice(&stanza::ser::stanza_error(
+                                    "iq",
+                                    Some(&id),
+                                    None,
+                                    to.as_deref(),
+                                    &stanza::ser::StanzaError::new(
+                                        stanza::StanzaErrorCondition::ServiceUnavailable,
+                                    ),
+                                ));
                             }
                             if c.wr.write_all(&buf).await.is_err() {
                                 out.ended = Some(("io: write".into(), now_us()));
@@ -568,9 +583,7 @@ pub async fn live(
                         Some("set") => {
                             // Roster pushes and the like: acknowledge.
                             let id = st.id().unwrap_or_default().into_owned();
-                            let _ =
-                                c.wr.write_all(format!("<iq type='result' id='{id}'/>").as_bytes())
-                                    .await;
+                            let _ = c.wr.write_all(&iq_result(&id, None)).await;
                         }
                         Some(t @ ("result" | "error")) => {
                             let id = st.id().unwrap_or_default();
@@ -673,6 +686,20 @@ pub async fn live(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn answers_escape_what_the_server_sent() {
+        let r = iq_result("a'b<c", Some("x&y@d/r"));
+        let el = Element::parse(std::str::from_utf8(&r).unwrap()).unwrap();
+        assert_eq!(el.attr("id"), Some("a'b<c"));
+        assert_eq!(el.attr("to"), Some("x&y@d/r"));
+        let d = disco_result("q'1", None, Some("n'ode#v"));
+        let el = Element::parse(std::str::from_utf8(&d).unwrap()).unwrap();
+        let q = el.first_element().unwrap();
+        assert_eq!(q.attr("node"), Some("n'ode#v"));
+        assert_eq!(server::caps::verification_string_hash(q), caps_ver());
+    }
+
     use super::*;
 
     #[test]

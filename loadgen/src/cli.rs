@@ -43,6 +43,13 @@ pub enum Command {
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
         batch: u32,
     },
+    /// The comparison table of the benches kept under DIR, written into
+    /// DIR/README.md between its summary markers (and printed).
+    Summary {
+        /// The results directory.
+        #[arg(default_value = "results", value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// The `floor` bench target's server process (bench starts it).
     #[command(hide = true)]
     Floor {

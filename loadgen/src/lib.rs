@@ -44,6 +44,7 @@ pub mod session;
 pub mod setup;
 pub mod sm;
 pub mod stats;
+pub mod summary;
 pub mod sys;
 pub mod syscalls;
 pub mod workers;
@@ -74,6 +75,10 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
     if let Some(cli::Command::Compare { runs, svg }) = &cli.command {
         let dir = cli.runs_dir.clone().unwrap_or_else(report::runs_dir);
         compare::compare(runs, svg.as_deref(), &dir)?;
+        return Ok(None);
+    }
+    if let Some(cli::Command::Summary { dir }) = &cli.command {
+        print!("{}", summary::write(dir)?);
         return Ok(None);
     }
     if let Some(cli::Command::Floor { graph, listen }) = &cli.command {

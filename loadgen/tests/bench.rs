@@ -52,4 +52,52 @@ fn a_burst_on_the_floor_and_on_starling_is_measured_alike() {
         let w = f["server_write_syscalls"].as_u64().expect("perf counted");
         assert!((199..=3 * 1990).contains(&w), "{t}: {w} writes");
     }
+
+    // `loadgen summary` tables the kept bench from its record.
+    std::fs::write(
+        dir.path().join("README.md"),
+        format!(
+            "# kept\n\n{}\nold table\n{}\ntail\n",
+            loadgen::summary::START,
+            loadgen::summary::END
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("summary")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(
+        !readme.contains("old table") && readme.ends_with("tail\n"),
+        "{readme}"
+    );
+    let floor_row = readme.lines().find(|l| l.contains("| `kept` |")).unwrap();
+    let starling_row = readme
+        .lines()
+        .find(|l| l.contains("| starling:shared |"))
+        .unwrap();
+    assert!(
+        floor_row.contains("| floor |") && floor_row.contains("200 sessions, pubsub, burst of 10")
+    );
+    let floor_tput = b["medians"][0][1][0][0].as_f64().unwrap();
+    assert!(
+        floor_row.contains(&format!("| {floor_tput:.0} |")),
+        "{floor_row}"
+    );
+    let ratio = b["ratios"][0][1][0].as_f64().unwrap();
+    assert!(
+        starling_row.ends_with(&format!("| {ratio:.2}× |")),
+        "{starling_row}"
+    );
+    assert!(
+        readme.contains("- `kept`: `loadgen bench --targets floor,starling:shared"),
+        "{readme}"
+    );
 }

@@ -1,0 +1,133 @@
+//! `loadgen summary DIR`: the comparison table of every kept bench under
+//! `DIR` (each directory with a `bench.json`), written between the
+//! `<!-- summary -->` and `<!-- /summary -->` markers of `DIR/README.md`
+//! and printed. Every figure comes from a record; none is typed.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+/// The markers the table goes between.
+pub const START: &str = "<!-- summary: written by `loadgen summary results`; do not edit -->";
+/// See [`START`].
+pub const END: &str = "<!-- /summary -->";
+
+/// The figures shown, by their names in a bench record's `medians`.
+const COLUMNS: &[(&str, &str, usize)] = &[
+    ("deliveries/s", "deliveries/s", 0),
+    ("p50 ms", "publish->delivery p50 ms", 1),
+    ("p99 ms", "publish->delivery p99 ms", 1),
+    ("server µs/delivery", "server CPU µs/delivery", 2),
+    ("writes/delivery", "write syscalls/delivery", 2),
+    ("RSS MiB", "server RSS max MiB", 0),
+    ("lost", "lost", 0),
+];
+
+/// The table for the benches under `dir`, in directory-name order.
+pub fn table(dir: &Path) -> Result<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("bench.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut out = String::new();
+    out.push_str("| bench | plan | target |");
+    for (h, _, _) in COLUMNS {
+        let _ = write!(out, " {h} |");
+    }
+    out.push_str(" deliveries/s ÷ first |\n|---|---|---|");
+    out.push_str(&"---:|".repeat(COLUMNS.len() + 1));
+    out.push('\n');
+    for name in &names {
+        let path = dir.join(name).join("bench.json");
+        let b: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+            .with_context(|| format!("{}: not JSON", path.display()))?;
+        let targets = b["targets"].as_array().context("no targets")?;
+        for (t, target) in targets.iter().enumerate() {
+            let _ = write!(
+                out,
+                "| {} | {} | {} |",
+                if t == 0 {
+                    format!("`{name}`")
+                } else {
+                    String::new()
+                },
+                if t == 0 {
+                    plan(&b["plan"])
+                } else {
+                    String::new()
+                },
+                target.as_str().unwrap_or("?")
+            );
+            for (_, figure, decimals) in COLUMNS {
+                let _ = write!(out, " {} |", cell(median(&b, figure, t), *decimals));
+            }
+            let ratio = if t == 0 {
+                "1".to_owned()
+            } else {
+                ratio(&b, "deliveries/s", t - 1)
+                    .map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
+            };
+            let _ = writeln!(out, " {ratio} |");
+        }
+    }
+    out.push_str("\nThe commands, one per bench:\n\n");
+    for name in &names {
+        let cmd = std::fs::read_to_string(dir.join(name).join("command.txt")).unwrap_or_default();
+        let _ = writeln!(out, "- `{name}`: `{}`", cmd.trim());
+    }
+    Ok(out)
+}
+
+fn median(b: &Value, figure: &str, target: usize) -> Option<f64> {
+    b["medians"].as_array()?.iter().find(|m| m[0] == figure)?[1][target][0].as_f64()
+}
+
+fn ratio(b: &Value, figure: &str, index: usize) -> Option<f64> {
+    b["ratios"].as_array()?.iter().find(|m| m[0] == figure)?[1][index].as_f64()
+}
+
+fn cell(v: Option<f64>, decimals: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.decimals$}"),
+        _ => "–".to_owned(),
+    }
+}
+
+/// A plan in a few words: sessions, follows, and the schedule.
+fn plan(p: &Value) -> String {
+    let schedule = match p["burst"].as_u64() {
+        Some(n) => format!("burst of {n}"),
+        None => format!("{} posts/s", p["rate"].as_f64().unwrap_or(0.0)),
+    };
+    format!(
+        "{} sessions, {}, {schedule}, ×{}",
+        p["sessions"].as_u64().unwrap_or(0),
+        p["mechanism"].as_str().unwrap_or("?").to_lowercase(),
+        p["repeat"].as_u64().unwrap_or(1)
+    )
+}
+
+/// Rewrites the marked section of `dir/README.md` with the table.
+pub fn write(dir: &Path) -> Result<String> {
+    let t = table(dir)?;
+    let readme = dir.join("README.md");
+    let text = std::fs::read_to_string(&readme)
+        .with_context(|| format!("reading {}", readme.display()))?;
+    let (Some(a), Some(b)) = (text.find(START), text.find(END)) else {
+        bail!(
+            "{} has no summary markers ({START} … {END})",
+            readme.display()
+        );
+    };
+    if b < a {
+        bail!("{}: the summary markers are out of order", readme.display());
+    }
+    let new = format!("{}{START}\n{t}{}", &text[..a], &text[b..]);
+    std::fs::write(&readme, new)?;
+    Ok(t)
+}

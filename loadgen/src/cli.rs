@@ -59,6 +59,9 @@ pub enum Command {
         /// Where to listen.
         #[arg(long, value_name = "HOST:PORT")]
         listen: std::net::SocketAddr,
+        /// How long each initial presence takes to be processed.
+        #[arg(long = "presence-delay-ms", default_value_t = 0)]
+        presence_delay_ms: u64,
     },
 }
 

@@ -53,13 +53,20 @@ type Sessions = Rc<RefCell<Vec<Option<Rc<Outbox>>>>>;
 /// What every connection shares.
 struct Shared {
     graph: Graph,
+    /// How long an initial presence takes to be processed (a slow
+    /// server's, for tests of loadgen's accounting).
+    presence_delay: Duration,
     sessions: Sessions,
     sha1: ScramKeys,
     sha256: ScramKeys,
 }
 
 /// Runs the floor on `listener` until the process is stopped.
-pub fn serve(listener: std::net::TcpListener, graph: Graph) -> Result<()> {
+pub fn serve(
+    listener: std::net::TcpListener,
+    graph: Graph,
+    presence_delay: Duration,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -67,6 +74,7 @@ pub fn serve(listener: std::net::TcpListener, graph: Graph) -> Result<()> {
     let shared = Rc::new(Shared {
         sessions: Rc::new(RefCell::new(vec![None; graph.len()])),
         graph,
+        presence_delay,
         sha1: ScramKeys::derive(Hash::Sha1, PASSWORD, salt, ITERATIONS),
         sha256: ScramKeys::derive(Hash::Sha256, PASSWORD, salt, ITERATIONS),
     });
@@ -148,7 +156,13 @@ async fn connection(tcp: tokio::net::TcpStream, shared: &Shared) -> Result<()> {
     }
     .await;
     if let Some(u) = st.user.filter(|_| st.bound) {
-        shared.sessions.borrow_mut()[u as usize] = None;
+        let mut sessions = shared.sessions.borrow_mut();
+        if sessions[u as usize]
+            .as_ref()
+            .is_some_and(|o| Rc::ptr_eq(o, &out))
+        {
+            sessions[u as usize] = None;
+        }
     }
     out.closed.set(true);
     out.wake.notify_one();
@@ -212,7 +226,6 @@ fn on_element(b: bytes::Bytes, st: &mut State, out: &Rc<Outbox>, shared: &Shared
             let id = s.id().unwrap_or_default().into_owned();
             out.push(&ser::bind_result(&id, &format!("user{me}@{DOMAIN}/lg")));
             st.bound = true;
-            shared.sessions.borrow_mut()[me as usize] = Some(out.clone());
         }
         Kind::Iq if s.type_().as_deref() == Some("set") => {
             let id = s.id().unwrap_or_default().into_owned();
@@ -225,6 +238,25 @@ fn on_element(b: bytes::Bytes, st: &mut State, out: &Rc<Outbox>, shared: &Shared
                     }
                 }
             }
+        }
+        Kind::Presence if s.type_().is_none() => {
+            // Available from now on (after the configured delay): posts
+            // reach it, and it gets its own copy of its presence (RFC 6121
+            // §4.2.2), which loadgen waits for before counting it up.
+            let (out, sessions, delay) =
+                (out.clone(), shared.sessions.clone(), shared.presence_delay);
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(delay).await;
+                if out.closed.get() {
+                    return;
+                }
+                sessions.borrow_mut()[me as usize] = Some(out.clone());
+                let mut w = XmlWriter::with_capacity(96);
+                w.open("presence")
+                    .attr("from", &format!("user{me}@{DOMAIN}/lg"))
+                    .close_empty();
+                out.push(w.as_bytes());
+            });
         }
         Kind::Message => {
             let to = s.to().and_then(|t| index_of(&t, n));
@@ -295,6 +327,11 @@ impl Floor {
         let file = dir.path().join("graph.json");
         std::fs::write(&file, serde_json::to_vec(graph)?)?;
         let exe = loadgen_binary()?;
+        // A test knob: a floor slow to process initial presence.
+        let presence_delay_ms: u64 = std::env::var("LOADGEN_FLOOR_PRESENCE_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut last = String::new();
         // The port is picked by binding and releasing it; if another
         // socket takes it first, the child exits and a new port is tried.
@@ -305,6 +342,7 @@ impl Floor {
                 .arg("--graph")
                 .arg(&file)
                 .args(["--listen", &addr.to_string()])
+                .args(["--presence-delay-ms", &presence_delay_ms.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -347,14 +385,14 @@ impl Drop for Floor {
 }
 
 /// `loadgen floor --graph FILE --listen ADDR`: serves until killed.
-pub fn main(graph: &Path, listen: SocketAddr) -> Result<()> {
+pub fn main(graph: &Path, listen: SocketAddr, presence_delay: Duration) -> Result<()> {
     let graph: Graph = serde_json::from_slice(
         &std::fs::read(graph).with_context(|| format!("--graph {}", graph.display()))?,
     )
     .with_context(|| format!("--graph {}: not a follow graph", graph.display()))?;
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("--listen {listen}"))?;
-    serve(listener, graph)
+    serve(listener, graph, presence_delay)
 }
 
 #[cfg(test)]

@@ -81,8 +81,14 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
         print!("{}", summary::write(dir)?);
         return Ok(None);
     }
-    if let Some(cli::Command::Floor { graph, listen }) = &cli.command {
-        return floor::main(graph, *listen).map(|()| None);
+    if let Some(cli::Command::Floor {
+        graph,
+        listen,
+        presence_delay_ms,
+    }) = &cli.command
+    {
+        let delay = std::time::Duration::from_millis(*presence_delay_ms);
+        return floor::main(graph, *listen, delay).map(|()| None);
     }
     if let Some(cli::Command::Receive { batch }) = &cli.command {
         return receive_bench(cli, *batch as usize, command).map(|()| None);

@@ -250,6 +250,7 @@ pub fn run(plan: &ReceivePlan) -> Result<ReceiveFigures> {
                 followers: Arc::from(Vec::new()),
                 counters: counters.clone(),
                 measure_from_us: measure_from,
+                announced: None,
             };
             sessions.push(tokio::spawn(session::live(
                 conn,

@@ -435,10 +435,18 @@ pub async fn run_part(
                 Ok(c) => Ok((c, None)),
                 Err(e) => Err(e),
             };
+            // Up only once the server has processed its presence.
+            let r = match r {
+                Ok((mut c, id)) => session::available(&mut c)
+                    .await
+                    .map(|handled| (c, id, handled)),
+                Err(e) => Err(e),
+            };
             (i, r, at.elapsed(), Instant::now())
         });
     }
-    let mut conns: Vec<Option<(session::Conn, Option<String>)>> = (0..n).map(|_| None).collect();
+    let mut conns: Vec<Option<(session::Conn, Option<String>, u32)>> =
+        (0..n).map(|_| None).collect();
     let mut connect = stats::histogram();
     let mut last_login = t0;
     let mut up = 0usize;
@@ -493,7 +501,9 @@ pub async fn run_part(
     let mut lives = tokio::task::JoinSet::new();
     let mut kills: Vec<(u32, Arc<tokio::sync::Notify>)> = Vec::new();
     for (i, c) in conns.into_iter().enumerate() {
-        let Some((c, sm_id)) = c else { continue };
+        let Some((c, sm_id, handled)) = c else {
+            continue;
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         senders[i] = Some(tx);
         // Followers may be dropped (`--chaos`); with `--sm` everyone resumes.
@@ -525,6 +535,7 @@ pub async fn run_part(
             followers,
             counters: counters.clone(),
             measure_from_us,
+            announced: Some(handled),
         };
         lives.spawn(session::live(
             c,

@@ -101,3 +101,38 @@ fn a_burst_on_the_floor_and_on_starling_is_measured_alike() {
         "{readme}"
     );
 }
+
+/// A server may count a session available only once it has processed its
+/// initial presence; posts before that rightly do not reach it. A floor
+/// that takes 2.5 s over each presence: loadgen must wait for each
+/// session's own presence to come back before expecting deliveries (it
+/// once counted a session up at bind, and reported such posts as lost).
+#[test]
+fn a_server_slow_to_process_presence_is_not_charged_with_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .env("LOADGEN_FLOOR_PRESENCE_DELAY_MS", "2500")
+        .args(["bench", "--targets", "floor", "--sessions", "50"])
+        .args(["--mechanism", "pubsub", "--background", "none"])
+        .args(["--rate", "20", "--warmup", "1", "--duration", "4"])
+        .args(["--repeat", "1", "--quiet"])
+        .arg("--runs-dir")
+        .arg(dir.path().join("runs"))
+        .arg("--save")
+        .arg(dir.path().join("kept"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("kept/bench.json")).unwrap())
+            .unwrap();
+    let f = &b["runs"][0][0];
+    assert_eq!(f["sessions_up"], 50, "{f}");
+    assert_eq!(f["lost"], 0, "{f}");
+    // 49 followers of some 60 measured posts, all received.
+    assert!(f["expected"].as_u64().unwrap() >= 49 * 59, "{f}");
+    assert_eq!(f["received"], f["expected"], "{f}");
+    // Each login waited for its presence to come back.
+    assert!(f["connect"]["p50_ms"].as_f64().unwrap() >= 2500.0, "{f}");
+}

@@ -57,7 +57,7 @@ pub fn table(dir: &Path) -> Result<String> {
                     String::new()
                 },
                 if t == 0 {
-                    plan(&b["plan"])
+                    plan(&b["plan"], b["runs"][0].as_array().map_or(0, Vec::len))
                 } else {
                     String::new()
                 },
@@ -98,17 +98,16 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
     }
 }
 
-/// A plan in a few words: sessions, follows, and the schedule.
-fn plan(p: &Value) -> String {
+/// A plan in a few words: sessions, follows, the schedule, repetitions.
+fn plan(p: &Value, repetitions: usize) -> String {
     let schedule = match p["burst"].as_u64() {
         Some(n) => format!("burst of {n}"),
         None => format!("{} posts/s", p["rate"].as_f64().unwrap_or(0.0)),
     };
     format!(
-        "{} sessions, {}, {schedule}, ×{}",
+        "{} sessions, {}, {schedule}, ×{repetitions}",
         p["sessions"].as_u64().unwrap_or(0),
         p["mechanism"].as_str().unwrap_or("?").to_lowercase(),
-        p["repeat"].as_u64().unwrap_or(1)
     )
 }
 

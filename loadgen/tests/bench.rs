@@ -84,7 +84,8 @@ fn a_burst_on_the_floor_and_on_starling_is_measured_alike() {
         .find(|l| l.contains("| starling:shared |"))
         .unwrap();
     assert!(
-        floor_row.contains("| floor |") && floor_row.contains("200 sessions, pubsub, burst of 10")
+        floor_row.contains("| floor |")
+            && floor_row.contains("200 sessions, pubsub, burst of 10, ×1")
     );
     let floor_tput = b["medians"][0][1][0][0].as_f64().unwrap();
     assert!(

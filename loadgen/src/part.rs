@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::run::{Figures, Histograms, Interval, Plan};
+use crate::session::Outcome;
 use crate::stats::{self, Summary};
 
 /// What one process measured: everything needed to merge parts into one
@@ -63,6 +64,82 @@ pub struct Part {
     pub rss_max: u64,
     /// SCRAM key cache (hits, misses) during this run.
     pub scram_cache: (u64, u64),
+}
+
+/// What one part's session outcomes add up to.
+pub(crate) struct Tally {
+    pub(crate) ack: Histogram<u64>,
+    pub(crate) delivery: Histogram<u64>,
+    pub(crate) per_sec: Vec<Histogram<u64>>,
+    /// Per post: (received, largest latency µs).
+    pub(crate) per_post: Vec<(u32, u32)>,
+    pub(crate) duplicates: u64,
+    pub(crate) dropped_sessions: BTreeMap<String, u64>,
+    pub(crate) replays: u64,
+    /// 0 when no measured publish was sent.
+    pub(crate) first_publish_us: u64,
+    pub(crate) last_delivery_us: u64,
+}
+
+/// Adds up the sessions' outcomes of a part that scheduled `posts` posts;
+/// their errors go into `errors`. A delivery seen twice by one session
+/// counts once, as a duplicate.
+pub(crate) fn tally(
+    outcomes: &[Outcome],
+    posts: usize,
+    measure_from_ms: u64,
+    errors: &mut BTreeMap<String, u64>,
+) -> Tally {
+    let mut t = Tally {
+        ack: stats::histogram(),
+        delivery: stats::histogram(),
+        per_sec: Vec::new(),
+        per_post: vec![(0, 0); posts],
+        duplicates: 0,
+        dropped_sessions: BTreeMap::new(),
+        replays: 0,
+        first_publish_us: u64::MAX,
+        last_delivery_us: 0,
+    };
+    for o in outcomes {
+        t.replays += o.replays;
+        if o.first_publish_us > 0 {
+            t.first_publish_us = t.first_publish_us.min(o.first_publish_us);
+        }
+        t.last_delivery_us = t.last_delivery_us.max(o.last_delivery_us);
+        for e in &o.errors {
+            *errors.entry(e.clone()).or_default() += 1;
+        }
+        if let Some((why, _)) = &o.ended {
+            *t.dropped_sessions.entry(why.clone()).or_default() += 1;
+        }
+        for &a in &o.acks {
+            stats::record(&mut t.ack, u64::from(a));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &o.deliveries {
+            if !seen.insert(d.index) {
+                t.duplicates += 1;
+                continue;
+            }
+            stats::record(&mut t.delivery, u64::from(d.latency_us));
+            if let Some(p) = t.per_post.get_mut(d.index as usize) {
+                p.0 += 1;
+                p.1 = p.1.max(d.latency_us);
+            }
+            if u64::from(d.at_ms) >= measure_from_ms {
+                let sec = ((u64::from(d.at_ms) - measure_from_ms) / 1000) as usize;
+                if t.per_sec.len() <= sec {
+                    t.per_sec.resize_with(sec + 1, stats::histogram);
+                }
+                stats::record(&mut t.per_sec[sec], u64::from(d.latency_us));
+            }
+        }
+    }
+    if t.first_publish_us == u64::MAX {
+        t.first_publish_us = 0;
+    }
+    t
 }
 
 pub(crate) fn pairs(h: &Histogram<u64>) -> Vec<(u64, u64)> {

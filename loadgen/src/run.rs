@@ -652,73 +652,26 @@ pub async fn run_part(
     progress.done();
 
     // 6. Account this part.
-    let mut ack = stats::histogram();
-    let mut delivery = stats::histogram();
-    let mut per_post: Vec<(u32, u32)> = vec![(0, 0); expected.len()]; // (received, max latency)
-    let mut per_sec: Vec<Histogram<u64>> = Vec::new();
-    let mut duplicates = 0u64;
-    let mut dropped_sessions: BTreeMap<String, u64> = BTreeMap::new();
-    let mut replays = 0;
-    let mut first_publish_us = u64::MAX;
-    let mut last_delivery_us = 0u64;
     let measure_from_ms = measure_from_us.saturating_sub(run_start_us) / 1000;
-    for o in &outcomes {
-        replays += o.replays;
-        if o.first_publish_us > 0 {
-            first_publish_us = first_publish_us.min(o.first_publish_us);
-        }
-        last_delivery_us = last_delivery_us.max(o.last_delivery_us);
-        for e in &o.errors {
-            *errors.entry(e.clone()).or_default() += 1;
-        }
-        if let Some((why, _)) = &o.ended {
-            *dropped_sessions.entry(why.clone()).or_default() += 1;
-        }
-        for &a in &o.acks {
-            stats::record(&mut ack, u64::from(a));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for d in &o.deliveries {
-            if !seen.insert(d.index) {
-                duplicates += 1;
-                continue;
-            }
-            stats::record(&mut delivery, u64::from(d.latency_us));
-            if let Some(p) = per_post.get_mut(d.index as usize) {
-                p.0 += 1;
-                p.1 = p.1.max(d.latency_us);
-            }
-            if u64::from(d.at_ms) >= measure_from_ms {
-                let sec = ((u64::from(d.at_ms) - measure_from_ms) / 1000) as usize;
-                if per_sec.len() <= sec {
-                    per_sec.resize_with(sec + 1, stats::histogram);
-                }
-                stats::record(&mut per_sec[sec], u64::from(d.latency_us));
-            }
-        }
-    }
+    let t = crate::part::tally(&outcomes, expected.len(), measure_from_ms, &mut errors);
     Ok(Part {
         up,
         login_secs,
         connect: pairs(&connect),
-        ack: pairs(&ack),
-        delivery: pairs(&delivery),
-        per_sec: per_sec.iter().map(pairs).collect(),
+        ack: pairs(&t.ack),
+        delivery: pairs(&t.delivery),
+        per_sec: t.per_sec.iter().map(pairs).collect(),
         posts: expected
             .iter()
-            .zip(&per_post)
+            .zip(&t.per_post)
             .map(|(&(exp, measured), &(got, max))| (exp, got, max, measured))
             .collect(),
         errors,
-        dropped_sessions,
-        replays,
-        duplicates,
-        first_publish_us: if first_publish_us == u64::MAX {
-            0
-        } else {
-            first_publish_us
-        },
-        last_delivery_us,
+        dropped_sessions: t.dropped_sessions,
+        replays: t.replays,
+        duplicates: t.duplicates,
+        first_publish_us: t.first_publish_us,
+        last_delivery_us: t.last_delivery_us,
         reconnects: counters
             .reconnects
             .load(std::sync::atomic::Ordering::Relaxed),

@@ -9,30 +9,28 @@ use std::process::Command;
 #[test]
 fn a_burst_on_the_floor_and_on_starling_is_measured_alike() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["bench", "--targets", "floor,starling:shared"])
-        .args(["--sessions", "200", "--mechanism", "pubsub"])
-        .args(["--background", "none", "--burst", "10"])
-        .args([
+    let b = common::bench(
+        dir.path(),
+        &[
+            "--targets",
+            "floor,starling:shared",
+            "--sessions",
+            "200",
+            "--mechanism",
+            "pubsub",
+            "--background",
+            "none",
+            "--burst",
+            "10",
             "--warmup",
             "1",
             "--duration",
             "2",
             "--repeat",
             "1",
-            "--quiet",
-        ])
-        .arg("--runs-dir")
-        .arg(dir.path().join("runs"))
-        .arg("--save")
-        .arg(dir.path().join("kept"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let b: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("kept/bench.json")).unwrap())
-            .unwrap();
+        ],
+        &[],
+    );
     assert_eq!(b["targets"][0], "floor");
     for (t, runs) in b["runs"].as_array().unwrap().iter().enumerate() {
         let f = &runs[0];
@@ -111,23 +109,28 @@ fn a_burst_on_the_floor_and_on_starling_is_measured_alike() {
 #[test]
 fn a_server_slow_to_process_presence_is_not_charged_with_losses() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .env("LOADGEN_FLOOR_PRESENCE_DELAY_MS", "2500")
-        .args(["bench", "--targets", "floor", "--sessions", "50"])
-        .args(["--mechanism", "pubsub", "--background", "none"])
-        .args(["--rate", "20", "--warmup", "1", "--duration", "4"])
-        .args(["--repeat", "1", "--quiet"])
-        .arg("--runs-dir")
-        .arg(dir.path().join("runs"))
-        .arg("--save")
-        .arg(dir.path().join("kept"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let b: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("kept/bench.json")).unwrap())
-            .unwrap();
+    let b = common::bench(
+        dir.path(),
+        &[
+            "--targets",
+            "floor",
+            "--sessions",
+            "50",
+            "--mechanism",
+            "pubsub",
+            "--background",
+            "none",
+            "--rate",
+            "20",
+            "--warmup",
+            "1",
+            "--duration",
+            "4",
+            "--repeat",
+            "1",
+        ],
+        &[("LOADGEN_FLOOR_PRESENCE_DELAY_MS", "2500")],
+    );
     let f = &b["runs"][0][0];
     assert_eq!(f["sessions_up"], 50, "{f}");
     assert_eq!(f["lost"], 0, "{f}");

@@ -5,29 +5,32 @@
 
 mod common;
 
-use std::process::Command;
-
 #[test]
 fn fifty_sessions_against_ejabberd_lose_nothing() {
     for mechanism in ["presence", "pubsub"] {
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(["bench", "--targets", "ejabberd", "--mechanism", mechanism])
-            .args(["--sessions", "50", "--duration", "8", "--warmup", "2"])
-            .args(["--rate", "5", "--background-rate", "5", "--repeat", "1"])
-            .arg("--quiet")
-            .arg("--runs-dir")
-            .arg(dir.path().join("runs"))
-            .arg("--save")
-            .arg(dir.path().join("kept"))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{mechanism}: {err}");
-        let b: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.path().join("kept/bench.json")).unwrap(),
-        )
-        .unwrap();
+        let b = common::bench(
+            dir.path(),
+            &[
+                "--targets",
+                "ejabberd",
+                "--mechanism",
+                mechanism,
+                "--sessions",
+                "50",
+                "--duration",
+                "8",
+                "--warmup",
+                "2",
+                "--rate",
+                "5",
+                "--background-rate",
+                "5",
+                "--repeat",
+                "1",
+            ],
+            &[],
+        );
         assert!(
             b["labels"][0].as_str().unwrap().starts_with("ejabberd 23"),
             "{}",

@@ -240,111 +240,9 @@ impl Conn {
 mod login;
 pub use login::{authenticate, connect, login};
 
-/// The disco#info this client answers with: a client identity, caps, and
-/// `+notify` for the microblog node.
-pub fn caps_query() -> String {
-    format!(
-        "<query xmlns='http://jabber.org/protocol/disco#info'>\
-         <identity category='client' type='bot' name='loadgen'/>\
-         <feature var='http://jabber.org/protocol/caps'/>\
-         <feature var='http://jabber.org/protocol/disco#info'/>\
-         <feature var='{}+notify'/></query>",
-        stanza::ns::MICROBLOG
-    )
-}
-
-/// Available presence with our caps.
-fn initial_presence() -> String {
-    format!(
-        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
-         node='https://starling.example/loadgen' ver='{}'/></presence>",
-        caps_ver()
-    )
-}
-
-/// Sends initial presence and waits until the server has processed it:
-/// its copy comes back to this resource (RFC 6121 §4.2.2). Until then a
-/// server may not count the session available, and a post to the bare JID
-/// would rightly not reach it, so a run expects deliveries only from
-/// sessions past this point. Requests meanwhile (caps disco) are
-/// answered. Returns the server's stanzas handled, for XEP-0198.
-pub async fn available(c: &mut Conn) -> Result<u32, SessionError> {
-    c.wr.write_all(initial_presence().as_bytes()).await?;
-    let mut handled = 0u32;
-    loop {
-        let Event::Stanza(b) = c.read_event("own presence").await? else {
-            continue;
-        };
-        let st = Stanza::from_framed(b).map_err(|e| SessionError::Xml(e.to_string()))?;
-        if st.kind() == Kind::Other {
-            if st.bytes().starts_with(b"<stream:error") {
-                return Err(SessionError::Stream("error".into()));
-            }
-            continue;
-        }
-        handled = handled.wrapping_add(1);
-        match (st.kind(), st.type_().as_deref()) {
-            (Kind::Presence, None) if st.from().as_deref() == Some(c.jid.as_str()) => {
-                return Ok(handled);
-            }
-            (Kind::Iq, Some("get")) => {
-                let id = st.id().unwrap_or_default().into_owned();
-                let to = st.from().map(|f| f.into_owned());
-                let node = Element::from_stanza(st.bytes()).ok().and_then(|e| {
-                    e.first_element()
-                        .filter(|q| q.ns == "http://jabber.org/protocol/disco#info")
-                        .map(|q| q.attr("node").map(str::to_owned))
-                });
-                let answer = match node {
-                    Some(node) => disco_result(&id, to.as_deref(), node.as_deref()),
-                    None => stanza::ser::stanza_error(
-                        "iq",
-                        Some(&id),
-                        None,
-                        to.as_deref(),
-                        &stanza::ser::StanzaError::new(
-                            stanza::StanzaErrorCondition::ServiceUnavailable,
-                        ),
-                    ),
-                };
-                c.wr.write_all(&answer).await?;
-            }
-            (Kind::Iq, Some("set")) => {
-                let id = st.id().unwrap_or_default().into_owned();
-                c.wr.write_all(&iq_result(&id, None)).await?;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// An empty iq result, `id` and `to` escaped (they come from the server).
-pub fn iq_result(id: &str, to: Option<&str>) -> bytes::Bytes {
-    stanza::ser::iq_result(id, None, to, None)
-}
-
-/// Our disco#info as the result of request `id` (for `node`, if asked).
-pub fn disco_result(id: &str, to: Option<&str>, node: Option<&str>) -> bytes::Bytes {
-    let mut q = stanza::ser::XmlWriter::with_capacity(512);
-    q.open("query")
-        .attr("xmlns", "http://jabber.org/protocol/disco#info")
-        .attr_opt("node", node)
-        .close_start();
-    let inner = caps_query();
-    let body = inner
-        .split_once('>')
-        .map(|(_, rest)| rest.trim_end_matches("</query>"))
-        .unwrap_or_default();
-    q.raw(body.as_bytes()).end("query");
-    stanza::ser::iq_result(id, None, to, Some(q.as_bytes()))
-}
-
-/// The XEP-0115 `ver` of [`caps_query`].
-pub fn caps_ver() -> String {
-    server::caps::verification_string_hash(
-        &Element::parse(&caps_query()).expect("the caps query is well-formed"),
-    )
-}
+mod presence;
+use presence::{answer_request, initial_presence};
+pub use presence::{available, caps_query, caps_ver, disco_result, iq_result};
 
 /// Microseconds since the Unix epoch: the one clock every process of a run
 /// shares.
@@ -542,7 +440,6 @@ pub async fn live(
         out.ended = Some((format!("io: {e}"), now_us()));
         return out;
     }
-    let mut buf = Vec::with_capacity(4096);
     loop {
         // Everything already framed first.
         loop {
@@ -611,45 +508,14 @@ pub async fn live(
                 Kind::Iq => {
                     let ty = st.type_();
                     match ty.as_deref() {
-                        Some("get") => {
-                            // The server verifying our caps (or anyone asking).
-                            let id = st.id().unwrap_or_default().into_owned();
-                            let to = st.from().map(|f| f.into_owned());
-                            let is_disco = st
-                                .bytes()
-                                .windows(b"disco#info".len())
-                                .any(|w| w == b"disco#info");
-                            buf.clear();
-                            if is_disco {
-                                let node = Element::from_stanza(st.bytes()).ok().and_then(|e| {
-                                    e.first_element()
-                                        .and_then(|q| q.attr("node").map(str::to_owned))
-                                });
-                                buf.extend_from_slice(&disco_result(
-                                    &id,
-                                    to.as_deref(),
-                                    node.as_deref(),
-                                ));
-                            } else {
-                                buf.extend_from_slice(&stanza::ser::stanza_error(
-                                    "iq",
-                                    Some(&id),
-                                    None,
-                                    to.as_deref(),
-                                    &stanza::ser::StanzaError::new(
-                                        stanza::StanzaErrorCondition::ServiceUnavailable,
-                                    ),
-                                ));
+                        Some("get" | "set") => {
+                            // Caps verification, roster pushes, anyone asking.
+                            if let Some(answer) = answer_request(&st) {
+                                if c.wr.write_all(&answer).await.is_err() {
+                                    out.ended = Some(("io: write".into(), now_us()));
+                                    return out;
+                                }
                             }
-                            if c.wr.write_all(&buf).await.is_err() {
-                                out.ended = Some(("io: write".into(), now_us()));
-                                return out;
-                            }
-                        }
-                        Some("set") => {
-                            // Roster pushes and the like: acknowledge.
-                            let id = st.id().unwrap_or_default().into_owned();
-                            let _ = c.wr.write_all(&iq_result(&id, None)).await;
                         }
                         Some(t @ ("result" | "error")) => {
                             let id = st.id().unwrap_or_default();

@@ -249,7 +249,7 @@ pub fn bench(
                     tls: false,
                     ws: None,
                 };
-                let label = "floor (loadgen's trivial sender: one thread, no store; each \
+                let label = "floor (loadgen's trivial sender: two threads, no store; each \
                              event made once, a session's queue in one write)"
                     .to_owned();
                 (Box::new(f) as Keep, target, label)

@@ -8,16 +8,16 @@
 //! SCRAM (one key derivation, shared by every account), bind. A publish
 //! is acknowledged and its event is made once and appended to every
 //! follower's outbox (followers from the plan's graph, no store, no
-//! access checks); a direct message is passed on as it is. Everything runs
-//! on one thread, and a session's writer wakes only when the connection
-//! that queued for it yields, so whatever one read brought in (a burst of
-//! publishes) reaches each follower in one write.
+//! access checks); a direct message is passed on as it is. It runs on two
+//! worker threads, as the servers beside it have this machine's two
+//! cores; a session's writer takes everything queued for it each time it
+//! wakes, with one write.
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -35,20 +35,20 @@ use crate::graph::Graph;
 /// One session's queued bytes and the writer waiting for them.
 #[derive(Default)]
 struct Outbox {
-    buf: RefCell<Vec<u8>>,
+    buf: parking_lot::Mutex<Vec<u8>>,
     wake: Notify,
-    closed: std::cell::Cell<bool>,
+    closed: AtomicBool,
 }
 
 impl Outbox {
     fn push(&self, bytes: &[u8]) {
-        self.buf.borrow_mut().extend_from_slice(bytes);
+        self.buf.lock().extend_from_slice(bytes);
         self.wake.notify_one();
     }
 }
 
 /// Bound sessions by user index.
-type Sessions = Rc<RefCell<Vec<Option<Rc<Outbox>>>>>;
+type Sessions = Arc<parking_lot::RwLock<Vec<Option<Arc<Outbox>>>>>;
 
 /// What every connection shares.
 struct Shared {
@@ -67,42 +67,44 @@ pub fn serve(
     graph: Graph,
     presence_delay: Duration,
 ) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two workers, as the servers it is compared with have this machine's
+    // two cores.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
     let salt = b"loadgen-floor-salt";
-    let shared = Rc::new(Shared {
-        sessions: Rc::new(RefCell::new(vec![None; graph.len()])),
+    let shared = Arc::new(Shared {
+        sessions: Arc::new(parking_lot::RwLock::new(vec![None; graph.len()])),
         graph,
         presence_delay,
         sha1: ScramKeys::derive(Hash::Sha1, PASSWORD, salt, ITERATIONS),
         sha256: ScramKeys::derive(Hash::Sha256, PASSWORD, salt, ITERATIONS),
     });
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
+    rt.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         loop {
             let (tcp, _) = listener.accept().await?;
             let _ = tcp.set_nodelay(true);
             let shared = shared.clone();
-            tokio::task::spawn_local(async move {
+            tokio::spawn(async move {
                 let _ = connection(tcp, &shared).await;
             });
         }
     })
 }
 
-async fn writer(mut wr: tokio::net::tcp::OwnedWriteHalf, out: Rc<Outbox>) {
+async fn writer(mut wr: tokio::net::tcp::OwnedWriteHalf, out: Arc<Outbox>) {
     let mut batch = Vec::new();
     loop {
         out.wake.notified().await;
-        std::mem::swap(&mut batch, &mut out.buf.borrow_mut());
+        std::mem::swap(&mut batch, &mut *out.buf.lock());
         if !batch.is_empty() && wr.write_all(&batch).await.is_err() {
             return;
         }
         batch.clear();
-        if out.closed.get() && out.buf.borrow().is_empty() {
+        if out.closed.load(Ordering::Acquire) && out.buf.lock().is_empty() {
             let _ = wr.shutdown().await;
             return;
         }
@@ -125,8 +127,8 @@ struct State {
 
 async fn connection(tcp: tokio::net::TcpStream, shared: &Shared) -> Result<()> {
     let (mut rd, wr) = tcp.into_split();
-    let out = Rc::new(Outbox::default());
-    tokio::task::spawn_local(writer(wr, out.clone()));
+    let out = Arc::new(Outbox::default());
+    tokio::spawn(writer(wr, out.clone()));
     let mut framer = Framer::new(stanza::Limits {
         max_stanza_bytes: 1 << 20,
         ..stanza::Limits::default()
@@ -156,15 +158,15 @@ async fn connection(tcp: tokio::net::TcpStream, shared: &Shared) -> Result<()> {
     }
     .await;
     if let Some(u) = st.user.filter(|_| st.bound) {
-        let mut sessions = shared.sessions.borrow_mut();
+        let mut sessions = shared.sessions.write();
         if sessions[u as usize]
             .as_ref()
-            .is_some_and(|o| Rc::ptr_eq(o, &out))
+            .is_some_and(|o| Arc::ptr_eq(o, &out))
         {
             sessions[u as usize] = None;
         }
     }
-    out.closed.set(true);
+    out.closed.store(true, Ordering::Release);
     out.wake.notify_one();
     result
 }
@@ -184,7 +186,7 @@ fn open(out: &Outbox, st: &State) {
 }
 
 /// Handles one top-level element; true when the stream restarts.
-fn on_element(b: bytes::Bytes, st: &mut State, out: &Rc<Outbox>, shared: &Shared) -> Result<bool> {
+fn on_element(b: bytes::Bytes, st: &mut State, out: &Arc<Outbox>, shared: &Shared) -> Result<bool> {
     let n = shared.graph.len();
     if st.user.is_none() {
         let el = Element::from_stanza(&b)?;
@@ -231,7 +233,7 @@ fn on_element(b: bytes::Bytes, st: &mut State, out: &Rc<Outbox>, shared: &Shared
             let id = s.id().unwrap_or_default().into_owned();
             out.push(&ser::iq_result(&id, None, None, None));
             if let Some(event) = event_of(s.bytes(), me) {
-                let sessions = shared.sessions.borrow();
+                let sessions = shared.sessions.read();
                 for &f in &shared.graph.followers[me as usize] {
                     if let Some(o) = sessions.get(f as usize).and_then(Option::as_ref) {
                         o.push(&event);
@@ -245,12 +247,12 @@ fn on_element(b: bytes::Bytes, st: &mut State, out: &Rc<Outbox>, shared: &Shared
             // §4.2.2), which loadgen waits for before counting it up.
             let (out, sessions, delay) =
                 (out.clone(), shared.sessions.clone(), shared.presence_delay);
-            tokio::task::spawn_local(async move {
+            tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                if out.closed.get() {
+                if out.closed.load(Ordering::Acquire) {
                     return;
                 }
-                sessions.borrow_mut()[me as usize] = Some(out.clone());
+                sessions.write()[me as usize] = Some(out.clone());
                 let mut w = XmlWriter::with_capacity(96);
                 w.open("presence")
                     .attr("from", &format!("user{me}@{DOMAIN}/lg"))
@@ -260,7 +262,7 @@ fn on_element(b: bytes::Bytes, st: &mut State, out: &Rc<Outbox>, shared: &Shared
         }
         Kind::Message => {
             let to = s.to().and_then(|t| index_of(&t, n));
-            if let Some(o) = to.and_then(|t| shared.sessions.borrow()[t as usize].clone()) {
+            if let Some(o) = to.and_then(|t| shared.sessions.read()[t as usize].clone()) {
                 o.push(s.bytes());
             }
         }

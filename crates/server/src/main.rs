@@ -10,6 +10,7 @@ use server::store::prelude::*;
 use server::{AccountRecord, Config, Listeners, Redb};
 use stanza::BareJid;
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -276,7 +276,9 @@ impl Framer {
     /// A framer awaiting a stream header.
     pub fn new(limits: Limits) -> Self {
         Self {
-            buf: BytesMut::with_capacity(4096),
+            // Allocated by the first bytes fed: a framer that waits holds
+            // no buffer (see `release_if_empty`).
+            buf: BytesMut::new(),
             s: Scan {
                 limits,
                 st: St::Prolog,
@@ -319,6 +321,20 @@ impl Framer {
     /// The receive buffer, for reading from a socket without a copy.
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
         &mut self.buf
+    }
+
+    /// Lets go of the receive buffer when every byte of it has been
+    /// yielded or discarded, so that an idle connection holds none; the
+    /// next bytes fed allocate what they need. Returns whether it did.
+    /// (Stanzas already yielded keep their own share of the old buffer.)
+    pub fn release_if_empty(&mut self) -> bool {
+        // Replaced even at zero spare capacity: an empty view still holds
+        // a reference to the allocation it was split from.
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+            return true;
+        }
+        false
     }
 
     /// Bytes received but not yet yielded. STARTTLS requires this to be zero

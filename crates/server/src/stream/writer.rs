@@ -30,9 +30,12 @@ pub(crate) async fn write_loop<W: Sink>(mut wr: W, p: super::WriterParams) {
         stall,
         sm,
     } = p;
-    // Grows with the first batch: an idle session keeps no buffer.
-    let mut frames: Vec<Frame> = Vec::new();
+    let mut frames: Vec<Frame>;
     loop {
+        // An idle session keeps no frame buffer, here or in its queue: the
+        // next batch allocates again (#11: 4 KiB per idle session).
+        frames = Vec::new();
+        handle.queue().release_if_empty();
         handle.notified().await;
         loop {
             frames.clear();

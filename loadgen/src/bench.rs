@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::figures::{median, spread, Spread, FIGURES};
+use crate::figures::{median, spread, Spread, DELIVERY_FIGURES, FIGURES};
 use crate::graph::Graph;
 use crate::run::{self, Figures, Plan, Target};
 use crate::{embedded, peers, scram, setup};
@@ -372,14 +372,25 @@ pub fn text(b: &BenchRecord) -> String {
                 .map(|t| format!("{t} / {}", b.targets[0])),
         )
         .collect();
+    // An idle run publishes nothing: its delivery figures are left out,
+    // as is any figure no target measured.
+    let skip = if b.plan.idle { DELIVERY_FIGURES } else { 0 };
     let rows: Vec<(String, Vec<String>)> = b
         .medians
         .iter()
         .zip(&b.ratios)
+        .skip(skip)
+        .filter(|((_, per), _)| per.iter().any(|(m, _, _)| !m.is_nan()))
         .map(|((name, per), (_, ratios))| {
             let cells = per
                 .iter()
-                .map(|(m, lo, hi)| format!("{m:.2} [{lo:.2}–{hi:.2}]"))
+                .map(|(m, lo, hi)| {
+                    if m.is_nan() {
+                        "-".to_owned()
+                    } else {
+                        format!("{m:.2} [{lo:.2}–{hi:.2}]")
+                    }
+                })
                 .chain(ratios.iter().map(|r| {
                     if r.is_finite() {
                         format!("{r:.2}×")

@@ -191,7 +191,8 @@ pub struct Figures {
     pub loadgen_cpu_us_per_delivery: f64,
     /// Largest server RSS seen, bytes (the whole process when embedded).
     pub server_rss_max: u64,
-    /// Server RSS before the logins, bytes.
+    /// Server RSS before its first logins, bytes (a later repetition on
+    /// the same server counts from the first one's).
     pub server_rss_before: u64,
     /// Server RSS with every session logged in and idle, bytes.
     pub server_rss_idle: u64,
@@ -258,6 +259,19 @@ pub fn source(i: usize, sources: u8, target: &SocketAddr) -> Option<IpAddr> {
 /// RSS of the server: its process, or this one when embedded.
 fn server_rss(pid: Option<u32>) -> u64 {
     sys::process_rss(pid.unwrap_or_else(std::process::id)).unwrap_or(0)
+}
+
+/// A server process's RSS before its first logins: read once per pid. A
+/// repetition on the same server starts from memory its allocator kept
+/// from the last one, and measured from there would show no cost per
+/// session at all. (In-process servers are read each time.)
+fn server_rss_baseline(pid: Option<u32>) -> u64 {
+    static FIRST: std::sync::Mutex<BTreeMap<u32, u64>> = std::sync::Mutex::new(BTreeMap::new());
+    let Some(p) = pid else {
+        return server_rss(None);
+    };
+    let mut first = FIRST.lock().unwrap_or_else(|e| e.into_inner());
+    *first.entry(p).or_insert_with(|| server_rss(pid))
 }
 
 /// CPU seconds of (server, loadgen).
@@ -411,7 +425,7 @@ pub async fn run_part(
     }
     let held = coord.as_ref().map_or(0..n, |c| c.held.clone());
     let progress = Progress::new(quiet);
-    let rss_before = server_rss(target.pid);
+    let rss_before = server_rss_baseline(target.pid);
     // The cache may be shared with a setup or an earlier repetition.
     let cache0 = keys.stats();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();

@@ -22,8 +22,12 @@ const COLUMNS: &[(&str, &str, usize)] = &[
     ("server µs/delivery", "server CPU µs/delivery", 2),
     ("writes/delivery", "write syscalls/delivery", 2),
     ("RSS MiB", "server RSS max MiB", 0),
+    ("KiB/session", "idle RSS KiB/session", 1),
     ("lost", "lost", 0),
 ];
+
+/// The first columns, about deliveries: blank for an idle bench.
+const DELIVERY_COLUMNS: usize = 5;
 
 /// The table for the benches under `dir`, in directory-name order.
 pub fn table(dir: &Path) -> Result<String> {
@@ -39,7 +43,7 @@ pub fn table(dir: &Path) -> Result<String> {
     for (h, _, _) in COLUMNS {
         let _ = write!(out, " {h} |");
     }
-    out.push_str(" deliveries/s ÷ first |\n|---|---|---|");
+    out.push_str(" ÷ first |\n|---|---|---|");
     out.push_str(&"---:|".repeat(COLUMNS.len() + 1));
     out.push('\n');
     for name in &names {
@@ -47,6 +51,14 @@ pub fn table(dir: &Path) -> Result<String> {
         let b: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .with_context(|| format!("{}: not JSON", path.display()))?;
         let targets = b["targets"].as_array().context("no targets")?;
+        let idle = b["plan"]["idle"].as_bool() == Some(true);
+        // An idle bench is compared by memory per session, the others by
+        // deliveries per second.
+        let compared = if idle {
+            "idle RSS KiB/session"
+        } else {
+            "deliveries/s"
+        };
         for (t, target) in targets.iter().enumerate() {
             let _ = write!(
                 out,
@@ -63,14 +75,18 @@ pub fn table(dir: &Path) -> Result<String> {
                 },
                 target.as_str().unwrap_or("?")
             );
-            for (_, figure, decimals) in COLUMNS {
-                let _ = write!(out, " {} |", cell(median(&b, figure, t), *decimals));
+            for (i, (_, figure, decimals)) in COLUMNS.iter().enumerate() {
+                let v = if idle && i < DELIVERY_COLUMNS {
+                    None
+                } else {
+                    median(&b, figure, t)
+                };
+                let _ = write!(out, " {} |", cell(v, *decimals));
             }
             let ratio = if t == 0 {
                 "1".to_owned()
             } else {
-                ratio(&b, "deliveries/s", t - 1)
-                    .map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
+                ratio(&b, compared, t - 1).map_or_else(|| "–".to_owned(), |r| format!("{r:.2}×"))
             };
             let _ = writeln!(out, " {ratio} |");
         }
@@ -101,6 +117,7 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
 /// A plan in a few words: sessions, follows, the schedule, repetitions.
 fn plan(p: &Value, repetitions: usize) -> String {
     let schedule = match p["burst"].as_u64() {
+        _ if p["idle"].as_bool() == Some(true) => "idle".to_owned(),
         Some(n) => format!("burst of {n}"),
         None => format!("{} posts/s", p["rate"].as_f64().unwrap_or(0.0)),
     };
@@ -129,4 +146,47 @@ pub fn write(dir: &Path) -> Result<String> {
     let new = format!("{}{START}\n{t}{}", &text[..a], &text[b..]);
     std::fs::write(&readme, new)?;
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_bench_is_tabled_by_memory_per_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let bench = dir.path().join("idle-x");
+        std::fs::create_dir(&bench).unwrap();
+        let medians = serde_json::json!([
+            ["deliveries/s", [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]],
+            [
+                "server RSS max MiB",
+                [[133.1, 130.0, 137.0], [69.7, 66.0, 74.0]]
+            ],
+            [
+                "idle RSS KiB/session",
+                [[22.18, 21.6, 23.1], [9.25, 8.5, 10.3]]
+            ],
+            ["lost", [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]],
+        ]);
+        let record = serde_json::json!({
+            "plan": {"sessions": 5000, "mechanism": "Pubsub", "idle": true, "rate": 10.0},
+            "targets": ["old", "new"],
+            "runs": [[{}, {}, {}], [{}, {}, {}]],
+            "medians": medians,
+            "ratios": [["deliveries/s", [null]], ["idle RSS KiB/session", [0.43]]],
+        });
+        std::fs::write(bench.join("bench.json"), record.to_string()).unwrap();
+        std::fs::write(bench.join("command.txt"), "loadgen bench --idle\n").unwrap();
+        let t = table(dir.path()).unwrap();
+        let old = t.lines().find(|l| l.contains("| old |")).unwrap();
+        let new = t.lines().find(|l| l.contains("| new |")).unwrap();
+        assert!(old.contains("5000 sessions, pubsub, idle, ×3"), "{old}");
+        assert!(
+            old.contains("| – | – | – | – | – | 133 | 22.2 | 0 | 1 |"),
+            "{old}"
+        );
+        assert!(new.ends_with("| 70 | 9.2 | 0 | 0.43× |"), "{new}");
+        assert!(t.contains("- `idle-x`: `loadgen bench --idle`"), "{t}");
+    }
 }

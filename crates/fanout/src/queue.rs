@@ -321,16 +321,6 @@ impl OutboundQueue {
         n + rest
     }
 
-    /// Lets go of the frame buffer's memory while nothing is queued, so
-    /// that an idle session holds none (the next push allocates again).
-    /// For the writer, before it waits.
-    pub fn release_if_empty(&self) {
-        let mut inner = self.inner.lock();
-        if inner.frames.is_empty() && inner.frames.capacity() > 0 {
-            inner.frames = Vec::new();
-        }
-    }
-
     /// Whether the writer should go on, disconnect for overflow, or stop.
     pub fn state(&self) -> QueueState {
         self.inner.lock().state
@@ -376,30 +366,6 @@ mod tests {
         assert_eq!(q.push(b(1)), Err(PushError::Full), "11 bytes > 10");
         assert_eq!(q.state(), QueueState::Overflowed);
         assert_eq!(q.push(b(1)), Err(PushError::Closed));
-    }
-
-    #[test]
-    fn an_idle_queue_lets_its_buffer_go() {
-        let q = OutboundQueue::new("a@b/c", 100);
-        for i in 0..5u8 {
-            q.push(Frame::Bytes(Bytes::from(vec![i]))).unwrap();
-        }
-        let mut out = Vec::new();
-        assert_eq!(q.drain_into(&mut out, 3), 3);
-        // Two frames left: the buffer stays.
-        q.release_if_empty();
-        assert!(q.inner.lock().frames.capacity() >= 2);
-        assert_eq!(q.drain_into(&mut out, 10), 2);
-        // Drained by swapping, the writer's old buffer became the queue's.
-        q.push(Frame::Bytes(Bytes::from_static(b"x"))).unwrap();
-        out.clear();
-        assert_eq!(q.drain_into(&mut out, 10), 1);
-        q.release_if_empty();
-        assert_eq!(q.inner.lock().frames.capacity(), 0);
-        q.push(Frame::Bytes(Bytes::from_static(b"y"))).unwrap();
-        q.push(Frame::Bytes(Bytes::from_static(b"z"))).unwrap();
-        out.clear();
-        assert_eq!(q.drain_into(&mut out, 10), 2, "and it fills again");
     }
 
     #[test]

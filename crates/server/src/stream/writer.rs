@@ -32,10 +32,9 @@ pub(crate) async fn write_loop<W: Sink>(mut wr: W, p: super::WriterParams) {
     } = p;
     let mut frames: Vec<Frame>;
     loop {
-        // An idle session keeps no frame buffer, here or in its queue: the
-        // next batch allocates again (#11: 4 KiB per idle session).
+        // An idle session's writer keeps no frame buffer: the next batch
+        // allocates again (#11: 4 KiB per idle session).
         frames = Vec::new();
-        handle.queue().release_if_empty();
         handle.notified().await;
         loop {
             frames.clear();

@@ -220,6 +220,13 @@ pub struct Cli {
     /// publishing phase; each comes back at once (resumed with --sm).
     #[arg(long, global = true, default_value_t = 0.0, value_parser = non_negative)]
     pub chaos: f64,
+    /// Log out and back in this many sessions per second (in turn) for the
+    /// run's duration, and report the sustained login rate over the
+    /// measured window (after the warm-up). Needs --idle: nothing is
+    /// published meanwhile.
+    #[arg(long, global = true, default_value_t = 0.0, value_parser = non_negative,
+          requires = "idle", conflicts_with_all = ["chaos", "sm"])]
+    pub churn: f64,
     /// The target's WebSocket address (HOST:PORT serving /xmpp-websocket),
     /// for --transport websocket against a server loadgen did not start.
     #[arg(long = "ws-addr", global = true, value_name = "ADDR")]
@@ -353,6 +360,7 @@ impl Cli {
             transport: self.transport,
             sm: self.sm,
             chaos: self.chaos,
+            churn: self.churn,
             sources: self.sources,
             seed: self.seed,
             idle: self.idle,

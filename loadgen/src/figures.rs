@@ -25,6 +25,15 @@ pub const FIGURES: &[Figure] = &[
         f.write_syscalls_per_delivery.unwrap_or(f64::NAN)
     }),
     ("logins/s", |f| f.logins_per_s),
+    ("churn logins/s", |f| {
+        f.churn_logins_per_s.unwrap_or(f64::NAN)
+    }),
+    ("server CPU µs/login", |f| {
+        f.server_cpu_us_per_login.unwrap_or(f64::NAN)
+    }),
+    ("loadgen CPU µs/login", |f| {
+        f.loadgen_cpu_us_per_login.unwrap_or(f64::NAN)
+    }),
     ("server RSS max MiB", |f| {
         f.server_rss_max as f64 / 1_048_576.0
     }),

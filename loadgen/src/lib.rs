@@ -18,6 +18,7 @@
 //! - [`embedded`]: the Starling loadgen starts and seeds itself.
 //! - [`setup`]: accounts and follow graph over XMPP, for any server.
 //! - [`sm`]: stream management (`--sm`) and deliberate drops (`--chaos`).
+//! - [`churn`]: sessions logging out and back in (`--churn`).
 //! - [`peers`]: real servers to compare against (Prosody).
 //! - [`bench`]: the same plan on several targets, A B A B, with ratios.
 //! - [`compare`]: saved runs side by side, with a percentile plot.
@@ -28,6 +29,7 @@
 //! - [`ws`]: sessions over WebSocket (RFC 7395) through a pump task.
 
 pub mod bench;
+pub mod churn;
 pub mod cli;
 pub mod compare;
 pub mod embedded;

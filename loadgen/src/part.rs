@@ -44,8 +44,11 @@ pub struct Part {
     /// When this part's last delivery of a measured post arrived, µs.
     #[serde(default)]
     pub last_delivery_us: u64,
-    /// Deliberate drops made good (`--chaos`).
+    /// Deliberate drops made good (`--chaos`, `--churn`).
     pub reconnects: u64,
+    /// What `--churn` measured.
+    #[serde(default)]
+    pub churn: Churned,
     /// Server CPU seconds over the measured phase (when its pid is known,
     /// or it runs in this process).
     pub server_cpu_s: f64,
@@ -64,6 +67,19 @@ pub struct Part {
     pub rss_max: u64,
     /// SCRAM key cache (hits, misses) during this run.
     pub scram_cache: (u64, u64),
+}
+
+/// The logins `--churn` made inside the measured window.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Churned {
+    /// Logins that ended inside the window.
+    pub logins: u64,
+    /// Logins that failed (their sessions ended).
+    pub failures: u64,
+    /// The window's length, seconds.
+    pub secs: f64,
+    /// Logout to presence sent, µs, as (value, count) pairs.
+    pub latency: Vec<(u64, u64)>,
 }
 
 /// What one part's session outcomes add up to.
@@ -164,6 +180,7 @@ pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
         ack: stats::histogram(),
         delivery: stats::histogram(),
         completion: stats::histogram(),
+        churn: stats::histogram(),
     };
     let mut per_sec: Vec<Histogram<u64>> = Vec::new();
     let mut errors = BTreeMap::new();
@@ -172,6 +189,7 @@ pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
     let mut posts: Vec<(u64, u64, u32, bool)> = vec![(0, 0, 0, false); n_posts];
     for p in parts {
         unpairs(&mut h.connect, &p.connect);
+        unpairs(&mut h.churn, &p.churn.latency);
         unpairs(&mut h.ack, &p.ack);
         unpairs(&mut h.delivery, &p.delivery);
         if per_sec.len() < p.per_sec.len() {
@@ -239,6 +257,12 @@ pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
         }
     };
     let rss_before = parts.iter().map(|p| p.rss_before).min().unwrap_or(0);
+    // Churn: the parts' windows are the same seconds, so logins add.
+    let churn_logins: u64 = parts.iter().map(|p| p.churn.logins).sum();
+    let churn_secs = parts.iter().map(|p| p.churn.secs).fold(0.0, f64::max);
+    let churned = plan.churn > 0.0 && churn_secs > 0.0;
+    let per_login =
+        |cpu: f64| (churned && churn_logins > 0).then(|| cpu * 1e6 / churn_logins as f64);
     let rss_idle = parts.iter().map(|p| p.rss_idle).max().unwrap_or(0);
     let figures = Figures {
         sessions_up: up,
@@ -290,6 +314,11 @@ pub fn merge(plan: &Plan, parts: &[Part]) -> (Figures, Histograms) {
         scram_cache: parts.iter().fold((0, 0), |(a, b), p| {
             (a + p.scram_cache.0, b + p.scram_cache.1)
         }),
+        churn_logins_per_s: churned.then(|| churn_logins as f64 / churn_secs),
+        churn_login: churned.then(|| Summary::of(&h.churn)),
+        churn_failures: parts.iter().map(|p| p.churn.failures).sum(),
+        server_cpu_us_per_login: per_login(server_cpu),
+        loadgen_cpu_us_per_login: per_login(loadgen_cpu),
     };
     (figures, h)
 }

@@ -114,6 +114,16 @@ pub fn text(r: &RunRecord) -> String {
         f.sessions_up, p.sessions, f.logins_per_s, p.mech, f.scram_cache.0, f.scram_cache.1
     ));
     line(f.connect.line("connect+auth+bind"));
+    if let (Some(rate), Some(l)) = (f.churn_logins_per_s, &f.churn_login) {
+        line(format!(
+            "churn: {rate:.0} logins/s sustained over the measured window ({} failed); \
+             CPU per login: server {:.1} µs, loadgen {:.1} µs",
+            f.churn_failures,
+            f.server_cpu_us_per_login.unwrap_or(f64::NAN),
+            f.loadgen_cpu_us_per_login.unwrap_or(f64::NAN),
+        ));
+        line(l.line("logout+login+presence"));
+    }
     if !p.idle {
         line(f.ack.line("publish -> ack"));
         line(f.delivery.line("publish -> delivery"));
@@ -182,7 +192,7 @@ pub fn repetitions(
         .collect();
     let headline = |f: &Figures| {
         if idle {
-            f.logins_per_s
+            f.churn_logins_per_s.unwrap_or(f.logins_per_s)
         } else {
             f.delivery.p50_ms
         }
@@ -209,6 +219,9 @@ pub fn save(dir: &Path, r: &RunRecord, h: &Histograms) -> Result<()> {
         write("ack.hgrm", stats::hgrm(&h.ack))?;
         write("delivery.hgrm", stats::hgrm(&h.delivery))?;
         write("completion.hgrm", stats::hgrm(&h.completion))?;
+    }
+    if !h.churn.is_empty() {
+        write("churn-login.hgrm", stats::hgrm(&h.churn))?;
     }
     Ok(())
 }

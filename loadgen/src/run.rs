@@ -25,7 +25,9 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::churn::ChurnStats;
 use crate::graph::Graph;
+use crate::part::Churned;
 use crate::scram::KeyCache;
 use crate::session::{self, Counters, Live, Login, Mech, Mechanism, Outcome, PostCmd};
 use crate::stats::{self, Summary};
@@ -70,6 +72,8 @@ pub struct Plan {
     /// Follower connections dropped per second, and made again (resumed
     /// with `sm`).
     pub chaos: f64,
+    /// Sessions logged out and back in per second (`--churn`).
+    pub churn: f64,
     /// Loopback source addresses to spread connections over.
     pub sources: u8,
     /// Seed for the graph and the background publishers.
@@ -200,6 +204,18 @@ pub struct Figures {
     pub rss_per_idle_session: f64,
     /// SCRAM key cache (hits, misses).
     pub scram_cache: (u64, u64),
+    /// With `--churn`: logins per second sustained over the measured
+    /// window (sessions logging out and in again).
+    pub churn_logins_per_s: Option<f64>,
+    /// With `--churn`: each of those logins, from the logout to the
+    /// presence sent on the new connection.
+    pub churn_login: Option<Summary>,
+    /// With `--churn`: logins that failed.
+    pub churn_failures: u64,
+    /// With `--churn`: server CPU µs per login in the window.
+    pub server_cpu_us_per_login: Option<f64>,
+    /// With `--churn`: loadgen CPU µs per login in the window.
+    pub loadgen_cpu_us_per_login: Option<f64>,
 }
 
 /// One second of the measured phase.
@@ -228,6 +244,8 @@ pub struct Histograms {
     pub delivery: Histogram<u64>,
     /// See [`Figures::fanout_completion`].
     pub completion: Histogram<u64>,
+    /// See [`Figures::churn_login`].
+    pub churn: Histogram<u64>,
 }
 
 impl std::fmt::Debug for Target {
@@ -392,6 +410,31 @@ pub async fn run(
     Ok(merge(plan, &[part]))
 }
 
+/// Waits out the run's duration while `--churn` logs sessions out and in,
+/// reading CPU when the measured window opens (`window0`); returns the
+/// logins inside the window, and its length.
+async fn churn_window(
+    plan: &Plan,
+    target: &Target,
+    st: &ChurnStats,
+    publish_start: Instant,
+    window0: &mut Option<(f64, f64)>,
+) -> Churned {
+    let open = publish_start + Duration::from_secs_f64(plan.warmup_s);
+    tokio::time::sleep_until(open.into()).await;
+    *window0 = Some(cpu(target.pid));
+    let end = publish_start + Duration::from_secs_f64(plan.duration_s);
+    tokio::time::sleep_until(end.into()).await;
+    // Taken now: logins ending after the window are not in it.
+    let (logins, failures, h) = st.take();
+    Churned {
+        logins,
+        failures,
+        secs: (plan.duration_s - plan.warmup_s).max(1e-6),
+        latency: pairs(&h),
+    }
+}
+
 /// How user `i` logs in.
 fn login_of(plan: &Plan, target: &Target, i: usize) -> Login {
     Login {
@@ -514,17 +557,20 @@ pub async fn run_part(
     let mut senders: Vec<Option<mpsc::UnboundedSender<PostCmd>>> = (0..n).map(|_| None).collect();
     let mut lives = tokio::task::JoinSet::new();
     let mut kills: Vec<(u32, Arc<tokio::sync::Notify>)> = Vec::new();
+    let churn = (plan.churn > 0.0).then(|| Arc::new(ChurnStats::new(measure_from_us)));
     for (i, c) in conns.into_iter().enumerate() {
         let Some((c, sm_id, handled)) = c else {
             continue;
         };
         let (tx, rx) = mpsc::unbounded_channel();
         senders[i] = Some(tx);
-        // Followers may be dropped (`--chaos`); with `--sm` everyone resumes.
+        // Followers may be dropped (`--chaos`); with `--sm` everyone resumes;
+        // `--churn` logs everyone out and in again.
         let follower = i >= plan.celebrities;
-        let chaos = (sm_id.is_some() || (plan.chaos > 0.0 && follower)).then(|| {
+        let dropped = (plan.chaos > 0.0 && follower) || churn.is_some();
+        let chaos = (sm_id.is_some() || dropped).then(|| {
             let kill = Arc::new(tokio::sync::Notify::new());
-            if follower {
+            if dropped {
                 kills.push((i as u32, kill.clone()));
             }
             crate::sm::Chaos {
@@ -532,6 +578,7 @@ pub async fn run_part(
                 login: login_of(plan, target, i),
                 keys: keys.clone(),
                 sm_id,
+                churn: churn.clone(),
             }
         });
         let followers: Arc<[String]> = if plan.mechanism == Mechanism::Direct {
@@ -570,14 +617,25 @@ pub async fn run_part(
     let rss_idle = server_rss(target.pid);
     let mut rss_max = rss_idle.max(rss_before);
 
-    // 4. Publishing, open loop; `--chaos` drops connections meanwhile.
-    let part_rate = plan.chaos * held.len() as f64 / n as f64;
-    tokio::spawn(crate::sm::chaos(
-        part_rate,
-        kills,
-        plan.seed ^ held.start as u64,
-        stop_rx.clone(),
-    ));
+    // 4. Publishing, open loop; `--chaos` drops connections meanwhile, or
+    // `--churn` logs sessions out and in.
+    let share = held.len() as f64 / n as f64;
+    if churn.is_some() {
+        let sessions = kills.into_iter().map(|(_, k)| k).collect();
+        tokio::spawn(crate::churn::drive(
+            plan.churn * share,
+            sessions,
+            0,
+            stop_rx.clone(),
+        ));
+    } else {
+        tokio::spawn(crate::sm::chaos(
+            plan.chaos * share,
+            kills,
+            plan.seed ^ held.start as u64,
+            stop_rx.clone(),
+        ));
+    }
     // The measured window opens at the end of the warm-up: CPU is read
     // then, and the server's write syscalls counted from just before.
     let measure_at = publish_start + Duration::from_secs_f64(plan.warmup_s);
@@ -637,6 +695,10 @@ pub async fn run_part(
             ));
         }
     }
+    let churned = match &churn {
+        Some(st) => Some(churn_window(plan, target, st, publish_start, &mut window0).await),
+        None => None,
+    };
     // 5. Drain: until everything expected here arrived and this part's
     // publishes are acknowledged, or a bounded wait.
     let all_expected: u64 = expected.iter().map(|&(e, _)| u64::from(e)).sum();
@@ -686,6 +748,7 @@ pub async fn run_part(
         duplicates: t.duplicates,
         first_publish_us: t.first_publish_us,
         last_delivery_us: t.last_delivery_us,
+        churn: churned.unwrap_or_default(),
         reconnects: counters
             .reconnects
             .load(std::sync::atomic::Ordering::Relaxed),

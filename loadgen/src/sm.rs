@@ -77,6 +77,9 @@ pub struct Chaos {
     pub keys: Arc<KeyCache>,
     /// Its resumption id, with `--sm`.
     pub sm_id: Option<String>,
+    /// With `--churn`: the session logs out cleanly and in anew, and the
+    /// login is counted here.
+    pub churn: Option<Arc<crate::churn::ChurnStats>>,
 }
 
 /// Stream management counts of a live session.

@@ -206,6 +206,9 @@ pub fn plan_args(plan: &Plan) -> Vec<String> {
     if plan.idle {
         a.push("--idle".into());
     }
+    if plan.churn > 0.0 {
+        a.extend(["--churn".into(), plan.churn.to_string()]);
+    }
     a
 }
 

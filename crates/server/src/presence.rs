@@ -400,8 +400,10 @@ pub(crate) async fn broadcast(shared: &Arc<Shared>, me: &FullJid, stanza: Option
     if let Some(st) = &stamped {
         shared.presences.insert(me.clone(), st.clone());
     }
-    let b = bare.clone();
-    let roster = shared.db(move |s| s.roster(&b)).await.unwrap_or_default();
+    // Read on this task, not the blocking pool: a redb read never waits
+    // for a writer and a roster stays in the store's cache, so the read
+    // costs less than the two thread hand-offs (one per login, #11).
+    let roster = shared.store.roster(&bare).unwrap_or_default();
     let me_jid = me.to_jid();
     let send_to = |s: &SessionEntry| {
         if blocked(shared, &me_jid, &s.jid().to_jid()) {

@@ -287,8 +287,13 @@ async fn finish_bind(mut c: Conn, l: &Login) -> Result<Conn, SessionError> {
         .and_then(|b| b.child("jid", stanza::ns::BIND))
         .map(|j| j.text().into_owned())
         .ok_or_else(|| SessionError::Negotiation("bind refused".into()))?;
-    // The legacy session iq: harmless where optional, needed by old servers.
-    if features.child("session", stanza::ns::SESSION).is_some() {
+    // The legacy session iq, for servers that still need it: where it is
+    // marked `<optional/>` it is skipped, as current clients do, and a
+    // login is one round trip shorter.
+    let needed = features
+        .child("session", stanza::ns::SESSION)
+        .is_some_and(|s| s.child("optional", stanza::ns::SESSION).is_none());
+    if needed {
         c.wr.write_all(
             b"<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
         )

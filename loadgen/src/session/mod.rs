@@ -71,7 +71,7 @@ impl SessionError {
     /// A short kind for error tallies.
     pub fn kind(&self) -> String {
         match self {
-            Self::Connect(_) => "connect".into(),
+            Self::Connect(e) => format!("connect:{:?}", e.kind()),
             Self::Io(_) => "io".into(),
             Self::Xml(_) => "xml".into(),
             Self::Stream(c) => format!("stream:{c}"),
@@ -590,6 +590,11 @@ pub async fn live(
             }
             () = killed(&chaos) => {
                 let Some(ch) = &chaos else { continue };
+                let started = std::time::Instant::now();
+                if ch.churn.is_some() {
+                    // Churn logs out as a client does: the stream first.
+                    let _ = c.wr.write_all(b"</stream:stream>").await;
+                }
                 // Dropped on purpose: the socket closes, a new one comes.
                 let _ = c.wr.shutdown().await;
                 let next = match &ch.sm_id {
@@ -599,6 +604,9 @@ pub async fn live(
                 match next {
                     Ok(n) => c = n,
                     Err(e) => {
+                        if let Some(st) = &ch.churn {
+                            st.failed();
+                        }
                         out.ended = Some((format!("reconnect: {}", e.kind()), now_us()));
                         return out;
                     }
@@ -610,6 +618,9 @@ pub async fn live(
                         out.ended = Some(("io: write".into(), now_us()));
                         return out;
                     }
+                }
+                if let Some(st) = &ch.churn {
+                    st.logged_in(started.elapsed(), now_us());
                 }
             }
         }

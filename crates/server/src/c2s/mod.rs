@@ -410,15 +410,20 @@ impl<T: Transport> Conn<T> {
     /// back as more actions, carried out before the rest.
     async fn apply(&mut self, actions: Vec<Action>) -> Flow {
         let mut todo: VecDeque<Action> = actions.into();
+        // Answers in a row go out together (a stream header and its
+        // features in one write); anything else sends them first.
+        let mut out: Vec<Bytes> = Vec::new();
         while let Some(action) = todo.pop_front() {
+            if !matches!(action, Action::Open { .. } | Action::Send(_)) {
+                self.send_all(&mut out).await?;
+            }
             let more = match action {
                 Action::Open { from } => {
-                    let open = self.t.open(&from, &crate::stream::stream_id());
-                    self.send(open).await?;
+                    out.push(self.t.open(&from, &crate::stream::stream_id()));
                     continue;
                 }
                 Action::Send(bytes) => {
-                    self.send(bytes).await?;
+                    out.push(bytes);
                     continue;
                 }
                 Action::StartTls => return Err(Stop::StartTls),
@@ -462,7 +467,27 @@ impl<T: Transport> Conn<T> {
                 todo.push_front(a);
             }
         }
-        Ok(())
+        self.send_all(&mut out).await
+    }
+
+    /// Sends what `out` holds, in order, and empties it.
+    async fn send_all(&mut self, out: &mut Vec<Bytes>) -> Flow {
+        if out.is_empty() {
+            return Ok(());
+        }
+        match &self.session {
+            Some(s) => {
+                for bytes in out.drain(..) {
+                    let _ = s.handle.queue().push(Frame::Bytes(bytes));
+                }
+                Ok(())
+            }
+            None => {
+                let r = self.t.write_all_of(out).await;
+                out.clear();
+                r.map_err(|_| Stop::Gone)
+            }
+        }
     }
 
     /// XEP-0077 before authentication: parsed, then answered.

@@ -3,7 +3,7 @@
 //! last-item replays it is owed when it becomes available.
 
 use stanza::ser;
-use stanza::{ns, Element, Stanza, StreamErrorCondition};
+use stanza::{ns, BareJid, Element, Stanza, StreamErrorCondition};
 use tracing::debug;
 
 use stanza::xep::disco;
@@ -121,35 +121,16 @@ impl<T: Transport> Conn<T> {
         // One replay batch is one reply's worth: following thousands of
         // publishers must not queue thousands of items at one presence.
         let budget = self.shared.config.limits.reply_budget();
-        let last = self
-            .shared
-            .db(move |store| {
-                let mut out = Vec::new();
-                let mut used = 0;
-                for (p, n) in wanted {
-                    let Some(Some(node)) = store.node(&p, &n).ok() else {
-                        continue;
-                    };
-                    if node.config.send_last != crate::pubsub::SendLast::OnSubAndPresence {
-                        continue;
-                    }
-                    let Some(item) = store
-                        .items(&p, &n, crate::store::Budget::items(1))
-                        .ok()
-                        .and_then(|mut v| v.pop())
-                    else {
-                        continue;
-                    };
-                    if !budget.fits(out.len(), used, item.payload.len()) {
-                        break;
-                    }
-                    used += item.payload.len();
-                    out.push((p, n, item));
-                }
-                Ok::<_, crate::StoreError>(out)
-            })
-            .await
-            .unwrap_or_default();
+        // A few nodes are read on this task (see `presence::broadcast`);
+        // many, as for someone following thousands, on the blocking pool.
+        let last = if wanted.len() <= INLINE_READS {
+            last_items(&*self.shared.store, wanted, budget)
+        } else {
+            self.shared
+                .db(move |store| Ok::<_, crate::StoreError>(last_items(store, wanted, budget)))
+                .await
+                .unwrap_or_default()
+        };
         let to = s.jid.clone();
         for (publisher, node, it) in last {
             self.send(crate::pep::replay(&publisher, &to, &node, &it))
@@ -197,4 +178,39 @@ impl<T: Transport> Conn<T> {
         }
         Ok(())
     }
+}
+
+/// How many nodes a replay reads on the session's own task.
+const INLINE_READS: usize = 8;
+
+/// The last item of each wanted node whose configuration replays it, as
+/// many as one reply's `budget` holds.
+fn last_items(
+    store: &dyn crate::store::Store,
+    wanted: Vec<(BareJid, String)>,
+    budget: crate::store::Budget,
+) -> Vec<(BareJid, String, crate::pubsub::StoredItem)> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    for (p, n) in wanted {
+        let Some(Some(node)) = store.node(&p, &n).ok() else {
+            continue;
+        };
+        if node.config.send_last != crate::pubsub::SendLast::OnSubAndPresence {
+            continue;
+        }
+        let Some(item) = store
+            .items(&p, &n, crate::store::Budget::items(1))
+            .ok()
+            .and_then(|mut v| v.pop())
+        else {
+            continue;
+        };
+        if !budget.fits(out.len(), used, item.payload.len()) {
+            break;
+        }
+        used += item.payload.len();
+        out.push((p, n, item));
+    }
+    out
 }

@@ -39,11 +39,6 @@ impl std::fmt::Debug for Detached {
     }
 }
 
-fn resumption_id() -> String {
-    let id: [u8; 16] = rand::random();
-    id.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl<T: Transport> Conn<T> {
     /// A stream management nonza from a bound session.
     pub(super) async fn on_sm(&mut self, el: &Element) -> Flow {
@@ -57,7 +52,7 @@ impl<T: Transport> Conn<T> {
                 Nonza::Enable { resume, .. } if slot.tracker.is_none() => {
                     slot.tracker = Some(fanout::unacked::Tracker::new(max_bytes));
                     slot.resume = resume;
-                    s.sm_id = resume.then(resumption_id);
+                    s.sm_id = resume.then(crate::stream::stream_id);
                     if let Some(id) = &s.sm_id {
                         let entry = (s.jid.to_bare(), s.takeover.clone());
                         self.shared.resumable.insert(id.clone(), entry);

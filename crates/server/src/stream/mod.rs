@@ -110,6 +110,15 @@ pub(crate) trait Transport: Send + 'static {
     fn stream_error(&self, cond: StreamErrorCondition, text: Option<&str>) -> Bytes;
     /// Writes directly (before the bind).
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Writes several elements directly (before the bind), in order. A
+    /// byte stream sends them with one write: a stream header and its
+    /// features are one system call, not two, on every login (#11).
+    async fn write_all_of(&mut self, parts: &[Bytes]) -> std::io::Result<()> {
+        for p in parts {
+            self.write(p).await?;
+        }
+        Ok(())
+    }
     /// Closes the write side (before the bind).
     async fn shutdown(&mut self);
     /// Hands the write side to a writer task draining the session's
@@ -119,6 +128,13 @@ pub(crate) trait Transport: Send + 'static {
 
 /// A random stream id.
 pub(crate) fn stream_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let id: [u8; 16] = rand::random();
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    // Two per login: no formatting machinery per digit.
+    let mut s = String::with_capacity(32);
+    for b in id {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s
 }

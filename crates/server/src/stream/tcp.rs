@@ -146,6 +146,14 @@ impl<S: Io> Transport for Tcp<S> {
         }
     }
 
+    async fn write_all_of(&mut self, parts: &[Bytes]) -> std::io::Result<()> {
+        match parts {
+            [] => Ok(()),
+            [one] => self.write(one).await,
+            many => self.write(&many.concat()).await,
+        }
+    }
+
     async fn shutdown(&mut self) {
         if let Some(mut wr) = self.wr.take() {
             let _ = wr.shutdown().await;

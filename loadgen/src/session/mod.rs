@@ -211,6 +211,23 @@ where
 }
 
 impl Conn {
+    /// Logs out as RFC 6120 §4.4 has it: our closing tag, then the
+    /// server's, and its end of the connection, before ours. The server
+    /// closes first, so the wait in TIME_WAIT is its socket's, not one of
+    /// our source ports: at thousands of logins a second (`--churn`)
+    /// those would run out within a minute, and binding a port gets slow
+    /// long before. Bounded: a server that never closes gets 5 s.
+    pub async fn log_out(&mut self) {
+        if self.wr.write_all(b"</stream:stream>").await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::copy(&mut self.rd, &mut tokio::io::sink()),
+        )
+        .await;
+    }
+
     /// The next framed event, waiting at most the negotiation timeout.
     pub async fn read_event(&mut self, what: &'static str) -> Result<Event, SessionError> {
         self.read_event_within(what, NEGOTIATION).await
@@ -592,8 +609,7 @@ pub async fn live(
                 let Some(ch) = &chaos else { continue };
                 let started = std::time::Instant::now();
                 if ch.churn.is_some() {
-                    // Churn logs out as a client does: the stream first.
-                    let _ = c.wr.write_all(b"</stream:stream>").await;
+                    c.log_out().await;
                 }
                 // Dropped on purpose: the socket closes, a new one comes.
                 let _ = c.wr.shutdown().await;

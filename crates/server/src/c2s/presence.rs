@@ -106,12 +106,11 @@ impl<T: Transport> Conn<T> {
                 }
             }
             for node in nodes {
-                let key = (p.clone(), node);
-                if !done.contains(&key)
-                    && registry.delivers_to(&account, registry.node_id(&key.1), &session)
+                if !done.contains(&p, &node)
+                    && registry.delivers_to(&account, registry.node_id(&node), &session)
                 {
-                    done.insert(key.clone());
-                    wanted.push(key);
+                    done.insert(&p, &node);
+                    wanted.push((p.clone(), node));
                 }
             }
         }
@@ -150,6 +149,11 @@ impl<T: Transport> Conn<T> {
         else {
             return Ok(());
         };
+        if s.caps_pending.is_empty() {
+            // A map keeps its table when emptied: an idle session holds
+            // none (#11).
+            s.caps_pending = std::collections::HashMap::new();
+        }
         if stanza.type_().as_deref() != Some("result") {
             return Ok(());
         }
@@ -213,4 +217,55 @@ fn last_items(
         out.push((p, n, item));
     }
     out
+}
+
+/// The (publisher, node) pairs whose last item a resource was replayed
+/// since it became available, kept as 64-bit hashes in a sorted vector:
+/// one pair costs 8 bytes, not a hash table holding two strings (#11:
+/// 250 bytes per idle session). A collision would skip one replay; the
+/// hasher's keys are random per process, so nobody can aim for one.
+#[derive(Debug, Default)]
+pub(super) struct Replayed(Vec<u64>);
+
+impl Replayed {
+    fn key(publisher: &BareJid, node: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+        KEYS.get_or_init(std::hash::RandomState::new)
+            .hash_one((publisher.as_str(), node))
+    }
+
+    /// Whether this pair was replayed.
+    pub(super) fn contains(&self, publisher: &BareJid, node: &str) -> bool {
+        self.0.binary_search(&Self::key(publisher, node)).is_ok()
+    }
+
+    /// Notes that this pair was replayed.
+    pub(super) fn insert(&mut self, publisher: &BareJid, node: &str) {
+        let k = Self::key(publisher, node);
+        if let Err(i) = self.0.binary_search(&k) {
+            self.0.insert(i, k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_pair_is_remembered_and_no_other() {
+        let (a, b) = (BareJid::new("a@x").unwrap(), BareJid::new("b@x").unwrap());
+        let mut r = Replayed::default();
+        assert!(!r.contains(&a, "n"));
+        r.insert(&a, "n");
+        r.insert(&a, "n");
+        assert!(r.contains(&a, "n"));
+        // Neither the other publisher nor the other node.
+        assert!(!r.contains(&b, "n"));
+        assert!(!r.contains(&a, "m"));
+        // The pair is hashed as a pair: "a@x"+"yn" is not "a@xy"+"n".
+        assert!(!r.contains(&BareJid::new("a@xy").unwrap(), ""));
+        assert_eq!(r.0.len(), 1);
+    }
 }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use fanout::OutboundHandle;
 use stanza::ser::{self, StanzaError};
-use stanza::{
-    ns, BareJid, Element, FullJid, Kind, Stanza, StanzaErrorCondition, StreamErrorCondition,
-};
+use stanza::{ns, Element, FullJid, Kind, Stanza, StanzaErrorCondition, StreamErrorCondition};
 use tokio::task::JoinHandle;
 use tracing::info;
 
@@ -35,7 +33,7 @@ pub(super) struct Session {
     pub(super) control: Arc<crate::control::Control>,
     /// The (publisher, node) pairs whose last item was replayed since the
     /// resource became available; `None` while unavailable.
-    pub(super) replayed_for: Option<std::collections::HashSet<(BareJid, String)>>,
+    pub(super) replayed_for: Option<super::presence::Replayed>,
     /// Stream management (XEP-0198), shared with the writer.
     pub(super) sm: crate::stream::Sm,
     /// The resumption id, when the client enabled resumption.

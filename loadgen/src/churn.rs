@@ -16,7 +16,10 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::sync::{watch, Notify};
 
+use crate::part::{pairs, Churned};
+use crate::run::{Plan, Target};
 use crate::stats;
+use std::time::Instant;
 
 /// The logins churn made, shared by a part's sessions.
 #[derive(Debug)]
@@ -96,6 +99,31 @@ pub async fn drive(
             }
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Waits out the run's duration while `--churn` logs sessions out and in,
+/// reading CPU when the measured window opens (`window0`); returns the
+/// logins inside the window, and its length.
+pub async fn window(
+    plan: &Plan,
+    target: &Target,
+    st: &ChurnStats,
+    publish_start: Instant,
+    window0: &mut Option<(f64, f64)>,
+) -> Churned {
+    let open = publish_start + Duration::from_secs_f64(plan.warmup_s);
+    tokio::time::sleep_until(open.into()).await;
+    *window0 = Some(crate::run::cpu(target.pid));
+    let end = publish_start + Duration::from_secs_f64(plan.duration_s);
+    tokio::time::sleep_until(end.into()).await;
+    // Taken now: logins ending after the window are not in it.
+    let (logins, failures, h) = st.take();
+    Churned {
+        logins,
+        failures,
+        secs: (plan.duration_s - plan.warmup_s).max(1e-6),
+        latency: pairs(&h),
     }
 }
 

@@ -1,8 +1,128 @@
-//! The figures compared across repetitions and targets, and their
-//! (median, min, max) spread. Shared by single runs (`report`) and
+//! A run's measured figures, the ones compared across repetitions and
+//! targets, and their (median, min, max) spread. Shared by single runs (`report`) and
 //! benches (`bench`).
 
-use crate::run::Figures;
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::stats::Summary;
+
+/// Measured figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    /// Sessions that logged in.
+    pub sessions_up: usize,
+    /// Logins per second over the login phase.
+    pub logins_per_s: f64,
+    /// TCP connect to bound session, from each login's scheduled start.
+    pub connect: Summary,
+    /// Publish → ack.
+    pub ack: Summary,
+    /// Publish → each delivery.
+    pub delivery: Summary,
+    /// Publish → the last expected follower has it.
+    pub fanout_completion: Summary,
+    /// Measured posts published.
+    pub posts: u64,
+    /// Expected deliveries of measured posts.
+    pub expected: u64,
+    /// Received deliveries of measured posts (duplicates not counted).
+    pub received: u64,
+    /// Expected minus received.
+    pub lost: u64,
+    /// Deliveries received more than once.
+    pub duplicates: u64,
+    /// Connections dropped on purpose (`--chaos`) and made again.
+    pub reconnects: u64,
+    /// Deliveries per second of the measured phase, second by second.
+    pub deliveries_per_s: Vec<u64>,
+    /// Mean deliveries per second over the measured phase (for a burst,
+    /// the whole window, drain included: not a throughput).
+    pub mean_deliveries_per_s: f64,
+    /// Throughput: for a burst, deliveries ÷ (last delivery − first
+    /// publish sent); at a rate, the mean over the measured phase.
+    pub throughput_per_s: f64,
+    /// Seconds from the first measured publish sent to the last delivery
+    /// of a measured post.
+    pub burst_secs: f64,
+    /// Second by second of the measured phase: deliveries that arrived in
+    /// it and their latency percentiles (from one histogram per second).
+    pub intervals: Vec<Interval>,
+    /// Errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Sessions that ended early, by reason.
+    pub dropped_sessions: BTreeMap<String, u64>,
+    /// Replays (`<delay>`) seen, not counted.
+    pub replays: u64,
+    /// Server CPU seconds during the measured phase.
+    pub server_cpu_s: f64,
+    /// loadgen CPU seconds during the measured phase.
+    pub loadgen_cpu_s: f64,
+    /// Server CPU µs per delivery received.
+    pub server_cpu_us_per_delivery: f64,
+    /// The server's write-family syscalls over the measured window (when
+    /// its pid is known and perf can count them).
+    pub server_write_syscalls: Option<u64>,
+    /// Those per delivery received.
+    pub write_syscalls_per_delivery: Option<f64>,
+    /// loadgen CPU µs per delivery received.
+    pub loadgen_cpu_us_per_delivery: f64,
+    /// Largest server RSS seen, bytes (the whole process when embedded).
+    pub server_rss_max: u64,
+    /// Server RSS before its first logins, bytes (a later repetition on
+    /// the same server counts from the first one's).
+    pub server_rss_before: u64,
+    /// Server RSS with every session logged in and idle, bytes.
+    pub server_rss_idle: u64,
+    /// (idle − before) / sessions, bytes: memory per idle session.
+    pub rss_per_idle_session: f64,
+    /// SCRAM key cache (hits, misses).
+    pub scram_cache: (u64, u64),
+    /// With `--churn`: logins per second sustained over the measured
+    /// window (sessions logging out and in again).
+    pub churn_logins_per_s: Option<f64>,
+    /// With `--churn`: each of those logins, from the logout to the
+    /// presence sent on the new connection.
+    pub churn_login: Option<Summary>,
+    /// With `--churn`: logins that failed.
+    pub churn_failures: u64,
+    /// With `--churn`: server CPU µs per login in the window.
+    pub server_cpu_us_per_login: Option<f64>,
+    /// With `--churn`: loadgen CPU µs per login in the window.
+    pub loadgen_cpu_us_per_login: Option<f64>,
+}
+
+/// One second of the measured phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interval {
+    /// Seconds since the measured phase began.
+    pub second: usize,
+    /// Deliveries that arrived in this second.
+    pub deliveries: u64,
+    /// Their publish → delivery median, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Largest, ms.
+    pub max_ms: f64,
+}
+
+/// The histograms behind the figures, for `.hgrm` files.
+#[derive(Debug)]
+pub struct Histograms {
+    /// See [`Figures::connect`].
+    pub connect: Histogram<u64>,
+    /// See [`Figures::ack`].
+    pub ack: Histogram<u64>,
+    /// See [`Figures::delivery`].
+    pub delivery: Histogram<u64>,
+    /// See [`Figures::fanout_completion`].
+    pub completion: Histogram<u64>,
+    /// See [`Figures::churn_login`].
+    pub churn: Histogram<u64>,
+}
 
 /// A figure's name and how to read it from a run.
 pub type Figure = (&'static str, fn(&Figures) -> f64);

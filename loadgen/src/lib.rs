@@ -10,7 +10,8 @@
 //! - [`graph`]: follow graphs (celebrity, uniform, zipf).
 //! - [`session`]: one XMPP client session, from TCP to deliveries.
 //! - [`scram`]: the client-side SCRAM key cache.
-//! - [`run`]: the plan, the login ramp, the publish schedule, accounting.
+//! - [`run`]: the plan, the publish schedule, accounting.
+//! - [`logins`]: the login phase, paced by the ramp.
 //! - [`part`]: one process's measurements, merged into a run's figures.
 //! - [`stats`]: HdrHistograms and their summaries.
 //! - [`report`]: the text report, JSON record and `.hgrm` files.
@@ -36,6 +37,7 @@ pub mod embedded;
 pub mod figures;
 pub mod floor;
 pub mod graph;
+pub mod logins;
 pub mod part;
 pub mod peers;
 pub mod receive;

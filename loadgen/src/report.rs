@@ -159,7 +159,9 @@ pub fn text(r: &RunRecord) -> String {
             "\nover {} repetitions (figures above: the median one), median [min–max]:",
             r.repetitions.len()
         ));
-        for (name, (m, lo, hi)) in &r.spread {
+        // Figures no repetition measured (churn's, in a run without it)
+        // are left out.
+        for (name, (m, lo, hi)) in r.spread.iter().filter(|(_, (m, _, _))| !m.is_nan()) {
             line(format!("  {name:<28} {m:>12.2}  [{lo:.2}–{hi:.2}]"));
         }
     }

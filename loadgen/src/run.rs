@@ -13,24 +13,21 @@
 //! process of a run shares.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 
 use crate::churn::ChurnStats;
 use crate::graph::Graph;
-use crate::part::Churned;
 use crate::scram::KeyCache;
-use crate::session::{self, Counters, Live, Login, Mech, Mechanism, Outcome, PostCmd};
-use crate::stats::{self, Summary};
+use crate::session::{self, Counters, Live, Mech, Mechanism, Outcome, PostCmd};
 use crate::sys;
 
 /// What to run.
@@ -133,120 +130,7 @@ pub struct Target {
     pub pid: Option<u32>,
 }
 
-/// Measured figures.
-#[derive(Debug, Clone, Serialize)]
-pub struct Figures {
-    /// Sessions that logged in.
-    pub sessions_up: usize,
-    /// Logins per second over the login phase.
-    pub logins_per_s: f64,
-    /// TCP connect to bound session, from each login's scheduled start.
-    pub connect: Summary,
-    /// Publish → ack.
-    pub ack: Summary,
-    /// Publish → each delivery.
-    pub delivery: Summary,
-    /// Publish → the last expected follower has it.
-    pub fanout_completion: Summary,
-    /// Measured posts published.
-    pub posts: u64,
-    /// Expected deliveries of measured posts.
-    pub expected: u64,
-    /// Received deliveries of measured posts (duplicates not counted).
-    pub received: u64,
-    /// Expected minus received.
-    pub lost: u64,
-    /// Deliveries received more than once.
-    pub duplicates: u64,
-    /// Connections dropped on purpose (`--chaos`) and made again.
-    pub reconnects: u64,
-    /// Deliveries per second of the measured phase, second by second.
-    pub deliveries_per_s: Vec<u64>,
-    /// Mean deliveries per second over the measured phase (for a burst,
-    /// the whole window, drain included: not a throughput).
-    pub mean_deliveries_per_s: f64,
-    /// Throughput: for a burst, deliveries ÷ (last delivery − first
-    /// publish sent); at a rate, the mean over the measured phase.
-    pub throughput_per_s: f64,
-    /// Seconds from the first measured publish sent to the last delivery
-    /// of a measured post.
-    pub burst_secs: f64,
-    /// Second by second of the measured phase: deliveries that arrived in
-    /// it and their latency percentiles (from one histogram per second).
-    pub intervals: Vec<Interval>,
-    /// Errors by kind.
-    pub errors: BTreeMap<String, u64>,
-    /// Sessions that ended early, by reason.
-    pub dropped_sessions: BTreeMap<String, u64>,
-    /// Replays (`<delay>`) seen, not counted.
-    pub replays: u64,
-    /// Server CPU seconds during the measured phase.
-    pub server_cpu_s: f64,
-    /// loadgen CPU seconds during the measured phase.
-    pub loadgen_cpu_s: f64,
-    /// Server CPU µs per delivery received.
-    pub server_cpu_us_per_delivery: f64,
-    /// The server's write-family syscalls over the measured window (when
-    /// its pid is known and perf can count them).
-    pub server_write_syscalls: Option<u64>,
-    /// Those per delivery received.
-    pub write_syscalls_per_delivery: Option<f64>,
-    /// loadgen CPU µs per delivery received.
-    pub loadgen_cpu_us_per_delivery: f64,
-    /// Largest server RSS seen, bytes (the whole process when embedded).
-    pub server_rss_max: u64,
-    /// Server RSS before its first logins, bytes (a later repetition on
-    /// the same server counts from the first one's).
-    pub server_rss_before: u64,
-    /// Server RSS with every session logged in and idle, bytes.
-    pub server_rss_idle: u64,
-    /// (idle − before) / sessions, bytes: memory per idle session.
-    pub rss_per_idle_session: f64,
-    /// SCRAM key cache (hits, misses).
-    pub scram_cache: (u64, u64),
-    /// With `--churn`: logins per second sustained over the measured
-    /// window (sessions logging out and in again).
-    pub churn_logins_per_s: Option<f64>,
-    /// With `--churn`: each of those logins, from the logout to the
-    /// presence sent on the new connection.
-    pub churn_login: Option<Summary>,
-    /// With `--churn`: logins that failed.
-    pub churn_failures: u64,
-    /// With `--churn`: server CPU µs per login in the window.
-    pub server_cpu_us_per_login: Option<f64>,
-    /// With `--churn`: loadgen CPU µs per login in the window.
-    pub loadgen_cpu_us_per_login: Option<f64>,
-}
-
-/// One second of the measured phase.
-#[derive(Debug, Clone, Serialize)]
-pub struct Interval {
-    /// Seconds since the measured phase began.
-    pub second: usize,
-    /// Deliveries that arrived in this second.
-    pub deliveries: u64,
-    /// Their publish → delivery median, ms.
-    pub p50_ms: f64,
-    /// 99th percentile, ms.
-    pub p99_ms: f64,
-    /// Largest, ms.
-    pub max_ms: f64,
-}
-
-/// The histograms behind the figures, for `.hgrm` files.
-#[derive(Debug)]
-pub struct Histograms {
-    /// See [`Figures::connect`].
-    pub connect: Histogram<u64>,
-    /// See [`Figures::ack`].
-    pub ack: Histogram<u64>,
-    /// See [`Figures::delivery`].
-    pub delivery: Histogram<u64>,
-    /// See [`Figures::fanout_completion`].
-    pub completion: Histogram<u64>,
-    /// See [`Figures::churn_login`].
-    pub churn: Histogram<u64>,
-}
+pub use crate::figures::{Figures, Histograms, Interval};
 
 impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,20 +143,7 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// The loopback source address for connection `i`.
-pub fn source(i: usize, sources: u8, target: &SocketAddr) -> Option<IpAddr> {
-    // Spread over 127.0.0.1..=127.0.0.N so ephemeral ports never run out;
-    // only when the target itself is on loopback.
-    if sources <= 1 || !target.ip().is_loopback() || !target.is_ipv4() {
-        return None;
-    }
-    Some(IpAddr::V4(Ipv4Addr::new(
-        127,
-        0,
-        0,
-        1 + (i % sources as usize) as u8,
-    )))
-}
+pub use crate::logins::source;
 
 /// RSS of the server: its process, or this one when embedded.
 fn server_rss(pid: Option<u32>) -> u64 {
@@ -293,7 +164,7 @@ fn server_rss_baseline(pid: Option<u32>) -> u64 {
 }
 
 /// CPU seconds of (server, loadgen).
-fn cpu(pid: Option<u32>) -> (f64, f64) {
+pub(crate) fn cpu(pid: Option<u32>) -> (f64, f64) {
     let me = sys::process_cpu(std::process::id()).unwrap_or(0.0);
     match pid {
         Some(p) => (sys::process_cpu(p).unwrap_or(0.0), me),
@@ -305,7 +176,7 @@ fn cpu(pid: Option<u32>) -> (f64, f64) {
 }
 
 /// Live progress lines (only on a TTY).
-struct Progress(Option<indicatif::ProgressBar>);
+pub(crate) struct Progress(Option<indicatif::ProgressBar>);
 
 impl Progress {
     fn new(quiet: bool) -> Self {
@@ -316,7 +187,7 @@ impl Progress {
         pb.enable_steady_tick(Duration::from_millis(200));
         Self(Some(pb))
     }
-    fn set(&self, msg: String) {
+    pub(crate) fn set(&self, msg: String) {
         if let Some(pb) = &self.0 {
             pb.set_message(msg);
         }
@@ -410,48 +281,6 @@ pub async fn run(
     Ok(merge(plan, &[part]))
 }
 
-/// Waits out the run's duration while `--churn` logs sessions out and in,
-/// reading CPU when the measured window opens (`window0`); returns the
-/// logins inside the window, and its length.
-async fn churn_window(
-    plan: &Plan,
-    target: &Target,
-    st: &ChurnStats,
-    publish_start: Instant,
-    window0: &mut Option<(f64, f64)>,
-) -> Churned {
-    let open = publish_start + Duration::from_secs_f64(plan.warmup_s);
-    tokio::time::sleep_until(open.into()).await;
-    *window0 = Some(cpu(target.pid));
-    let end = publish_start + Duration::from_secs_f64(plan.duration_s);
-    tokio::time::sleep_until(end.into()).await;
-    // Taken now: logins ending after the window are not in it.
-    let (logins, failures, h) = st.take();
-    Churned {
-        logins,
-        failures,
-        secs: (plan.duration_s - plan.warmup_s).max(1e-6),
-        latency: pairs(&h),
-    }
-}
-
-/// How user `i` logs in.
-fn login_of(plan: &Plan, target: &Target, i: usize) -> Login {
-    Login {
-        addr: target.addr,
-        source: source(i, plan.sources, &target.addr),
-        domain: target.domain.clone(),
-        user: (target.user)(i as u32),
-        password: (target.password)(i as u32),
-        mech: plan.mech,
-        resource: "lg".into(),
-        tls: target.tls,
-        ws: (plan.transport == crate::session::Transport::Websocket && i >= plan.celebrities)
-            .then_some(target.ws)
-            .flatten(),
-    }
-}
-
 /// Runs this process's part of the plan: all of it, or with `coord` the
 /// sessions it holds.
 pub async fn run_part(
@@ -474,55 +303,12 @@ pub async fn run_part(
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
 
     // 1. Logins, paced by the ramp, a bounded number in flight.
-    let in_flight = Arc::new(Semaphore::new(512));
-    let t0 = Instant::now() + Duration::from_millis(50);
-    let mut logins = tokio::task::JoinSet::new();
-    // Parts share the ramp: each starts its share of the logins per second.
-    let ramp = plan.ramp.max(1.0) * held.len() as f64 / n as f64;
-    for (k, i) in held.clone().enumerate() {
-        let login = login_of(plan, target, i);
-        let (keys, in_flight) = (keys.clone(), in_flight.clone());
-        let at = t0 + Duration::from_secs_f64(k as f64 / ramp.max(1.0));
-        let sm = plan.sm;
-        logins.spawn(async move {
-            tokio::time::sleep_until(at.into()).await;
-            let _permit = in_flight.acquire_owned().await;
-            let r = match session::login(&login, &keys).await {
-                Ok(mut c) if sm => crate::sm::enable(&mut c).await.map(|id| (c, Some(id))),
-                Ok(c) => Ok((c, None)),
-                Err(e) => Err(e),
-            };
-            // Up only once the server has processed its presence.
-            let r = match r {
-                Ok((mut c, id)) => session::available(&mut c)
-                    .await
-                    .map(|handled| (c, id, handled)),
-                Err(e) => Err(e),
-            };
-            (i, r, at.elapsed(), Instant::now())
-        });
-    }
-    let mut conns: Vec<Option<(session::Conn, Option<String>, u32)>> =
-        (0..n).map(|_| None).collect();
-    let mut connect = stats::histogram();
-    let mut last_login = t0;
-    let mut up = 0usize;
-    while let Some(j) = logins.join_next().await {
-        let (i, r, took, done) = j?;
-        match r {
-            Ok(c) => {
-                stats::record(&mut connect, took.as_micros() as u64);
-                conns[i] = Some(c);
-                up += 1;
-                last_login = last_login.max(done);
-            }
-            Err(e) => *errors.entry(format!("login:{}", e.kind())).or_default() += 1,
-        }
-        if up % 250 == 0 {
-            progress.set(format!("logged in {up}/{}", held.len()));
-        }
-    }
-    let login_secs = last_login.duration_since(t0).as_secs_f64().max(1e-6);
+    let crate::logins::Phase {
+        conns,
+        connect,
+        up,
+        login_secs,
+    } = crate::logins::log_in_all(plan, target, keys, held.clone(), &progress, &mut errors).await?;
     if up == 0 {
         progress.done();
         bail!(
@@ -575,7 +361,7 @@ pub async fn run_part(
             }
             crate::sm::Chaos {
                 kill,
-                login: login_of(plan, target, i),
+                login: crate::logins::login_of(plan, target, i),
                 keys: keys.clone(),
                 sm_id,
                 churn: churn.clone(),
@@ -696,7 +482,7 @@ pub async fn run_part(
         }
     }
     let churned = match &churn {
-        Some(st) => Some(churn_window(plan, target, st, publish_start, &mut window0).await),
+        Some(st) => Some(crate::churn::window(plan, target, st, publish_start, &mut window0).await),
         None => None,
     };
     // 5. Drain: until everything expected here arrived and this part's

@@ -23,6 +23,8 @@ const COLUMNS: &[(&str, &str, usize)] = &[
     ("writes/delivery", "write syscalls/delivery", 2),
     ("RSS MiB", "server RSS max MiB", 0),
     ("KiB/session", "idle RSS KiB/session", 1),
+    ("churn logins/s", "churn logins/s", 0),
+    ("server µs/login", "server CPU µs/login", 0),
     ("lost", "lost", 0),
 ];
 
@@ -52,9 +54,13 @@ pub fn table(dir: &Path) -> Result<String> {
             .with_context(|| format!("{}: not JSON", path.display()))?;
         let targets = b["targets"].as_array().context("no targets")?;
         let idle = b["plan"]["idle"].as_bool() == Some(true);
-        // An idle bench is compared by memory per session, the others by
-        // deliveries per second.
-        let compared = if idle {
+        let churn = b["plan"]["churn"].as_f64().unwrap_or(0.0) > 0.0;
+        // A churn bench is compared by the login rate it sustained, an
+        // idle one by memory per session, the others by deliveries per
+        // second.
+        let compared = if churn {
+            "churn logins/s"
+        } else if idle {
             "idle RSS KiB/session"
         } else {
             "deliveries/s"
@@ -116,7 +122,9 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
 
 /// A plan in a few words: sessions, follows, the schedule, repetitions.
 fn plan(p: &Value, repetitions: usize) -> String {
+    let churn = p["churn"].as_f64().unwrap_or(0.0);
     let schedule = match p["burst"].as_u64() {
+        _ if churn > 0.0 => format!("idle, churn {churn}/s"),
         _ if p["idle"].as_bool() == Some(true) => "idle".to_owned(),
         Some(n) => format!("burst of {n}"),
         None => format!("{} posts/s", p["rate"].as_f64().unwrap_or(0.0)),
@@ -183,10 +191,50 @@ mod tests {
         let new = t.lines().find(|l| l.contains("| new |")).unwrap();
         assert!(old.contains("5000 sessions, pubsub, idle, ×3"), "{old}");
         assert!(
-            old.contains("| – | – | – | – | – | 133 | 22.2 | 0 | 1 |"),
+            old.contains("| – | – | – | – | – | 133 | 22.2 | – | – | 0 | 1 |"),
             "{old}"
         );
-        assert!(new.ends_with("| 70 | 9.2 | 0 | 0.43× |"), "{new}");
+        assert!(new.ends_with("| 70 | 9.2 | – | – | 0 | 0.43× |"), "{new}");
         assert!(t.contains("- `idle-x`: `loadgen bench --idle`"), "{t}");
+    }
+
+    #[test]
+    fn a_churn_bench_is_tabled_by_the_login_rate_it_sustained() {
+        let dir = tempfile::tempdir().unwrap();
+        let bench = dir.path().join("churn-x");
+        std::fs::create_dir(&bench).unwrap();
+        let medians = serde_json::json!([
+            [
+                "churn logins/s",
+                [[3900.0, 3800.0, 4000.0], [4700.0, 4600.0, 4800.0]]
+            ],
+            [
+                "server CPU µs/login",
+                [[260.4, 250.0, 270.0], [205.6, 200.0, 210.0]]
+            ],
+            ["idle RSS KiB/session", [[7.7, 7.6, 7.8], [7.3, 7.2, 7.4]]],
+        ]);
+        let record = serde_json::json!({
+            "plan": {"sessions": 10000, "mechanism": "Pubsub", "idle": true, "churn": 10000.0},
+            "targets": ["old", "new"],
+            "runs": [[{}, {}, {}], [{}, {}, {}]],
+            "medians": medians,
+            "ratios": [["idle RSS KiB/session", [0.95]], ["churn logins/s", [1.21]]],
+        });
+        std::fs::write(bench.join("bench.json"), record.to_string()).unwrap();
+        std::fs::write(
+            bench.join("command.txt"),
+            "loadgen bench --idle --churn 10000\n",
+        )
+        .unwrap();
+        let t = table(dir.path()).unwrap();
+        let old = t.lines().find(|l| l.contains("| old |")).unwrap();
+        let new = t.lines().find(|l| l.contains("| new |")).unwrap();
+        assert!(
+            old.contains("10000 sessions, pubsub, idle, churn 10000/s, ×3"),
+            "{old}"
+        );
+        assert!(old.ends_with("| 7.7 | 3900 | 260 | – | 1 |"), "{old}");
+        assert!(new.ends_with("| 7.3 | 4700 | 206 | – | 1.21× |"), "{new}");
     }
 }

@@ -208,6 +208,8 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// What every connection shares.
 pub(crate) struct Shared {
     pub(crate) config: Config,
+    /// `config.domains`, shared by every connection's negotiation.
+    pub(crate) domains: Arc<[String]>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) fanout: Arc<dyn fanout::Fanout>,
     pub(crate) committer: commit::Committer,
@@ -312,6 +314,7 @@ pub async fn run_on(
     let backoff = backoff::LoginBackoff::new(&config.limits);
     let caps = Arc::new(caps::CapsCache::new(config.limits.caps_cache_entries));
     let shared = Arc::new(Shared {
+        domains: config.domains.clone().into(),
         config,
         store,
         fanout,

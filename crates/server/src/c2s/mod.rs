@@ -190,7 +190,7 @@ impl<T: Transport> Conn<T> {
     fn new(t: T, peer: SocketAddr, shared: Arc<Shared>, tls: bool, deadline: Instant) -> Self {
         // STARTTLS only where the transport can hand over its socket.
         let starttls = T::STARTTLS && shared.tls.is_some();
-        let policy = Policy::from_config(&shared.config, starttls);
+        let policy = Policy::from_config(&shared.config, &shared.domains, starttls);
         Self {
             neg: Negotiation::new(policy, tls, deadline.into_std()),
             shared,

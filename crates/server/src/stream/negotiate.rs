@@ -22,8 +22,9 @@ use crate::sasl::{self, ClientFirst, Hash, ScramKeys, ScramServer};
 /// What the configuration says about negotiation.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
-    /// The domains served.
-    pub domains: Vec<String>,
+    /// The domains served: one list for every connection (#11: a copy
+    /// per connection cost every idle session two allocations).
+    pub domains: std::sync::Arc<[String]>,
     /// Whether this server can do TLS at all (a certificate is loaded).
     pub tls_available: bool,
     /// No SASL and no registration before encryption.
@@ -37,9 +38,13 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
-    pub(crate) fn from_config(config: &crate::Config, tls_available: bool) -> Self {
+    pub(crate) fn from_config(
+        config: &crate::Config,
+        domains: &std::sync::Arc<[String]>,
+        tls_available: bool,
+    ) -> Self {
         Self {
-            domains: config.domains.clone(),
+            domains: domains.clone(),
             tls_available,
             require_encryption: config.require_encryption,
             allow_plaintext_auth: config.allow_plaintext_auth,
@@ -48,12 +53,10 @@ impl Policy {
         }
     }
 
-    fn served(&self, to: &str) -> Option<&str> {
+    /// Which of our domains `to` names.
+    fn served(&self, to: &str) -> Option<usize> {
         let to = BareJid::new(to).ok()?;
-        self.domains
-            .iter()
-            .find(|d| d.as_str() == to.as_str())
-            .map(String::as_str)
+        self.domains.iter().position(|d| d.as_str() == to.as_str())
     }
 }
 
@@ -152,7 +155,8 @@ pub(crate) struct Negotiation {
     policy: Policy,
     step: Step,
     tls: bool,
-    domain: Option<String>,
+    /// Which of `policy.domains`.
+    domain: Option<usize>,
     /// Whether our side of the current stream is open.
     opened: bool,
     failures: u32,
@@ -180,7 +184,7 @@ impl Negotiation {
 
     /// The domain the peer asked for, once known.
     pub(crate) fn domain(&self) -> Option<&str> {
-        self.domain.as_deref()
+        self.domain.map(|i| self.policy.domains[i].as_str())
     }
 
     /// Whether our side of the stream is open (a stream error needs a
@@ -198,12 +202,13 @@ impl Negotiation {
     pub(crate) fn on_open(&mut self, open: Opening<'_>) -> Vec<Action> {
         // The domain first: our answering header names it, error or not.
         if let Some(d) = open.to.and_then(|t| self.policy.served(t)) {
-            self.domain = Some(d.to_owned());
+            self.domain = Some(d);
         }
         let from = self
-            .domain
-            .clone()
-            .unwrap_or_else(|| self.policy.domains.first().cloned().unwrap_or_default());
+            .domain()
+            .or_else(|| self.policy.domains.first().map(String::as_str))
+            .unwrap_or_default()
+            .to_owned();
         let mut out = vec![Action::Open { from }];
         self.opened = true;
         let known = open.to.and_then(|t| self.policy.served(t)).is_some();
@@ -237,7 +242,7 @@ impl Negotiation {
                 })
             }
             Step::Authenticated(jid) => {
-                if Some(jid.domain()) != self.domain.as_deref() {
+                if Some(jid.domain()) != self.domain() {
                     out.push(Action::Close(StreamErrorCondition::HostUnknown, None));
                     return out;
                 }
@@ -333,7 +338,7 @@ impl Negotiation {
 
     /// `<auth/>`: what to look up, or why not.
     fn start_auth(&mut self, mechanism: &str, data: &[u8]) -> Result<Vec<Action>, SaslFailure> {
-        let domain = self.domain.clone().unwrap_or_default();
+        let domain = self.domain().unwrap_or_default().to_owned();
         match mechanism {
             "PLAIN" if self.tls || self.policy.allow_plaintext_auth => {
                 let (authz, user, password) = sasl::parse_plain(data).map_err(|e| e.failure())?;

@@ -9,7 +9,7 @@ use crate::sasl::{Hash, ScramClient, ScramKeys};
 
 fn policy() -> Policy {
     Policy {
-        domains: vec!["example.org".into()],
+        domains: vec!["example.org".to_owned()].into(),
         tls_available: true,
         require_encryption: false,
         allow_plaintext_auth: true,

@@ -160,11 +160,25 @@ pub fn write(dir: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
+    /// A bench record `name` with targets "old" and "new", 3 repetitions
+    /// each, kept in `dir` with `command`.
+    fn keep(dir: &Path, name: &str, plan: Value, medians: Value, ratios: Value, command: &str) {
+        let bench = dir.join(name);
+        std::fs::create_dir(&bench).unwrap();
+        let record = serde_json::json!({
+            "plan": plan,
+            "targets": ["old", "new"],
+            "runs": [[{}, {}, {}], [{}, {}, {}]],
+            "medians": medians,
+            "ratios": ratios,
+        });
+        std::fs::write(bench.join("bench.json"), record.to_string()).unwrap();
+        std::fs::write(bench.join("command.txt"), format!("{command}\n")).unwrap();
+    }
+
     #[test]
     fn an_idle_bench_is_tabled_by_memory_per_session() {
         let dir = tempfile::tempdir().unwrap();
-        let bench = dir.path().join("idle-x");
-        std::fs::create_dir(&bench).unwrap();
         let medians = serde_json::json!([
             ["deliveries/s", [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]],
             [
@@ -177,15 +191,14 @@ mod tests {
             ],
             ["lost", [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]],
         ]);
-        let record = serde_json::json!({
-            "plan": {"sessions": 5000, "mechanism": "Pubsub", "idle": true, "rate": 10.0},
-            "targets": ["old", "new"],
-            "runs": [[{}, {}, {}], [{}, {}, {}]],
-            "medians": medians,
-            "ratios": [["deliveries/s", [null]], ["idle RSS KiB/session", [0.43]]],
-        });
-        std::fs::write(bench.join("bench.json"), record.to_string()).unwrap();
-        std::fs::write(bench.join("command.txt"), "loadgen bench --idle\n").unwrap();
+        keep(
+            dir.path(),
+            "idle-x",
+            serde_json::json!({"sessions": 5000, "mechanism": "Pubsub", "idle": true, "rate": 10.0}),
+            medians,
+            serde_json::json!([["deliveries/s", [null]], ["idle RSS KiB/session", [0.43]]]),
+            "loadgen bench --idle",
+        );
         let t = table(dir.path()).unwrap();
         let old = t.lines().find(|l| l.contains("| old |")).unwrap();
         let new = t.lines().find(|l| l.contains("| new |")).unwrap();
@@ -201,8 +214,6 @@ mod tests {
     #[test]
     fn a_churn_bench_is_tabled_by_the_login_rate_it_sustained() {
         let dir = tempfile::tempdir().unwrap();
-        let bench = dir.path().join("churn-x");
-        std::fs::create_dir(&bench).unwrap();
         let medians = serde_json::json!([
             [
                 "churn logins/s",
@@ -214,19 +225,14 @@ mod tests {
             ],
             ["idle RSS KiB/session", [[7.7, 7.6, 7.8], [7.3, 7.2, 7.4]]],
         ]);
-        let record = serde_json::json!({
-            "plan": {"sessions": 10000, "mechanism": "Pubsub", "idle": true, "churn": 10000.0},
-            "targets": ["old", "new"],
-            "runs": [[{}, {}, {}], [{}, {}, {}]],
-            "medians": medians,
-            "ratios": [["idle RSS KiB/session", [0.95]], ["churn logins/s", [1.21]]],
-        });
-        std::fs::write(bench.join("bench.json"), record.to_string()).unwrap();
-        std::fs::write(
-            bench.join("command.txt"),
-            "loadgen bench --idle --churn 10000\n",
-        )
-        .unwrap();
+        keep(
+            dir.path(),
+            "churn-x",
+            serde_json::json!({"sessions": 10000, "mechanism": "Pubsub", "idle": true, "churn": 10000.0}),
+            medians,
+            serde_json::json!([["idle RSS KiB/session", [0.95]], ["churn logins/s", [1.21]]]),
+            "loadgen bench --idle --churn 10000",
+        );
         let t = table(dir.path()).unwrap();
         let old = t.lines().find(|l| l.contains("| old |")).unwrap();
         let new = t.lines().find(|l| l.contains("| new |")).unwrap();

@@ -492,19 +492,16 @@ impl<T: Transport> Conn<T> {
         if out.is_empty() {
             return Ok(());
         }
-        match &self.session {
-            Some(s) => {
-                for bytes in out.drain(..) {
-                    let _ = s.handle.queue().push(Frame::Bytes(bytes));
-                }
-                Ok(())
+        if self.session.is_some() {
+            // Bound: each goes through the queue, as `send` does.
+            for bytes in out.drain(..) {
+                self.send(bytes).await?;
             }
-            None => {
-                let r = self.t.write_all_of(out).await;
-                out.clear();
-                r.map_err(|_| Stop::Gone)
-            }
+            return Ok(());
         }
+        let r = self.t.write_all_of(out).await;
+        out.clear();
+        r.map_err(|_| Stop::Gone)
     }
 
     /// XEP-0077 before authentication: parsed, then answered.

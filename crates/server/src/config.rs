@@ -315,6 +315,10 @@ pub struct Config {
     /// The WebSocket URL announced by XEP-0156 discovery; by default built
     /// from the request's `Host` and the listener's scheme.
     pub websocket_url: Option<String>,
+    /// The store's page cache in MiB (64). It fills with the pages reads
+    /// touch, about 1 KB per account that logged in, up to this bound;
+    /// past it reads come from the OS page cache.
+    pub store_cache_mib: usize,
     /// Limits.
     pub limits: LimitsConfig,
 }
@@ -334,6 +338,7 @@ impl Default for Config {
             allow_registration: false,
             scram_iterations: 4096,
             max_connections: open_file_limit().saturating_sub(64).max(1),
+            store_cache_mib: crate::store::redb::DEFAULT_CACHE_BYTES >> 20,
             fanout: "shared".into(),
             metrics_listen: None,
             http_listen: Vec::new(),
@@ -398,6 +403,9 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert", "tls_cert and tls_key go together");
+        }
+        if self.store_cache_mib == 0 || self.store_cache_mib > 1 << 20 {
+            return invalid("store_cache_mib", "must be 1 to 1048576");
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
@@ -563,6 +571,12 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("domains"));
+        let c = Config {
+            store_cache_mib: 0,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("store_cache_mib"), "{e}");
     }
 
     #[test]

@@ -221,6 +221,8 @@ pub(crate) struct Shared {
     /// `None` when TLS is off (`tls = false` in the configuration).
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Woken (all waiters) when shutdown is signalled: see `stopping`.
+    pub(crate) stop_wake: tokio::sync::Notify,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) limiters: limits::Limiters,
     /// Serializes node-access refreshes per owner.
@@ -230,7 +232,7 @@ pub(crate) struct Shared {
     /// Live resumable sessions, by resumption id: their account, and how
     /// to make one let go of its connection when a resumption arrives
     /// before the server noticed the old connection was dead.
-    pub(crate) resumable: dashmap::DashMap<String, (stanza::BareJid, Arc<tokio::sync::Notify>)>,
+    pub(crate) resumable: dashmap::DashMap<String, (stanza::BareJid, Arc<control::Control>)>,
     /// Each bound session's kill switch, by full JID.
     pub(crate) controls: dashmap::DashMap<stanza::FullJid, Arc<control::Control>>,
     /// Failed logins across connections, by account and address.
@@ -251,6 +253,19 @@ impl Shared {
     {
         store::blocking(&self.store, f).await
     }
+
+    /// Resolves once shutdown was signalled. Every connection waits on
+    /// this, so it is a small future: 72 bytes, where `stopped` over the
+    /// watch channel is 160 (#11).
+    pub(crate) async fn stopping(&self) {
+        // Registered before the flag is read: a signal in between still
+        // wakes it.
+        let woken = self.stop_wake.notified();
+        if *self.shutdown.borrow() {
+            return;
+        }
+        woken.await;
+    }
 }
 
 /// Resolves once shutdown was signalled. (Wrapping `wait_for` keeps its
@@ -268,7 +283,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     config.validate()?;
-    let store = Arc::new(Redb::open(&config.data_dir)?);
+    let store = Arc::new(Redb::open_with_cache(
+        &config.data_dir,
+        config.store_cache_mib << 20,
+    )?);
     run_on(listeners, config, store, shutdown).await
 }
 
@@ -324,6 +342,7 @@ pub async fn run_on(
         directed: dashmap::DashMap::new(),
         tls,
         shutdown: stop_rx.clone(),
+        stop_wake: tokio::sync::Notify::new(),
         metrics,
         limiters,
         backoff,
@@ -367,6 +386,7 @@ pub async fn run_on(
     shutdown.await;
     info!("shutting down");
     let _ = stop_tx.send(true);
+    shared.stop_wake.notify_waiters();
     while accept_loops.join_next().await.is_some() {}
     // Flush: commit what is queued, then close the store (its file lock is
     // released once the last connection task has let go of it).
@@ -434,13 +454,7 @@ async fn accept_c2s(
                         drop(stream);
                         continue;
                     };
-                    let shared = shared.clone();
-                    conns.spawn(async move {
-                        shared.metrics.connections.inc();
-                        c2s::serve(stream, peer, shared.clone(), direct_tls).await;
-                        shared.metrics.connections.dec();
-                        drop(permit);
-                    });
+                    conns.spawn(c2s::serve(stream, peer, shared.clone(), direct_tls, permit));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

@@ -332,9 +332,36 @@ impl Framer {
         // a reference to the allocation it was split from.
         if self.buf.is_empty() {
             self.buf = BytesMut::new();
+            // The per-stanza scratch lists too, when no stanza is open:
+            // each kept the capacity of the largest stanza so far.
+            // (`attrs` holds the last tag's, stale once it was scanned:
+            // with nothing buffered no tag is half read.)
+            let s = &mut self.s;
+            s.attrs = Vec::new();
+            if s.open.is_empty() {
+                s.open = Vec::new();
+            }
+            if s.ns.is_empty() {
+                s.ns = Vec::new();
+            }
+            if s.inject.is_empty() {
+                s.inject = Vec::new();
+            }
             return true;
         }
         false
+    }
+
+    /// Heap bytes the framer holds: its buffer and its per-stanza lists'
+    /// capacity. Zero for an idle framer after [`Self::release_if_empty`].
+    pub fn held_bytes(&self) -> usize {
+        use std::mem::size_of_val;
+        let s = &self.s;
+        self.buf.capacity()
+            + s.open.capacity() * size_of_val(&s.name)
+            + s.attrs.capacity() * size_of_val(&s.name)
+            + s.ns.capacity() * std::mem::size_of::<(u32, Span)>()
+            + s.inject.capacity() * std::mem::size_of::<usize>()
     }
 
     /// Bytes received but not yet yielded. STARTTLS requires this to be zero

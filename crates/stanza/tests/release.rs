@@ -43,3 +43,21 @@ fn a_drained_framer_lets_its_buffer_go_and_a_partial_stanza_keeps_it() {
     f.feed(b"<iq type='get' id='1'/>");
     assert_eq!(drain(&mut f).len(), 1);
 }
+
+#[test]
+fn a_drained_framer_keeps_nothing_of_its_largest_stanza() {
+    let mut f = Framer::default();
+    f.feed(HEADER);
+    f.feed(
+        b"<iq type='set' id='p' a='1' b='2' c='3'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+          <publish node='n'><item id='i'><entry xmlns='http://www.w3.org/2005/Atom' xmlns:t='urn:t'>\
+          <t:x><t:y><t:z d='4' e='5'/></t:y></t:x></entry></item></publish></pubsub></iq>",
+    );
+    assert_eq!(drain(&mut f).len(), 2, "header and iq");
+    assert!(f.held_bytes() > 0, "scanning kept its buffer and lists");
+    assert!(f.release_if_empty());
+    assert_eq!(f.held_bytes(), 0);
+    // The stream's namespaces are still known to the next stanza.
+    f.feed(b"<t:q xmlns:t='urn:t'/><message/>");
+    assert_eq!(drain(&mut f).len(), 2);
+}

@@ -23,13 +23,16 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::Bytes;
 use fanout::{Fanout, Frame};
+use futures_util::future::Either;
 use stanza::ser::{self, StanzaError};
 use stanza::{ns, BareJid, Element, Event, Stanza, StanzaErrorCondition, StreamErrorCondition};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::control::Stopped;
 use crate::sasl::{Hash, ScramKeys};
 use crate::stream::negotiate::{Action, Negotiation, Policy};
 use crate::stream::tcp::{Io, Tcp};
@@ -45,33 +48,72 @@ pub(crate) mod sm;
 use session::Session;
 
 /// Serves one client connection until it ends. `direct_tls`: the
-/// connection came to the XEP-0368 port, and TLS starts at once.
-pub(crate) async fn serve(
+/// connection came to the XEP-0368 port, and TLS starts at once. `permit`
+/// is its place under `max_connections`, held until it ends.
+///
+/// Not an async fn: the connection is built before the future exists, so
+/// the task holds it once, not beside the stream, the address and the
+/// `Arc` it was made from (#11: an idle session's task is most of what it
+/// costs).
+pub(crate) fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     direct_tls: bool,
-) {
+    permit: OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + shared.config.limits.handshake_timeout();
+    let counted = Counted::new(shared.clone(), permit);
     // The rarer paths are boxed: the task of a plain session holds room
     // only for what it is (see `size_tests`).
     if direct_tls {
-        return Box::pin(serve_direct_tls(stream, peer, shared, deadline)).await;
+        return Either::Left(Box::pin(async move {
+            let _counted = counted;
+            serve_direct_tls(stream, peer, shared, deadline).await;
+        }));
     }
-    let mut conn = Conn::new(tcp(stream, &shared), peer, shared.clone(), false, deadline);
-    let stop = conn.run().await;
-    if !matches!(stop, Stop::StartTls) {
-        Box::pin(conn.finish(stop)).await;
-        return;
+    let mut conn = Conn::new(tcp(stream, &shared), peer, shared, false, deadline);
+    Either::Right(async move {
+        let _counted = counted;
+        let stop = conn.run().await;
+        if !matches!(stop, Stop::StartTls) {
+            Box::pin(conn.finish(stop)).await;
+            return;
+        }
+        // The handshake and the TLS session are boxed apart: the plain
+        // stream's state is gone before the encrypted one is served (#11:
+        // 1.7 KB per idle TLS session held both).
+        let (peer, shared, deadline) = (conn.peer, conn.shared.clone(), conn.deadline());
+        let Some(tls) = Box::pin(start_tls(conn, peer, &shared, deadline)).await else {
+            return;
+        };
+        Box::pin(serve_on(tls, peer, shared, true, deadline)).await;
+    })
+}
+
+/// An open connection, counted in the metrics and under
+/// `max_connections` for as long as it lives (also when its task is
+/// aborted at shutdown).
+struct Counted {
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Counted {
+    fn new(shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Self {
+        shared.metrics.connections.inc();
+        Self {
+            shared,
+            _permit: permit,
+        }
     }
-    // The handshake and the TLS session are boxed apart: the plain stream's
-    // state is gone before the encrypted one is served (#11: 1.7 KB per
-    // idle TLS session held both).
-    let Some(tls) = Box::pin(start_tls(conn, peer, &shared, deadline)).await else {
-        return;
-    };
-    Box::pin(serve_on(tls, peer, shared, true, deadline)).await;
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.shared.metrics.connections.dec();
+    }
 }
 
 /// A connection to the XEP-0368 port: TLS from the first byte.
@@ -193,14 +235,24 @@ struct Conn<T: Transport> {
     shared: Arc<Shared>,
     peer: SocketAddr,
     t: T,
-    neg: Negotiation,
+    /// Negotiation, until the bind: boxed, and dropped once bound, so an
+    /// idle session does not keep room for SASL's state (#11).
+    neg: Option<Box<Negotiation>>,
+    /// The served domain the stream is for, once `neg` is gone (an index
+    /// into `Shared::domains`).
+    domain: Option<usize>,
     session: Option<Session>,
     /// An event taken from the framer but not yet handled: the one that
-    /// ended a run of publishes (`publishes`).
-    held: Option<Result<Option<Event>, StreamErrorCondition>>,
-    /// The held stanza was counted already, and this is its wait under the
+    /// ended a run of publishes (`publishes`). Boxed: rarely there.
+    held: Option<Box<Held>>,
+}
+
+/// An event the reader took but handles later.
+pub(super) struct Held {
+    pub(super) next: Result<Option<Event>, StreamErrorCondition>,
+    /// The stanza was counted already, and this is its wait under the
     /// stanza rate.
-    held_wait: Option<Duration>,
+    pub(super) wait: Option<Duration>,
 }
 
 impl<T: Transport> Conn<T> {
@@ -209,25 +261,24 @@ impl<T: Transport> Conn<T> {
         let starttls = T::STARTTLS && shared.tls.is_some();
         let policy = Policy::from_config(&shared.config, &shared.domains, starttls);
         Self {
-            neg: Negotiation::new(policy, tls, deadline.into_std()),
+            neg: Some(Box::new(Negotiation::new(policy, tls, deadline.into_std()))),
+            domain: None,
             shared,
             peer,
             t,
             session: None,
             held: None,
-            held_wait: None,
         }
     }
 
     /// Reads and handles events until the stream stops, and says why.
     async fn run(&mut self) -> Stop {
         let idle = self.shared.config.limits.idle_timeout();
-        let mut shutdown = self.shared.shutdown.clone();
         loop {
             loop {
-                let next = match self.held.take() {
-                    Some(ev) => ev,
-                    None => self.t.next_event(),
+                let (next, counted) = match self.held.take() {
+                    Some(h) => (h.next, h.wait),
+                    None => (self.t.next_event(), None),
                 };
                 match next {
                     Ok(Some(ev)) => {
@@ -235,12 +286,12 @@ impl<T: Transport> Conn<T> {
                         // below, not room for the largest handling of a
                         // stanza (#11: 9 KB per session before).
                         let r = if self.session.is_some() {
-                            Box::pin(self.on_event(ev)).await
+                            Box::pin(self.on_event(ev, counted)).await
                         } else {
                             // Answers before the bind are written here, and a
                             // client that does not read would block them.
                             let deadline = self.deadline();
-                            tokio::time::timeout_at(deadline, Box::pin(self.on_event(ev)))
+                            tokio::time::timeout_at(deadline, Box::pin(self.on_event(ev, counted)))
                                 .await
                                 .unwrap_or(Err(Stop::Error(
                                     StreamErrorCondition::ConnectionTimeout,
@@ -266,16 +317,9 @@ impl<T: Transport> Conn<T> {
                 None => self.deadline().min(Instant::now() + idle),
             };
             let control = self.session.as_ref().map(|s| s.control.clone());
-            let takeover = self.session.as_ref().map(|s| s.takeover.clone());
-            let taken = async {
-                match &takeover {
-                    Some(t) => t.notified().await,
-                    None => std::future::pending().await,
-                }
-            };
-            let ended = async {
+            let stopped = async {
                 match &control {
-                    Some(c) => c.ended().await,
+                    Some(c) => c.stopped().await,
                     None => std::future::pending().await,
                 }
             };
@@ -293,13 +337,15 @@ impl<T: Transport> Conn<T> {
                     Ok(Ok(false) | Err(_)) => return Stop::Gone,
                     Err(_) => return Stop::Error(StreamErrorCondition::ConnectionTimeout, None),
                 },
-                () = crate::stopped(&mut shutdown) => {
+                () = self.shared.stopping() => {
                     return Stop::Error(StreamErrorCondition::SystemShutdown, None);
                 }
                 () = writer_done => return Stop::WriterEnded,
-                // A resumption on another connection: this one is dead.
-                () = taken => return Stop::Gone,
-                cond = ended => return Stop::Error(cond, None),
+                s = stopped => return match s {
+                    Stopped::Ended(cond) => Stop::Error(cond, None),
+                    // A resumption on another connection: this one is dead.
+                    Stopped::TakenOver => Stop::Gone,
+                },
             }
         }
     }
@@ -311,7 +357,7 @@ impl<T: Transport> Conn<T> {
                 // Our side opens first if it has not: a stream error needs
                 // a stream. (Written apart: a WebSocket message carries one
                 // element.)
-                if !self.neg.opened() && self.session.is_none() {
+                if self.neg.as_ref().is_some_and(|n| !n.opened()) && self.session.is_none() {
                     let open = self.our_open();
                     let grace = self.deadline().max(Instant::now()) + Duration::from_secs(1);
                     let _ = tokio::time::timeout_at(grace, self.t.write(&open)).await;
@@ -358,12 +404,52 @@ impl<T: Transport> Conn<T> {
 
     /// When negotiation must be over.
     fn deadline(&self) -> Instant {
-        Instant::from_std(self.neg.deadline())
+        match &self.neg {
+            Some(n) => Instant::from_std(n.deadline()),
+            // Bound: negotiation is over, and its deadline passed with it.
+            None => Instant::now(),
+        }
+    }
+
+    /// The served domain the stream is for, once it was named.
+    pub(super) fn domain(&self) -> Option<&str> {
+        match &self.neg {
+            Some(n) => n.domain(),
+            None => self.domain.map(|i| self.shared.domains[i].as_str()),
+        }
+    }
+
+    /// Negotiation's state machine; a bound stream has none, and a step
+    /// of negotiation there is out of place.
+    fn neg(&mut self) -> Result<&mut Negotiation, Stop> {
+        self.neg
+            .as_deref_mut()
+            .ok_or(Stop::Error(StreamErrorCondition::BadFormat, None))
+    }
+
+    /// A bind (or a resumption) that failed: another may follow.
+    pub(super) fn bind_refused(&mut self) {
+        if let Some(n) = self.neg.as_deref_mut() {
+            n.bound(false);
+        }
+    }
+
+    /// The stream is bound: negotiation's state goes, its domain stays.
+    pub(super) fn bound(&mut self) {
+        if let Some(mut n) = self.neg.take() {
+            n.bound(true);
+            self.domain = n.domain_index();
+        }
+    }
+
+    /// The account being bound (after SASL, before the bind).
+    pub(super) fn binding(&self) -> Option<BareJid> {
+        self.neg.as_ref().and_then(|n| n.binding()).cloned()
     }
 
     /// Our side's opening, from the domain asked for.
     fn our_open(&self) -> Bytes {
-        let from = self.neg.domain().unwrap_or(&self.shared.config.domains[0]);
+        let from = self.domain().unwrap_or(&self.shared.config.domains[0]);
         self.t.open(from, &crate::stream::stream_id())
     }
 
@@ -379,16 +465,17 @@ impl<T: Transport> Conn<T> {
         }
     }
 
-    async fn on_event(&mut self, ev: Event) -> Flow {
+    /// Handles one event; `counted` when it was held after a run of
+    /// publishes, which counted it then (with its wait under the rate).
+    async fn on_event(&mut self, ev: Event, counted: Option<Duration>) -> Flow {
         match ev {
             Event::StreamOpen(h) => {
-                let actions = self.neg.on_open(self.t.opening(&h));
+                let opening = self.t.opening(&h);
+                let actions = self.neg()?.on_open(opening);
                 self.apply(actions).await
             }
             Event::StreamClose => Err(Stop::PeerClosed),
             Event::Stanza(bytes) => {
-                // A stanza held after a run of publishes was counted then.
-                let counted = self.held_wait.take();
                 if counted.is_none() {
                     self.shared.metrics.stanzas_in.inc();
                 }
@@ -417,7 +504,7 @@ impl<T: Transport> Conn<T> {
                 }
                 let el = Element::from_stanza(stanza.bytes())
                     .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
-                let actions = self.neg.on_element(&el);
+                let actions = self.neg()?.on_element(&el);
                 self.apply(actions).await
             }
         }
@@ -453,12 +540,12 @@ impl<T: Transport> Conn<T> {
                 Action::LookUp { jid, hash } => {
                     self.back_off(&jid).await;
                     let keys = self.scram_keys(&jid, hash);
-                    self.neg.on_keys(keys, &random_token())
+                    self.neg()?.on_keys(keys, &random_token())
                 }
                 Action::CheckPlain { jid, password } => {
                     self.back_off(&jid).await;
                     let ok = self.check_plain(jid, password).await;
-                    self.neg.on_plain(ok)
+                    self.neg()?.on_plain(ok)
                 }
                 Action::Failed { account } => {
                     self.failed(account).await;
@@ -518,7 +605,7 @@ impl<T: Transport> Conn<T> {
             });
         match parsed {
             Ok(req) => {
-                let domain = self.neg.domain().unwrap_or_default().to_owned();
+                let domain = self.domain().unwrap_or_default().to_owned();
                 crate::register::iq(&self.shared, None, None, &domain, self.peer.ip(), id, req)
                     .await
             }
@@ -605,14 +692,14 @@ impl<T: Transport> Conn<T> {
     /// Binds a resource: the session joins the fan-out and its writer
     /// starts. A refused bind is answered and may be retried.
     async fn bind(&mut self, resource: Option<String>, id: &str) -> Flow {
-        let bare = self.neg.binding().cloned().ok_or(Stop::Gone)?;
+        let bare = self.binding().ok_or(Stop::Gone)?;
         let resource = resource.unwrap_or_else(|| format!("starling-{}", &random_token()[..12]));
         let refuse = |cond, text| {
             let err = StanzaError::new(cond).with_text(text);
             ser::stanza_error("iq", Some(id), None, None, &err)
         };
         let Ok(jid) = bare.with_resource(&resource) else {
-            self.neg.bound(false);
+            self.bind_refused();
             return self
                 .send(refuse(StanzaErrorCondition::BadRequest, "invalid resource"))
                 .await;
@@ -623,7 +710,7 @@ impl<T: Transport> Conn<T> {
         if bound.len() >= self.shared.config.limits.max_resources_per_account
             && !bound.iter().any(|s| *s.jid() == jid)
         {
-            self.neg.bound(false);
+            self.bind_refused();
             return self
                 .send(refuse(
                     StanzaErrorCondition::ResourceConstraint,
@@ -649,7 +736,7 @@ impl<T: Transport> Conn<T> {
                 sm: sm.clone(),
             })
             .ok_or(Stop::Gone)?;
-        self.neg.bound(true);
+        self.bound();
         self.shared.metrics.sessions.inc();
         info!(peer = %self.peer, %jid, "bound");
         let control = crate::control::Control::new(handle.session().id());
@@ -676,10 +763,6 @@ mod size_tests {
     use super::*;
 
     /// The size of the future an async fn returns, without calling it.
-    fn future_size<A, B, C, D, Fut, F: FnOnce(A, B, C, D) -> Fut>(_: &F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
-
     fn future_size1<A, Fut, F: FnOnce(A) -> Fut>(_: &F) -> usize {
         std::mem::size_of::<Fut>()
     }
@@ -700,19 +783,21 @@ mod size_tests {
     /// A connection's task is what an idle session costs most: its future
     /// holds room for the largest state it can be in. Stanza handling, the
     /// end of a stream and TLS are boxed, so it holds the connection and
-    /// the wait for input. It was 8,992 bytes before (#11).
+    /// the wait for input. It was 8,992 bytes, then 1,824 with the task's
+    /// wrapper, before negotiation's state was boxed and dropped at the
+    /// bind and the wait's wake-ups were folded into one (#11).
     #[test]
     fn an_idle_connection_task_stays_small() {
         let run = |c: &'static mut Conn<Tcp<TcpStream>>| c.run();
         let (serve, run, conn) = (
-            future_size(&serve),
+            future_size5(&serve),
             future_size1(&run),
             std::mem::size_of::<Conn<Tcp<TcpStream>>>(),
         );
-        assert!(conn <= 1024, "Conn {conn} bytes");
-        assert!(run <= 768, "Conn::run {run} bytes");
+        assert!(conn <= 640, "Conn {conn} bytes");
+        assert!(run <= 512, "Conn::run {run} bytes");
         assert!(
-            serve <= 2048,
+            serve <= 1280,
             "serve {serve} bytes (Conn {conn}, run {run})"
         );
     }

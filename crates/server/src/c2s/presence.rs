@@ -18,7 +18,7 @@ impl<T: Transport> Conn<T> {
     pub(super) async fn on_own_presence(&mut self, stanza: &Stanza) -> Flow {
         let el = Element::from_stanza(stanza.bytes())
             .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
-        let domain = self.neg.domain().unwrap_or_default().to_owned();
+        let domain = self.domain().unwrap_or_default().to_owned();
         let caps = self.shared.caps.clone();
         let Some(s) = self.session.as_mut() else {
             return Err(Stop::Gone);

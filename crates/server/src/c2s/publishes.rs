@@ -14,7 +14,7 @@ use stanza::xep::pubsub::Request;
 use stanza::xep::{IqType, Payload};
 use stanza::{Element, Event, FullJid, Kind, Stanza, StanzaErrorCondition, StreamErrorCondition};
 
-use super::Conn;
+use super::{Conn, Held};
 
 /// A publish taken into a run: iq id, `to`, and the checked request or
 /// the error to answer.
@@ -99,14 +99,20 @@ impl<T: Transport> Conn<T> {
             let next = match self.t.next_event() {
                 Ok(Some(Event::Stanza(bytes))) => bytes,
                 other => {
-                    self.held = Some(other);
+                    self.held = Some(Box::new(Held {
+                        next: other,
+                        wait: None,
+                    }));
                     break;
                 }
             };
             let stanza = Stanza::from_framed(next.clone())
                 .map_err(|_| Stop::Error(StreamErrorCondition::NotWellFormed, None))?;
             let Some(p) = self.own_publish(&stanza, me) else {
-                self.held = Some(Ok(Some(Event::Stanza(next))));
+                self.held = Some(Box::new(Held {
+                    next: Ok(Some(Event::Stanza(next))),
+                    wait: None,
+                }));
                 break;
             };
             self.shared.metrics.stanzas_in.inc();
@@ -114,8 +120,10 @@ impl<T: Transport> Conn<T> {
             if !wait.is_zero() {
                 // Over the stanza rate: the run ends here, and this one
                 // waits on the reader's usual path.
-                self.held = Some(Ok(Some(Event::Stanza(next))));
-                self.held_wait = Some(wait);
+                self.held = Some(Box::new(Held {
+                    next: Ok(Some(Event::Stanza(next))),
+                    wait: Some(wait),
+                }));
                 break;
             }
             run.push(self.prepare(p, me));

@@ -38,9 +38,6 @@ pub(super) struct Session {
     pub(super) sm: crate::stream::Sm,
     /// The resumption id, when the client enabled resumption.
     pub(super) sm_id: Option<String>,
-    /// Makes the reader let go of the connection, so that a resumption on
-    /// a new one can take the session.
-    pub(super) takeover: Arc<tokio::sync::Notify>,
 }
 
 impl Session {
@@ -55,7 +52,6 @@ impl Session {
         Self {
             sm,
             sm_id: None,
-            takeover: Arc::new(tokio::sync::Notify::new()),
             jid,
             handle,
             writer,
@@ -108,7 +104,7 @@ impl<T: Transport> Conn<T> {
                     let to = stanza.to();
                     let for_us = to
                         .as_deref()
-                        .is_none_or(|t| Some(t) == self.neg.domain() || t == me.to_bare().as_str());
+                        .is_none_or(|t| Some(t) == self.domain() || t == me.to_bare().as_str());
                     if !for_us {
                         // A client answering another client.
                         return self.route_iq(stanza, &me).await;
@@ -174,7 +170,7 @@ impl<T: Transport> Conn<T> {
         let to_own = to.as_deref() == Some(own_bare.as_str());
         // No `to`, the domain, or our own bare JID: the server answers for
         // the account (RFC 6120 §10.3.3).
-        let to_server = to.is_none() || to_own || to.as_deref() == self.neg.domain();
+        let to_server = to.is_none() || to_own || to.as_deref() == self.domain();
         let Some(payload) = el.first_element() else {
             if !to_server {
                 return self.route_iq(stanza, me).await;
@@ -206,7 +202,7 @@ impl<T: Transport> Conn<T> {
         let shared = self.shared.clone();
         let reply = match req {
             Payload::Register(r) => {
-                let domain = self.neg.domain().unwrap_or_default().to_owned();
+                let domain = self.domain().unwrap_or_default().to_owned();
                 let peer = self.peer.ip();
                 crate::register::iq(&shared, Some(&own_bare), Some(me), &domain, peer, &id, r).await
             }

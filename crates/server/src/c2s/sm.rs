@@ -54,7 +54,7 @@ impl<T: Transport> Conn<T> {
                     slot.resume = resume;
                     s.sm_id = resume.then(crate::stream::stream_id);
                     if let Some(id) = &s.sm_id {
-                        let entry = (s.jid.to_bare(), s.takeover.clone());
+                        let entry = (s.jid.to_bare(), s.control.clone());
                         self.shared.resumable.insert(id.clone(), entry);
                     }
                     let max = u32::try_from(timeout).unwrap_or(u32::MAX);
@@ -96,7 +96,7 @@ impl<T: Transport> Conn<T> {
     /// `<resume/>` after authentication: takes back a detached session of
     /// this account, or answers `<failed/>`.
     pub(super) async fn resume(&mut self, previd: &str, h: u32) -> Flow {
-        let account = self.neg.binding().cloned().ok_or(Stop::Gone)?;
+        let account = self.binding().ok_or(Stop::Gone)?;
         let shared = self.shared.clone();
         // Still attached to a connection the server has not seen die: that
         // connection lets go, and the session is parked for this one.
@@ -105,8 +105,8 @@ impl<T: Transport> Conn<T> {
             .get(previd)
             .filter(|e| e.0 == account)
             .map(|e| e.1.clone());
-        if let Some(takeover) = live {
-            takeover.notify_one();
+        if let Some(control) = live {
+            control.take_over();
             for _ in 0..200 {
                 if shared.detached.contains_key(previd) {
                     break;
@@ -120,10 +120,11 @@ impl<T: Transport> Conn<T> {
             .detached
             .remove_if(previd, |_, d| d.session.jid.to_bare() == account);
         let Some((_, d)) = found else {
-            self.neg.bound(false);
+            self.bind_refused();
             return self.send(sm::failed("item-not-found", None)).await;
         };
         let mut s = d.session;
+        s.control.taken_over();
         let again = {
             let mut slot = s.sm.lock().unwrap_or_else(|e| e.into_inner());
             let usable = s.handle.state() == QueueState::Open && s.is_current(&shared);
@@ -140,7 +141,7 @@ impl<T: Transport> Conn<T> {
         let Some(again) = again else {
             // Overflowed, replaced, or an impossible h: it ends now.
             end(&shared, s).await;
-            self.neg.bound(false);
+            self.bind_refused();
             return self.send(sm::failed("item-not-found", None)).await;
         };
         let handled = {
@@ -178,12 +179,12 @@ impl<T: Transport> Conn<T> {
                 sm: s.sm.clone(),
             })
             .ok_or(Stop::Gone)?;
-        self.neg.bound(true);
+        self.bound();
         shared.metrics.sessions.inc();
         shared.metrics.sm_resumed.inc();
         shared
             .resumable
-            .insert(previd.to_owned(), (account, s.takeover.clone()));
+            .insert(previd.to_owned(), (account, s.control.clone()));
         info!(peer = %self.peer, jid = %s.jid, "resumed");
         self.session = Some(s);
         Ok(())

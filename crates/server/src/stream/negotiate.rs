@@ -187,6 +187,11 @@ impl Negotiation {
         self.domain.map(|i| self.policy.domains[i].as_str())
     }
 
+    /// Which of the policy's domains the stream is for.
+    pub(crate) fn domain_index(&self) -> Option<usize> {
+        self.domain
+    }
+
     /// Whether our side of the stream is open (a stream error needs a
     /// header first otherwise).
     pub(crate) fn opened(&self) -> bool {

@@ -54,10 +54,11 @@ pub(super) const SUBS_BY: TableDefinition<'_, (&str, &str, &str), ()> =
 /// (owner, blocked JID) -> () (XEP-0191).
 pub(super) const BLOCKS: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("blocks");
 
-/// redb's page cache. Its default (1 GiB) lets a busy server's RSS grow
-/// with every page it ever wrote; the working set here (accounts, rosters,
-/// node heads) is far smaller, and the OS page cache still holds the file.
-const CACHE_BYTES: usize = 64 << 20;
+/// redb's page cache unless configured (`store_cache_mib`). redb's own
+/// default (1 GiB) lets a busy server's RSS grow with every page it ever
+/// wrote; the working set here (accounts, rosters, node heads) is far
+/// smaller, and the OS page cache still holds the file.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
 /// The schema this build writes. 1: accounts. 2: PEP nodes and items.
 /// 3: explicit subscriptions. 4: rosters, block lists, and the
@@ -111,15 +112,23 @@ pub struct Redb {
 }
 
 impl Redb {
-    /// Opens (or creates) `dir/starling.redb`, migrating older schemas.
+    /// Opens (or creates) `dir/starling.redb`, migrating older schemas,
+    /// with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`Self::open`] with a page cache of at most `cache_bytes`. Each
+    /// login reads its account through it, so it fills with about 1 KB per
+    /// account that logged in (#11), up to this bound.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_owned(),
             source,
         })?;
         let path = dir.join("starling.redb");
         let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
+            .set_cache_size(cache_bytes)
             .create(&path)?;
         // Password-equivalent SCRAM keys and private posts: owner only.
         crate::files::restrict(&path).map_err(|source| StoreError::Io {

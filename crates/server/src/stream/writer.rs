@@ -22,7 +22,42 @@ const STATE_CHECK: Duration = Duration::from_secs(1);
 
 /// Drains a session's queue into the socket, one vectored write per batch,
 /// until the session ends; then writes what is left and closes.
-pub(crate) async fn write_loop<W: Sink>(mut wr: W, p: super::WriterParams) {
+// An async block, not an async fn: an async fn's future keeps its
+// arguments and the variables they move into apart, both twice.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn write_loop<W: Sink>(
+    mut wr: W,
+    p: super::WriterParams,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        loop {
+            p.handle.notified().await;
+            // Boxed: the task of an idle session's writer holds the wait
+            // above and no room for a write in progress (#11: it was 500
+            // bytes a session).
+            match Box::pin(write_ready(&mut wr, &p)).await {
+                Next::Wait => {}
+                Next::Close => break,
+                Next::Stop => return,
+            }
+        }
+        let _ = Box::pin(tokio::time::timeout(p.stall, wr.close())).await;
+    }
+}
+
+/// What the writer does after writing what was ready.
+enum Next {
+    /// Wait for more.
+    Wait,
+    /// Close our side of the stream.
+    Close,
+    /// Stop without closing: the connection is gone, or the session may
+    /// be resumed on another.
+    Stop,
+}
+
+/// Writes everything queued, in batches, then looks at the queue's state.
+async fn write_ready<W: Sink>(wr: &mut W, p: &super::WriterParams) -> Next {
     let super::WriterParams {
         handle,
         closing,
@@ -30,80 +65,74 @@ pub(crate) async fn write_loop<W: Sink>(mut wr: W, p: super::WriterParams) {
         stall,
         sm,
     } = p;
-    let mut frames: Vec<Frame>;
+    let stall = *stall;
+    // Allocated per wake, not kept: an idle writer holds no frame buffer.
+    let mut frames: Vec<Frame> = Vec::new();
     loop {
-        // An idle session's writer keeps no frame buffer: the next batch
-        // allocates again (#11: 4 KiB per idle session).
-        frames = Vec::new();
-        handle.notified().await;
-        loop {
-            frames.clear();
-            if handle.drain(&mut frames, WRITE_BATCH) == 0 {
-                break;
-            }
-            let resumable = record(&sm, &frames, &handle);
-            match wr.frames(&frames, &handle, stall).await {
-                Ok(()) => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::BrokenPipe
-                        && handle.state() == QueueState::Overflowed =>
-                {
-                    // Overflowed during a write the peer is not reading.
-                    debug!(jid = %handle.session().jid(), "outbound queue overflowed");
-                    metrics.dropped("overflow_disconnect");
-                    return;
-                }
-                // The connection is gone but the session may be resumed
-                // (XEP-0198): the queue stays open, and what was drained
-                // is kept as unacknowledged.
-                Err(_) if resumable => return,
-                Err(e) => {
-                    if e.kind() == std::io::ErrorKind::TimedOut {
-                        // A peer that takes nothing for this long is gone or
-                        // hostile; what it holds stays in our memory.
-                        debug!(jid = %handle.session().jid(), "write stalled; closing");
-                        metrics.dropped("write_stall");
-                    }
-                    // Refuse further pushes: the reader sees the writer end.
-                    handle.queue().close();
-                    return;
-                }
-            }
-            metrics.stanzas_out.inc_by(frames.len() as u64);
+        frames.clear();
+        if handle.drain(&mut frames, WRITE_BATCH) == 0 {
+            break;
         }
-        // Lost frames outside the queue (a lagged broadcast receiver) are
-        // an overflow too: the client must learn it missed something.
-        let lost = handle.take_lost();
-        match handle.state() {
-            QueueState::Open if !lost => {}
-            QueueState::Open | QueueState::Overflowed => {
-                debug!(jid = %handle.session().jid(), lost, "outbound queue overflowed");
+        let resumable = record(sm, &frames, handle);
+        match wr.frames(&frames, handle, stall).await {
+            Ok(()) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::BrokenPipe
+                    && handle.state() == QueueState::Overflowed =>
+            {
+                // Overflowed during a write the peer is not reading.
+                debug!(jid = %handle.session().jid(), "outbound queue overflowed");
                 metrics.dropped("overflow_disconnect");
-                // Refuse further pushes (an overflowed queue does already).
-                handle.queue().close();
-                let _ = tokio::time::timeout(
-                    stall.min(STATE_CHECK),
-                    wr.error(
-                        StreamErrorCondition::PolicyViolation,
-                        Some("outbound queue full"),
-                    ),
-                )
-                .await;
-                break;
+                return Next::Stop;
             }
-            QueueState::Closed => {
-                if !closing.load(Ordering::Acquire) {
-                    // Detached by someone else: a newer session bound the
-                    // same full JID (RFC 6120 §7.7.2.2).
-                    let _ =
-                        tokio::time::timeout(stall, wr.error(StreamErrorCondition::Conflict, None))
-                            .await;
+            // The connection is gone but the session may be resumed
+            // (XEP-0198): the queue stays open, and what was drained is
+            // kept as unacknowledged.
+            Err(_) if resumable => return Next::Stop,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    // A peer that takes nothing for this long is gone or
+                    // hostile; what it holds stays in our memory.
+                    debug!(jid = %handle.session().jid(), "write stalled; closing");
+                    metrics.dropped("write_stall");
                 }
-                break;
+                // Refuse further pushes: the reader sees the writer end.
+                handle.queue().close();
+                return Next::Stop;
             }
+        }
+        metrics.stanzas_out.inc_by(frames.len() as u64);
+    }
+    // Lost frames outside the queue (a lagged broadcast receiver) are an
+    // overflow too: the client must learn it missed something.
+    let lost = handle.take_lost();
+    match handle.state() {
+        QueueState::Open if !lost => Next::Wait,
+        QueueState::Open | QueueState::Overflowed => {
+            debug!(jid = %handle.session().jid(), lost, "outbound queue overflowed");
+            metrics.dropped("overflow_disconnect");
+            // Refuse further pushes (an overflowed queue does already).
+            handle.queue().close();
+            let _ = tokio::time::timeout(
+                stall.min(STATE_CHECK),
+                wr.error(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("outbound queue full"),
+                ),
+            )
+            .await;
+            Next::Close
+        }
+        QueueState::Closed => {
+            if !closing.load(Ordering::Acquire) {
+                // Detached by someone else: a newer session bound the same
+                // full JID (RFC 6120 §7.7.2.2).
+                let _ = tokio::time::timeout(stall, wr.error(StreamErrorCondition::Conflict, None))
+                    .await;
+            }
+            Next::Close
         }
     }
-    let _ = tokio::time::timeout(stall, wr.close()).await;
 }
 
 /// Records a batch with stream management before it is written: the

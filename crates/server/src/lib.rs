@@ -255,8 +255,9 @@ impl Shared {
     }
 
     /// Resolves once shutdown was signalled. Every connection waits on
-    /// this, so it is a small future: 72 bytes, where `stopped` over the
-    /// watch channel is 160 (#11).
+    /// this, so it is a small future: using it instead of `stopped` over
+    /// the watch channel (160 bytes) made `Conn::run` 96 bytes smaller
+    /// (#11).
     pub(crate) async fn stopping(&self) {
         // Registered before the flag is read: a signal in between still
         // wakes it.

@@ -34,8 +34,8 @@ fn run(data: &[u8], chunk: usize, limits: Limits) -> (Vec<Event>, Option<stanza:
                     assert_eq!(f.consumed() + f.buffered() as u64, fed as u64, "bytes lost or duplicated");
                     if let Event::Stanza(b) = &ev {
                         let taken = f.consumed() - last_consumed;
-                        let header = f.header().map_or(0, |h| {
-                            h.namespaces.iter().map(|(p, u)| p.len() + 6 * u.len() + 12).sum::<usize>()
+                        let header = f.scope().map_or(0, |h| {
+                            h.namespaces().iter().map(|(p, u)| p.len() + 6 * u.len() + 12).sum::<usize>()
                         });
                         assert!(b.len() as u64 <= taken + header as u64, "stanza larger than its input");
                         let text = std::str::from_utf8(b).expect("stanzas are UTF-8");

@@ -14,10 +14,13 @@
 //!   and a sharded `RwLock<HashMap>`, compared in the benches).
 //! - [`strategy`]: the [`Fanout`] interface and its strategies `naive`,
 //!   `shared`, `sharded` and `broadcast`, selectable with [`by_name`].
+//! - `compact`: lazily allocated maps and a hasher of no size, which keep
+//!   an account that publishes nothing small.
 //! - [`handle`]: the [`OutboundHandle`] a session's writer drains.
 //! - [`unacked`]: XEP-0198 counts and the bounded buffer of stanzas sent
 //!   and not yet acknowledged, which a resumed session sends again.
 
+mod compact;
 pub mod handle;
 pub mod map;
 mod prefetch;

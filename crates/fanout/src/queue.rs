@@ -321,6 +321,16 @@ impl OutboundQueue {
         n + rest
     }
 
+    /// Frees the frame buffer if nothing is queued: a writer that goes
+    /// idle calls this, so an idle session keeps no room for its last
+    /// batch (#11).
+    pub fn release_if_empty(&self) {
+        let mut inner = self.inner.lock();
+        if inner.frames.is_empty() && inner.frames.capacity() > 0 {
+            inner.frames = Vec::new();
+        }
+    }
+
     /// Whether the writer should go on, disconnect for overflow, or stop.
     pub fn state(&self) -> QueueState {
         self.inner.lock().state
@@ -366,6 +376,31 @@ mod tests {
         assert_eq!(q.push(b(1)), Err(PushError::Full), "11 bytes > 10");
         assert_eq!(q.state(), QueueState::Overflowed);
         assert_eq!(q.push(b(1)), Err(PushError::Closed));
+    }
+
+    /// The writer's drain swaps its used buffer into the queue; going
+    /// idle releases it, and a non-empty queue keeps what it holds.
+    #[test]
+    fn an_idle_queue_releases_its_buffer() {
+        let q = OutboundQueue::new("a@b/c", 100);
+        let b = || Frame::Bytes(Bytes::from_static(b"x"));
+        for _ in 0..8 {
+            q.push(b()).unwrap();
+        }
+        let mut out = Vec::new();
+        assert_eq!(q.drain_into(&mut out, usize::MAX), 8);
+        out.clear();
+        assert_eq!(q.drain_into(&mut out, usize::MAX), 0);
+        assert!(
+            q.inner.lock().frames.capacity() >= 8,
+            "the used buffer came back"
+        );
+        q.release_if_empty();
+        assert_eq!(q.inner.lock().frames.capacity(), 0);
+        q.push(b()).unwrap();
+        q.push(b()).unwrap();
+        q.release_if_empty();
+        assert_eq!(q.len(), 2);
     }
 
     #[test]

@@ -36,6 +36,7 @@ use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use stanza::{BareJid, FullJid, Jid};
 
+use crate::compact::{empty, Lazy, Map, Seeded, Set};
 use crate::map::{AccountMap, ConcurrentMap};
 use crate::prefetch::prefetch;
 use crate::queue::OutboundQueue;
@@ -115,7 +116,16 @@ impl SessionEntry {
 #[derive(Debug, Default)]
 struct BlockList {
     /// Blocked JIDs as normalised text: full, bare or domain.
-    items: HashSet<String>,
+    items: Set<String>,
+}
+
+impl crate::compact::Empty for BlockList {
+    fn empty() -> &'static Self {
+        static EMPTY: BlockList = BlockList {
+            items: Set::with_hasher(Seeded),
+        };
+        &EMPTY
+    }
 }
 
 impl BlockList {
@@ -155,9 +165,26 @@ impl ExplicitSub {
 /// Presence followers, partitioned by the follower's shard.
 #[derive(Debug, Default)]
 struct FollowerSet {
+    /// One list per shard, from the first follower on (none before).
     shards: Vec<Vec<Arc<Account>>>,
-    index: HashMap<BareJid, (u32, u32)>,
+    index: Map<BareJid, (u32, u32)>,
 }
+
+impl crate::compact::Empty for FollowerSet {
+    fn empty() -> &'static Self {
+        static EMPTY: FollowerSet = FollowerSet {
+            shards: Vec::new(),
+            index: Map::with_hasher(Seeded),
+        };
+        &EMPTY
+    }
+}
+
+/// Explicit subscriptions to an account's nodes, by node and subscriber.
+type Subs = Map<NodeId, Map<BareJid, ExplicitSub>>;
+/// Who may receive from nodes with a restrictive access model.
+type Access = Map<NodeId, Arc<HashSet<BareJid>>>;
+empty!(Subs, Access, Set<BareJid>);
 
 impl FollowerSet {
     /// Removes `follower` in O(1) by swapping the last entry into its place.
@@ -189,20 +216,22 @@ pub struct Account {
     jid: BareJid,
     shard: usize,
     local: bool,
+    // The maps below are allocated on first write: most accounts follow
+    // and are followed by few, and publish to no restricted node.
     /// Accounts with a `from`/`both` subscription to this one.
-    followers: RwLock<FollowerSet>,
+    followers: RwLock<Lazy<FollowerSet>>,
     /// Explicit subscriptions to this account's nodes.
-    subs: RwLock<HashMap<NodeId, HashMap<BareJid, ExplicitSub>>>,
+    subs: RwLock<Lazy<Subs>>,
     has_subs: AtomicBool,
     /// Nodes whose access model limits who may receive (`roster`,
     /// `whitelist`): the bare JIDs allowed. Nodes absent here are `open` or
     /// `presence`, where every follow route that exists is allowed.
-    access: RwLock<HashMap<NodeId, Arc<HashSet<BareJid>>>>,
+    access: RwLock<Lazy<Access>>,
     has_access_rules: AtomicBool,
-    blocks: RwLock<BlockList>,
+    blocks: RwLock<Lazy<BlockList>>,
     /// Publishers this account follows by any route (for strategies that
     /// subscribe sessions to publishers, like `broadcast`).
-    following: Mutex<HashSet<BareJid>>,
+    following: Mutex<Lazy<Set<BareJid>>>,
 }
 
 impl Account {
@@ -327,17 +356,14 @@ impl Registry {
                 local: self.local_domains.iter().any(|d| d == jid.domain()),
                 sessions: RwLock::new(SmallVec::new()),
                 session_hint: AtomicUsize::new(0),
-                followers: RwLock::new(FollowerSet {
-                    shards: vec![Vec::new(); self.shards],
-                    index: HashMap::new(),
-                }),
-                subs: RwLock::new(HashMap::new()),
+                followers: RwLock::new(Lazy::new()),
+                subs: RwLock::new(Lazy::new()),
                 has_subs: AtomicBool::new(false),
-                access: RwLock::new(HashMap::new()),
+                access: RwLock::new(Lazy::new()),
                 has_access_rules: AtomicBool::new(false),
-                blocks: RwLock::new(BlockList::default()),
+                blocks: RwLock::new(Lazy::new()),
                 has_blocks: AtomicBool::new(false),
-                following: Mutex::new(HashSet::new()),
+                following: Mutex::new(Lazy::new()),
             })
         })
     }
@@ -418,6 +444,9 @@ impl Registry {
             let mut set = p.followers.write();
             if on {
                 if !set.index.contains_key(follower) {
+                    if set.shards.is_empty() {
+                        set.shards = vec![Vec::new(); self.shards];
+                    }
                     let list = &mut set.shards[f.shard];
                     list.push(f.clone());
                     let pos = (f.shard as u32, (list.len() - 1) as u32);
@@ -732,7 +761,8 @@ impl Registry {
         let permitted = |a: &Account| allowed.as_ref().is_none_or(|set| set.contains(&a.jid));
         let followers = publisher.followers.read();
         let lists: &[Vec<Arc<Account>>] = match shard {
-            Some(s) => std::slice::from_ref(&followers.shards[s]),
+            // No lists at all before the first follower.
+            Some(s) => followers.shards.get(s).map_or(&[], std::slice::from_ref),
             None => &followers.shards,
         };
 
@@ -834,6 +864,26 @@ mod tests {
     fn full(s: &str) -> FullJid {
         FullJid::new(s).unwrap()
     }
+    /// An account that publishes to nobody holds no maps: each of its
+    /// follow, subscription, access and block records is a null pointer
+    /// until written (#11: 392 bytes before).
+    #[test]
+    fn an_account_nobody_follows_holds_no_maps() {
+        assert!(
+            std::mem::size_of::<Account>() <= 168,
+            "{}",
+            std::mem::size_of::<Account>()
+        );
+        let r = Registry::new(["example.org"], 2);
+        let joe = r.account(&bare("joe@example.org"));
+        assert!(joe.followers.read().shards.is_empty());
+        r.set_presence_follow(&bare("jane@example.org"), &bare("joe@example.org"), true);
+        let jane = r.account(&bare("jane@example.org"));
+        assert_eq!(jane.followers.read().shards.len(), 2);
+        assert!(joe.followers.read().index.is_empty());
+        assert!(joe.following.lock().contains(&bare("jane@example.org")));
+    }
+
     fn online(r: &Registry, jid: &str, prio: i8, notify: bool) -> Arc<SessionEntry> {
         let s = r.attach(full(jid), 16);
         r.set_presence(

@@ -315,7 +315,7 @@ pub struct Config {
     /// The WebSocket URL announced by XEP-0156 discovery; by default built
     /// from the request's `Host` and the listener's scheme.
     pub websocket_url: Option<String>,
-    /// The store's page cache in MiB (64). It fills with the pages reads
+    /// The store's page cache in MiB (8). It fills with the pages reads
     /// touch, about 1 KB per account that logged in, up to this bound;
     /// past it reads come from the OS page cache.
     pub store_cache_mib: usize,

@@ -28,7 +28,7 @@ impl<T: Transport> Conn<T> {
             Some(Broadcast::Available(a)) => {
                 s.presence.available = true;
                 s.presence.priority = a.priority;
-                s.caps_ver = a.caps.as_ref().map(|c| c.ver.clone());
+                s.caps_ver = a.caps.as_ref().map(|c| c.ver.as_str().into());
                 s.presence.notify.clear();
                 let max_pending = self.shared.config.limits.max_caps_queries;
                 if let Some(c) = a.caps {
@@ -37,7 +37,7 @@ impl<T: Transport> Conn<T> {
                         // Asked already, or too many questions open: no
                         // new one until answers come back.
                         None if s.caps_pending.len() >= max_pending
-                            || s.caps_pending.values().any(|v| *v == c.ver) => {}
+                            || s.caps_pending.iter().any(|(_, v)| *v == c.ver) => {}
                         None => {
                             // Unknown: ask, and verify the answer's hash.
                             let id = format!("caps-{}", &random_token()[..10]);
@@ -51,7 +51,7 @@ impl<T: Transport> Conn<T> {
                                 Some(s.jid.as_str()),
                                 &q.to_element().to_bytes(),
                             ));
-                            s.caps_pending.insert(id, c.ver);
+                            s.caps_pending.push((id, c.ver));
                         }
                     }
                 }
@@ -143,16 +143,17 @@ impl<T: Transport> Conn<T> {
         let Some(s) = self.session.as_mut() else {
             return Err(Stop::Gone);
         };
-        let Some(ver) = stanza
+        let Some(at) = stanza
             .id()
-            .and_then(|id| s.caps_pending.remove(id.as_ref()))
+            .and_then(|id| s.caps_pending.iter().position(|(q, _)| *q == *id))
         else {
             return Ok(());
         };
+        let (_, ver) = s.caps_pending.swap_remove(at);
         if s.caps_pending.is_empty() {
-            // A map keeps its table when emptied: an idle session holds
+            // A vector keeps its buffer when emptied: an idle session holds
             // none (#11).
-            s.caps_pending = std::collections::HashMap::new();
+            s.caps_pending = Vec::new();
         }
         if stanza.type_().as_deref() != Some("result") {
             return Ok(());

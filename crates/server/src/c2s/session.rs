@@ -26,9 +26,11 @@ pub(super) struct Session {
     /// What the fan-out knows of this resource's presence.
     pub(super) presence: fanout::Presence,
     /// The caps `ver` of the last available presence.
-    pub(super) caps_ver: Option<String>,
-    /// Outstanding disco#info queries for caps: iq id -> ver.
-    pub(super) caps_pending: std::collections::HashMap<String, String>,
+    pub(super) caps_ver: Option<Box<str>>,
+    /// Outstanding disco#info queries for caps: (iq id, ver), at most
+    /// `max_caps_queries` of them. A vector: few, and nothing held while
+    /// there are none (a map's empty value is 48 bytes).
+    pub(super) caps_pending: Vec<(String, String)>,
     /// Lets other tasks end this session (password change, deletion).
     pub(super) control: Arc<crate::control::Control>,
     /// The (publisher, node) pairs whose last item was replayed since the
@@ -37,7 +39,7 @@ pub(super) struct Session {
     /// Stream management (XEP-0198), shared with the writer.
     pub(super) sm: crate::stream::Sm,
     /// The resumption id, when the client enabled resumption.
-    pub(super) sm_id: Option<String>,
+    pub(super) sm_id: Option<Box<str>>,
 }
 
 impl Session {
@@ -59,7 +61,7 @@ impl Session {
             control,
             presence: fanout::Presence::default(),
             caps_ver: None,
-            caps_pending: std::collections::HashMap::new(),
+            caps_pending: Vec::new(),
             replayed_for: None,
         }
     }
@@ -80,7 +82,7 @@ impl Session {
             .controls
             .remove_if(&self.jid, |_, c| c.id == self.control.id);
         if let Some(id) = &self.sm_id {
-            shared.resumable.remove(id);
+            shared.resumable.remove(&**id);
         }
         if self.is_current(shared) {
             shared.fanout.detach(&self.jid);

@@ -52,10 +52,10 @@ impl<T: Transport> Conn<T> {
                 Nonza::Enable { resume, .. } if slot.tracker.is_none() => {
                     slot.tracker = Some(fanout::unacked::Tracker::new(max_bytes));
                     slot.resume = resume;
-                    s.sm_id = resume.then(crate::stream::stream_id);
+                    s.sm_id = resume.then(|| crate::stream::stream_id().into());
                     if let Some(id) = &s.sm_id {
                         let entry = (s.jid.to_bare(), s.control.clone());
-                        self.shared.resumable.insert(id.clone(), entry);
+                        self.shared.resumable.insert(id.to_string(), entry);
                     }
                     let max = u32::try_from(timeout).unwrap_or(u32::MAX);
                     Some(sm::enabled(s.sm_id.as_deref().map(|id| (id, max))))
@@ -214,11 +214,13 @@ pub(super) fn parkable(shared: &Shared, s: &Session, stop: &Stop) -> bool {
 pub(super) fn park(shared: &Arc<Shared>, s: Session) {
     s.writer.abort();
     let Some(id) = s.sm_id.clone() else { return };
-    shared.resumable.remove(&id);
+    shared.resumable.remove(&*id);
     let control = s.control.clone();
     debug!(jid = %s.jid, "detached; waiting to be resumed");
     shared.metrics.sessions.dec();
-    shared.detached.insert(id.clone(), Detached { session: s });
+    shared
+        .detached
+        .insert(id.to_string(), Detached { session: s });
     let shared = shared.clone();
     let timeout = shared.config.limits.resumption_timeout();
     tokio::spawn(async move {
@@ -228,7 +230,7 @@ pub(super) fn park(shared: &Arc<Shared>, s: Session) {
             _ = control.ended() => {}
             () = crate::stopped(&mut stop) => {}
         }
-        if let Some((_, d)) = shared.detached.remove(&id) {
+        if let Some((_, d)) = shared.detached.remove(&*id) {
             end(&shared, d.session).await;
         }
     });

@@ -103,6 +103,8 @@ async fn write_ready<W: Sink>(wr: &mut W, p: &super::WriterParams) -> Next {
         }
         metrics.stanzas_out.inc_by(frames.len() as u64);
     }
+    // Going idle: the buffer the last drain swapped into the queue goes.
+    handle.queue().release_if_empty();
     // Lost frames outside the queue (a lagged broadcast receiver) are an
     // overflow too: the client must learn it missed something.
     let lost = handle.take_lost();

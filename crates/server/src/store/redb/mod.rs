@@ -56,9 +56,11 @@ pub(super) const BLOCKS: TableDefinition<'_, (&str, &str), ()> = TableDefinition
 
 /// redb's page cache unless configured (`store_cache_mib`). redb's own
 /// default (1 GiB) lets a busy server's RSS grow with every page it ever
-/// wrote; the working set here (accounts, rosters, node heads) is far
-/// smaller, and the OS page cache still holds the file.
-pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+/// wrote. redb reads its file with `pread`, so the OS page cache holds the
+/// file anyway and a page missed here costs a copy, not a disk read: at
+/// 19,000 idle sessions 64 MiB held about 1 KiB per session, and 8 MiB
+/// cost logins a few per cent of CPU (#11, `results/`).
+pub const DEFAULT_CACHE_BYTES: usize = 8 << 20;
 
 /// The schema this build writes. 1: accounts. 2: PEP nodes and items.
 /// 3: explicit subscriptions. 4: rosters, block lists, and the

@@ -254,8 +254,8 @@ impl Embedded {
                 .with_context(|| format!("starting {}", binary.display()))?;
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let up = std::net::TcpStream::connect(port).is_ok()
-                    && ws.is_none_or(|w| std::net::TcpStream::connect(w).is_ok());
+                let up =
+                    answers(port) && ws.is_none_or(|w| std::net::TcpStream::connect(w).is_ok());
                 if up {
                     return Ok(Self::Child {
                         addr: port,
@@ -352,4 +352,48 @@ pub fn sibling_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.join("starling");
     p.exists().then_some(p)
+}
+
+/// Whether a Starling on `port` has finished starting: it answers a stream
+/// header. Its listener is bound before it reads its store, and a connect
+/// alone succeeds meanwhile (the kernel queues it); the RSS before logins
+/// must be taken after the start, or the store's accounts and follows count
+/// as the sessions' memory.
+fn answers(port: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(port) else {
+        return false;
+    };
+    let header = format!(
+        "<?xml version='1.0'?><stream:stream to='{DOMAIN}' version='1.0' \
+         xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+    );
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut b = [0u8; 1];
+    s.write_all(header.as_bytes()).is_ok() && matches!(s.read(&mut b), Ok(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that is bound but not yet serving (a server still
+    /// reading its store) is not ready; one that answers is.
+    #[test]
+    fn a_server_is_ready_when_it_answers_not_when_it_is_bound() {
+        let bound = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!answers(bound.local_addr().unwrap()));
+
+        let serving = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = serving.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut c, _) = serving.accept().unwrap();
+            let mut b = [0u8; 16];
+            let _ = c.read(&mut b).unwrap();
+            c.write_all(b"<?xml version='1.0'?>").unwrap();
+        });
+        assert!(answers(addr));
+        t.join().unwrap();
+    }
 }

@@ -17,6 +17,9 @@ pub enum StreamErrorCondition {
     ConnectionTimeout,
     /// The `to` address names no domain served here.
     HostUnknown,
+    /// A `from` the sender may not use: on a server-to-server stream, a
+    /// domain it has not been verified for (RFC 6120 §4.9.3.9).
+    InvalidFrom,
     /// The stream namespace is not the one RFC 6120 defines.
     InvalidNamespace,
     /// The server hit an internal error.
@@ -54,6 +57,7 @@ impl StreamErrorCondition {
             Conflict => "conflict",
             ConnectionTimeout => "connection-timeout",
             HostUnknown => "host-unknown",
+            InvalidFrom => "invalid-from",
             InvalidNamespace => "invalid-namespace",
             InternalServerError => "internal-server-error",
             NotAuthorized => "not-authorized",

@@ -14,7 +14,9 @@
 //! - [`register`] for XEP-0077;
 //! - [`ping`] for XEP-0199, and the legacy session iq (RFC 3921);
 //! - [`presence`] for what a client's own presence says (RFC 6121);
-//! - [`sm`] for stream management's nonzas (XEP-0198).
+//! - [`sm`] for stream management's nonzas (XEP-0198);
+//! - [`dialback`] for server dialback (XEP-0220) and its keys (XEP-0185),
+//!   whose malformed forms are stream errors, not stanza errors.
 
 use crate::element::Element;
 use crate::error::StanzaErrorCondition as C;
@@ -22,6 +24,7 @@ use crate::ns;
 use crate::ser::StanzaError;
 
 pub mod blocking;
+pub mod dialback;
 pub mod disco;
 pub mod ping;
 pub mod presence;

@@ -13,6 +13,8 @@
 //!   and XEP-0156 discovery.
 //! - `c2s`: client streams on that layer: the read loop, the bind, a bound
 //!   session's stanzas and its own presence.
+//! - [`s2s`]: server-to-server streams (#12); so far an incoming stream's
+//!   negotiation and dialback, without I/O.
 //! - [`tls`]: STARTTLS and direct TLS (rustls), with a generated
 //!   certificate when none is configured.
 //! - [`sasl`]: SCRAM-SHA-1, SCRAM-SHA-256 and PLAIN on stored keys.
@@ -55,6 +57,7 @@ pub mod pubsub;
 mod register;
 pub mod roster;
 mod route;
+pub mod s2s;
 pub mod sasl;
 pub mod store;
 mod stream;

@@ -1,0 +1,11 @@
+//! Server-to-server streams (RFC 6120 with `jabber:server`, XEP-0220
+//! dialback), issue #12.
+//!
+//! - [`incoming`]: an incoming stream's negotiation as a state machine
+//!   without I/O (header, STARTTLS, dialback) and the rule every stanza on
+//!   it passes: its from-domain was verified for its to-domain.
+//!
+//! The transports (the 5269 listener, one outgoing stream per remote
+//! domain) come next, on the same stream layer as c2s.
+
+pub mod incoming;

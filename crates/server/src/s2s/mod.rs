@@ -4,8 +4,12 @@
 //! - [`incoming`]: an incoming stream's negotiation as a state machine
 //!   without I/O (header, STARTTLS, dialback) and the rule every stanza on
 //!   it passes: its from-domain was verified for its to-domain.
+//! - [`outgoing`]: an outgoing stream's negotiation: our header, STARTTLS,
+//!   our dialback key, and the `<db:verify/>` questions we ask the peer as
+//!   the authoritative server of a domain that claimed to send to us.
 //!
 //! The transports (the 5269 listener, one outgoing stream per remote
 //! domain) come next, on the same stream layer as c2s.
 
 pub mod incoming;
+pub mod outgoing;

@@ -166,18 +166,27 @@ impl StreamScope {
     /// declares the same (nearly every client's and server's header), so a
     /// stream keeps no copy of its own (#11: 140 bytes per idle session).
     fn of(header: &StreamHeader) -> Arc<Self> {
-        static COMMON: std::sync::LazyLock<[Arc<StreamScope>; 2]> =
+        static COMMON: std::sync::LazyLock<[Arc<StreamScope>; 3]> =
             std::sync::LazyLock::new(|| {
-                let scope = |default: &str| {
+                let scope = |default: &str, dialback: bool| {
+                    let mut namespaces = vec![
+                        (String::new(), default.into()),
+                        ("stream".into(), crate::ns::STREAM.into()),
+                    ];
+                    if dialback {
+                        namespaces.push(("db".into(), crate::xep::dialback::NS.into()));
+                    }
                     Arc::new(StreamScope {
                         name: "stream:stream".into(),
-                        namespaces: vec![
-                            (String::new(), default.into()),
-                            ("stream".into(), crate::ns::STREAM.into()),
-                        ],
+                        namespaces,
                     })
                 };
-                [scope(crate::ns::CLIENT), scope(crate::ns::SERVER)]
+                [
+                    scope(crate::ns::CLIENT, false),
+                    scope(crate::ns::SERVER, false),
+                    // Server streams declare the dialback prefix.
+                    scope(crate::ns::SERVER, true),
+                ]
             });
         let same = |c: &StreamScope| {
             c.name == header.name

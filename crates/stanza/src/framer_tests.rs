@@ -296,6 +296,24 @@ fn common_headers_share_one_scope() {
     );
     assert!(std::ptr::eq(a.scope().unwrap(), b.scope().unwrap()));
     assert_eq!(a.scope().unwrap().namespaces().len(), 2);
+    let s1 = opened(
+        std::str::from_utf8(&crate::ser::server_stream_header(
+            "a.example",
+            "b.example",
+            None,
+        ))
+        .unwrap(),
+    );
+    let s2 = opened(
+        std::str::from_utf8(&crate::ser::server_stream_header(
+            "c.example",
+            "b.example",
+            Some("x"),
+        ))
+        .unwrap(),
+    );
+    assert!(std::ptr::eq(s1.scope().unwrap(), s2.scope().unwrap()));
+    assert_eq!(s1.scope().unwrap().namespaces().len(), 3);
 
     let mut c = opened(
         "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \

@@ -109,6 +109,25 @@ pub fn stream_header(content_ns: &str, from: &str, to: Option<&str>, id: &str) -
     w.into_bytes()
 }
 
+/// A server-to-server stream header (RFC 6120 §4.7 with `jabber:server`),
+/// declaring the `db` prefix for dialback (XEP-0220 §2.1), as both the
+/// initiating and the receiving server send it. `id` is the receiving
+/// side's; an initiating server sends none.
+pub fn server_stream_header(from: &str, to: &str, id: Option<&str>) -> Bytes {
+    let mut w = XmlWriter::with_capacity(256);
+    w.raw(b"<?xml version='1.0'?>")
+        .open("stream:stream")
+        .attr("xmlns", ns::SERVER)
+        .attr("xmlns:stream", ns::STREAM)
+        .attr("xmlns:db", "jabber:server:dialback")
+        .attr("from", from)
+        .attr("to", to)
+        .attr_opt("id", id)
+        .attr("version", "1.0")
+        .close_start();
+    w.into_bytes()
+}
+
 /// What a `<stream:features/>` offers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Features<'a> {
@@ -471,6 +490,28 @@ mod tests {
 
     fn parse(b: &Bytes) -> Element {
         Element::parse_in(std::str::from_utf8(b).unwrap(), &NsContext::client()).unwrap()
+    }
+
+    /// A server stream's header opens a stream the framer accepts, and
+    /// the dialback prefix it declares reaches a `<db:result/>`.
+    #[test]
+    fn a_server_header_declares_dialback() {
+        let h = server_stream_header("a.example", "b.example", None);
+        let mut f = crate::framer::Framer::default();
+        f.feed(&h);
+        f.feed(b"<db:result from='a.example' to='b.example'>k</db:result>");
+        let Ok(Some(crate::framer::Event::StreamOpen(open))) = f.next() else {
+            panic!("no header")
+        };
+        assert_eq!(open.namespace(""), Some(ns::SERVER));
+        assert_eq!(open.attr("id"), None);
+        let Ok(Some(crate::framer::Event::Stanza(b))) = f.next() else {
+            panic!("no element")
+        };
+        let el = Element::from_stanza(&b).unwrap();
+        assert!(el.is("result", crate::xep::dialback::NS));
+        let with_id = server_stream_header("b.example", "a.example", Some("s1"));
+        assert!(std::str::from_utf8(&with_id).unwrap().contains("id='s1'"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! XML escaping for text and attribute values.
+//! XML escaping for text and attribute values, and the hex encoding of
+//! ids and keys.
 //!
 //! Attribute values are always written in single quotes, as the rest of the
 //! serializers do, so both quote characters are escaped in attributes and the
@@ -74,6 +75,18 @@ pub fn escape_text(s: &str) -> Cow<'_, str> {
 /// Resolves the five predefined entities and character references.
 pub fn unescape(s: &str) -> Result<Cow<'_, str>, quick_xml::escape::EscapeError> {
     quick_xml::escape::unescape(s)
+}
+
+/// Lower-case hexadecimal of `bytes` (stream ids, dialback keys), without
+/// formatting machinery per digit.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
 }
 
 #[cfg(test)]

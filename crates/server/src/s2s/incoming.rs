@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use stanza::ser::{self, Features};
 use stanza::xep::dialback::{self, Dialback, Verdict};
-use stanza::{ns, BareJid, Element, StreamErrorCondition};
+use stanza::{ns, Element, StreamErrorCondition};
 
 /// What the configuration says about incoming s2s streams.
 #[derive(Debug, Clone)]
@@ -101,8 +101,7 @@ impl Incoming {
     }
 
     fn served(&self, domain: &str) -> Option<usize> {
-        let d = BareJid::new(domain).ok()?;
-        self.policy.domains.iter().position(|x| x == d.as_str())
+        crate::stream::domain_index(&self.policy.domains, domain)
     }
 
     /// The peer's stream header: `to` names one of our domains, the
@@ -204,7 +203,7 @@ impl Incoming {
         };
         let ours = &self.policy.domains[local];
         let expected = dialback::key(&self.policy.secret, &from, ours, &id);
-        let v = if dialback::key_matches(&expected, key) {
+        let v = if crate::sasl::constant_time_eq(expected.as_bytes(), key.as_bytes()) {
             Verdict::Valid
         } else {
             Verdict::Invalid

@@ -128,13 +128,12 @@ pub(crate) trait Transport: Send + 'static {
 
 /// A random stream id.
 pub(crate) fn stream_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let id: [u8; 16] = rand::random();
-    // Two per login: no formatting machinery per digit.
-    let mut s = String::with_capacity(32);
-    for b in id {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    s
+    stanza::escape::hex(&id)
+}
+
+/// Which of `domains` (normalised) `name` names.
+pub(crate) fn domain_index(domains: &[String], name: &str) -> Option<usize> {
+    let name = stanza::BareJid::new(name).ok()?;
+    domains.iter().position(|d| d.as_str() == name.as_str())
 }

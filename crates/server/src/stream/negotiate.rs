@@ -55,8 +55,7 @@ impl Policy {
 
     /// Which of our domains `to` names.
     fn served(&self, to: &str) -> Option<usize> {
-        let to = BareJid::new(to).ok()?;
-        self.domains.iter().position(|d| d.as_str() == to.as_str())
+        super::domain_index(&self.domains, to)
     }
 }
 

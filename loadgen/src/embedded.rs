@@ -101,6 +101,10 @@ pub fn config(dir: &Path, fanout: &str, tls: bool, websocket: bool) -> Config {
         domains: vec![DOMAIN.into()],
         c2s_listen: vec!["127.0.0.1:0".parse().expect("literal")],
         c2s_tls_listen: Vec::new(),
+        s2s: server::s2s::S2sConfig {
+            listen: Vec::new(),
+            ..Default::default()
+        },
         data_dir: dir.to_owned(),
         // With TLS: STARTTLS with a self-signed certificate generated in
         // the data directory.
@@ -216,7 +220,7 @@ impl Embedded {
             &cfg,
             format!(
                 "tls = {tls}\nrequire_encryption = false\nallow_plaintext_auth = true\n\
-                 c2s_tls_listen = []\n\
+                 c2s_tls_listen = []\ns2s.listen = []\n\
                  [limits]\nstanzas_per_sec = 1000000\nstanza_burst = 1000000\n\
                  publishes_per_sec = 1000000\npublish_burst = 1000000\n"
             ),

@@ -282,6 +282,9 @@ pub enum Target<'a> {
 }
 
 type FollowHook = Box<dyn Fn(&Arc<Account>, &Arc<Account>) + Send + Sync>;
+/// Makes (or finds) the queue for stanzas from a local domain to a remote
+/// one: the server's s2s side, which connects on demand.
+type RouteMaker = Box<dyn Fn(&str, &str) -> Option<Arc<OutboundQueue>> + Send + Sync>;
 
 /// The registry. Share it as `Arc<Registry>`.
 pub struct Registry {
@@ -295,6 +298,7 @@ pub struct Registry {
     /// Called with (follower, publisher) after a follow edge is added.
     follow_hooks: RwLock<Vec<FollowHook>>,
     routes: AccountMap<String, Arc<OutboundQueue>>,
+    route_maker: RwLock<Option<RouteMaker>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -320,6 +324,7 @@ impl Registry {
             nodes: RwLock::new(HashMap::new()),
             follow_hooks: RwLock::new(Vec::new()),
             routes: AccountMap::new(),
+            route_maker: RwLock::new(None),
         };
         // The microblog node gets id 0, so its +notify is one bit test.
         r.node_id(stanza::ns::MICROBLOG);
@@ -668,9 +673,30 @@ impl Registry {
         self.routes.get_or_insert_with(&domain.to_owned(), || queue);
     }
 
-    /// The queue for a remote domain, if one is connected.
+    /// The queue for a remote domain set with [`Self::set_route`].
     pub fn route(&self, domain: &str) -> Option<Arc<OutboundQueue>> {
         self.routes.get(&domain.to_owned())
+    }
+
+    /// Sets how a missing route from `local` to `remote` is made: the
+    /// server's federation, which opens a stream to the domain on demand.
+    pub fn on_missing_route(
+        &self,
+        make: impl Fn(&str, &str) -> Option<Arc<OutboundQueue>> + Send + Sync + 'static,
+    ) {
+        *self.route_maker.write() = Some(Box::new(make));
+    }
+
+    /// The queue for stanzas from `local` (a domain served here) to
+    /// `remote`: a route set for the domain, else one made on demand.
+    pub fn route_between(&self, local: &str, remote: &str) -> Option<Arc<OutboundQueue>> {
+        if let Some(q) = self.route(remote) {
+            return Some(q);
+        }
+        self.route_maker
+            .read()
+            .as_ref()
+            .and_then(|m| m(local, remote))
     }
 
     fn update_following(&self, follower: &Arc<Account>, publisher: &Arc<Account>) {

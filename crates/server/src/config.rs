@@ -321,6 +321,8 @@ pub struct Config {
     pub store_cache_mib: usize,
     /// Limits.
     pub limits: LimitsConfig,
+    /// Federation (`[s2s]`): listener, host map, TLS and s2s limits.
+    pub s2s: crate::s2s::S2sConfig,
 }
 
 impl Default for Config {
@@ -346,6 +348,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             websocket_url: None,
             limits: LimitsConfig::default(),
+            s2s: crate::s2s::S2sConfig::default(),
         }
     }
 }
@@ -499,6 +502,7 @@ impl Config {
                 return invalid(key, "must be at least 1");
             }
         }
+        self.s2s.validate()?;
         if self.metrics_listen.is_some_and(|a| !a.ip().is_loopback()) {
             return invalid(
                 "metrics_listen",

@@ -113,6 +113,8 @@ pub struct Listeners {
     pub http: Vec<TcpListener>,
     /// HTTPS, the same over TLS.
     pub https: Vec<TcpListener>,
+    /// Server-to-server (5269).
+    pub s2s: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -144,12 +146,17 @@ impl Listeners {
                 https.push(listen(*addr)?);
             }
         }
+        let mut s2s = Vec::new();
+        for addr in &config.s2s.listen {
+            s2s.push(listen(*addr)?);
+        }
         Ok(Self {
             c2s,
             c2s_tls,
             metrics,
             http,
             https,
+            s2s,
         })
     }
 
@@ -177,6 +184,14 @@ impl Listeners {
     /// The bound HTTPS addresses.
     pub fn https_addrs(&self) -> Vec<SocketAddr> {
         self.https
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The bound server-to-server addresses.
+    pub fn s2s_addrs(&self) -> Vec<SocketAddr> {
+        self.s2s
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect()
@@ -240,8 +255,11 @@ pub(crate) struct Shared {
     pub(crate) controls: dashmap::DashMap<stanza::FullJid, Arc<control::Control>>,
     /// Failed logins across connections, by account and address.
     pub(crate) backoff: backoff::LoginBackoff,
-    /// The server secret (`data_dir/server.secret`): keys decoy SCRAM salts.
+    /// The server secret (`data_dir/server.secret`): keys decoy SCRAM
+    /// salts and dialback keys.
     pub(crate) secret: [u8; 32],
+    /// Federation: outgoing links to other domains.
+    pub(crate) s2s: s2s::Federation,
 }
 
 impl Shared {
@@ -335,7 +353,8 @@ pub async fn run_on(
     let limiters = limits::Limiters::new(&config.limits);
     let backoff = backoff::LoginBackoff::new(&config.limits);
     let caps = Arc::new(caps::CapsCache::new(config.limits.caps_cache_entries));
-    let shared = Arc::new(Shared {
+    let shared = Arc::new_cyclic(|me| Shared {
+        s2s: s2s::Federation::new(me.clone(), &config.s2s),
         domains: config.domains.clone().into(),
         config,
         store,
@@ -356,6 +375,16 @@ pub async fn run_on(
         resumable: dashmap::DashMap::new(),
         access_locks: pep::AccessLocks::default(),
     });
+    // Remote recipients of the fan-out go through the link to their
+    // domain, started on first use.
+    let me = Arc::downgrade(&shared);
+    shared
+        .fanout
+        .registry()
+        .on_missing_route(move |local, remote| {
+            let shared = me.upgrade()?;
+            shared.s2s.link(local, remote).map(|l| l.queue.clone())
+        });
     match admin::bind(&shared.config.data_dir) {
         Ok(l) => {
             tokio::spawn(admin::serve(l, shared.clone(), stop_rx.clone()));
@@ -373,6 +402,10 @@ pub async fn run_on(
     for (listener, tls) in web {
         info!(addr = ?listener.local_addr().ok(), tls, "serving XMPP over WebSocket at {}", web::WS_PATH);
         accept_loops.spawn(web::serve(listener, tls, shared.clone(), permits.clone()));
+    }
+    for listener in listeners.s2s {
+        info!(addr = ?listener.local_addr().ok(), "serving server-to-server streams");
+        accept_loops.spawn(s2s::listen::accept_loop(listener, shared.clone()));
     }
     let all = listeners
         .c2s

@@ -110,6 +110,12 @@ struct Serve {
     /// Direct-TLS (XEP-0368) listen address (repeatable); default 0.0.0.0:5223.
     #[arg(long = "c2s-tls-listen")]
     c2s_tls_listen: Vec<SocketAddr>,
+    /// Server-to-server listen address (repeatable); default 0.0.0.0:5269.
+    #[arg(long = "s2s-listen", value_name = "ADDR")]
+    s2s_listen: Vec<SocketAddr>,
+    /// Do not listen for other servers (outgoing federation still works).
+    #[arg(long = "no-s2s-listen", conflicts_with = "s2s_listen")]
+    no_s2s_listen: bool,
     /// The fan-out strategy: naive, shared, sharded or broadcast.
     #[arg(long)]
     fanout: Option<String>,
@@ -195,6 +201,12 @@ fn main() -> Result<()> {
         Command::Serve(s) => {
             if !s.c2s_listen.is_empty() {
                 config.c2s_listen = s.c2s_listen;
+            }
+            if !s.s2s_listen.is_empty() {
+                config.s2s.listen = s.s2s_listen;
+            }
+            if s.no_s2s_listen {
+                config.s2s.listen.clear();
             }
             if let Some(f) = s.fanout {
                 config.fanout = f;

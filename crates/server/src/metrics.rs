@@ -21,6 +21,8 @@ use tokio::sync::watch;
 use tracing::debug;
 
 type Labels = Vec<(&'static str, &'static str)>;
+/// Labels with a remote domain in them (s2s series).
+pub(crate) type DomainLabels = Vec<(&'static str, String)>;
 
 /// Every metric the server keeps.
 #[derive(Debug)]
@@ -59,6 +61,15 @@ pub(crate) struct Metrics {
     pub(crate) commit_seconds: Histogram,
     /// Publishes per group commit.
     pub(crate) commit_batch: Histogram,
+    /// Server-to-server streams open, by remote domain and direction.
+    pub(crate) s2s_streams: Family<DomainLabels, Gauge>,
+    /// Stanzas over server streams, by remote domain and direction.
+    pub(crate) s2s_stanzas: Family<DomainLabels, Counter>,
+    /// Stanzas for a remote domain not sent (bounced or dropped), by
+    /// remote domain and reason.
+    pub(crate) s2s_drops: Family<DomainLabels, Counter>,
+    /// Dialback failures, by remote domain and which side failed.
+    pub(crate) s2s_dialback_failures: Family<DomainLabels, Counter>,
     sync: std::sync::Mutex<()>,
 }
 
@@ -82,6 +93,10 @@ impl Metrics {
             rate_limited: Family::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            s2s_streams: Family::default(),
+            s2s_stanzas: Family::default(),
+            s2s_drops: Family::default(),
+            s2s_dialback_failures: Family::default(),
             sync: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
@@ -153,7 +168,32 @@ impl Metrics {
             "Publishes per group commit",
             m.commit_batch.clone(),
         );
+        registry.register(
+            "s2s_streams",
+            "Server-to-server streams open, by remote domain and direction",
+            m.s2s_streams.clone(),
+        );
+        registry.register(
+            "s2s_stanzas",
+            "Stanzas over server-to-server streams, by remote domain and direction",
+            m.s2s_stanzas.clone(),
+        );
+        registry.register(
+            "s2s_drops",
+            "Stanzas for a remote domain bounced or dropped, by remote domain and reason",
+            m.s2s_drops.clone(),
+        );
+        registry.register(
+            "s2s_dialback_failures",
+            "Dialback failures, by remote domain and side (ours refused, theirs refused)",
+            m.s2s_dialback_failures.clone(),
+        );
         Arc::new(Self { registry, ..m })
+    }
+
+    /// The labels of a remote domain's series.
+    pub(crate) fn domain(domain: &str, key: &'static str, value: &str) -> DomainLabels {
+        vec![("domain", domain.to_owned()), (key, value.to_owned())]
     }
 
     /// Counts what one fan-out did.

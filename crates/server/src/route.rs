@@ -1,9 +1,10 @@
-//! Message and iq routing between local sessions (RFC 6121 §8.5).
-//! Federation is a later issue: stanzas for other domains get
-//! `remote-server-not-found`. Blocks (XEP-0191) stop stanzas both ways: the
+//! Message and iq routing (RFC 6121 §8.5): between local sessions, and to
+//! other domains over s2s. Blocks (XEP-0191) stop stanzas both ways: the
 //! blocker's own stanzas bounce with `<not-acceptable/>` + `<blocked/>`,
 //! stanzas to a blocker bounce as if nobody were there.
 //!
+//! - To another domain: its outgoing s2s stream (`crate::s2s`); what cannot
+//!   go bounces with `remote-server-not-found` or `remote-server-timeout`.
 //! - To a full JID with a session: that session.
 //! - To a bare JID (or a full JID with no session): `chat` and `normal` go
 //!   to the available resources with the highest non-negative priority;
@@ -15,7 +16,7 @@
 use bytes::Bytes;
 use fanout::Frame;
 use stanza::ser::{self, StanzaError};
-use stanza::{FullJid, Jid, Stanza, StanzaErrorCondition as C};
+use stanza::{FullJid, Jid, Kind, Stanza, StanzaErrorCondition as C};
 
 use crate::Shared;
 
@@ -46,9 +47,6 @@ pub(crate) fn message(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option<
             Err(_) => return bounce(C::JidMalformed),
         },
     };
-    if !shared.config.domains.iter().any(|d| d == to.domain()) {
-        return bounce(C::RemoteServerNotFound);
-    }
     if let Some(e) = block_verdict(shared, me, &to) {
         return Some(ser::stanza_error(
             "message",
@@ -62,15 +60,38 @@ pub(crate) fn message(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option<
     let Ok(stamped) = stanza.with_addresses(me.as_str(), None) else {
         return bounce(C::BadRequest);
     };
+    let sent = if is_local(shared, to.domain()) {
+        deliver_message(shared, &to, &ty, stamped.bytes())
+    } else {
+        shared
+            .s2s
+            .send(me.domain(), to.domain(), stamped.bytes().clone())
+    };
+    sent.err().and_then(bounce)
+}
+
+/// Whether `domain` is served here.
+pub(crate) fn is_local(shared: &Shared, domain: &str) -> bool {
+    shared.config.domains.iter().any(|d| d == domain)
+}
+
+/// Delivers a message (stamped with its sender) to the local sessions
+/// that should have it; the error is what to bounce with.
+pub(crate) fn deliver_message(
+    shared: &Shared,
+    to: &Jid,
+    ty: &str,
+    stamped: &Bytes,
+) -> Result<(), C> {
     let registry = shared.fanout.registry();
     if let Some(full) = to.to_full() {
         if let Some(s) = registry.session(&full) {
-            let _ = s.queue().push(Frame::Bytes(stamped.bytes().clone()));
-            return None;
+            let _ = s.queue().push(Frame::Bytes(stamped.clone()));
+            return Ok(());
         }
     }
     if ty == "groupchat" {
-        return bounce(C::ServiceUnavailable);
+        return Err(C::ServiceUnavailable);
     }
     let targets: Vec<_> = registry
         .find_account(&to.to_bare())
@@ -86,14 +107,14 @@ pub(crate) fn message(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option<
     let mut delivered = false;
     for s in &targets {
         if ty == "headline" || Some(s.priority()) == top {
-            let _ = s.queue().push(Frame::Bytes(stamped.bytes().clone()));
+            let _ = s.queue().push(Frame::Bytes(stamped.clone()));
             delivered = true;
         }
     }
-    if delivered || ty == "headline" {
-        None
+    if delivered || ty == "headline" || ty == "error" {
+        Ok(())
     } else {
-        bounce(C::ServiceUnavailable)
+        Err(C::ServiceUnavailable)
     }
 }
 
@@ -135,23 +156,64 @@ pub(crate) fn iq(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option<Bytes
     let Some(to) = raw_to.as_deref().and_then(|t| Jid::new(t).ok()) else {
         return bounce(StanzaError::new(C::JidMalformed));
     };
-    if !shared.config.domains.iter().any(|d| d == to.domain()) {
-        return bounce(StanzaError::new(C::RemoteServerNotFound));
-    }
     if let Some(e) = block_verdict(shared, me, &to) {
         return bounce(e);
     }
+    let Ok(stamped) = stanza.with_addresses(me.as_str(), None) else {
+        return bounce(StanzaError::new(C::BadRequest));
+    };
+    let sent = if is_local(shared, to.domain()) {
+        deliver_iq(shared, &to, stamped.bytes())
+    } else {
+        shared
+            .s2s
+            .send(me.domain(), to.domain(), stamped.bytes().clone())
+    };
+    sent.err().and_then(|c| bounce(StanzaError::new(c)))
+}
+
+/// Delivers an iq to a local full JID's session.
+pub(crate) fn deliver_iq(shared: &Shared, to: &Jid, stamped: &Bytes) -> Result<(), C> {
     let session = to
         .to_full()
         .and_then(|f| shared.fanout.registry().session(&f));
     let Some(s) = session else {
-        return bounce(StanzaError::new(C::ServiceUnavailable));
+        return Err(C::ServiceUnavailable);
     };
-    match stanza.with_addresses(me.as_str(), None) {
-        Ok(stamped) => {
-            let _ = s.queue().push(Frame::Bytes(stamped.bytes().clone()));
-            None
-        }
-        Err(_) => bounce(StanzaError::new(C::BadRequest)),
+    let _ = s.queue().push(Frame::Bytes(stamped.clone()));
+    Ok(())
+}
+
+/// The error for a stanza that could not be delivered, addressed back to
+/// its sender, with that sender; `None` for stanzas never answered with an
+/// error (errors, headlines, presence).
+pub(crate) fn bounce(original: &Bytes, cond: C) -> Option<(Jid, Bytes)> {
+    let stanza = Stanza::parse(original.clone()).ok()?;
+    let ty = stanza.type_();
+    let never = match stanza.kind() {
+        Kind::Message => matches!(ty.as_deref(), Some("error" | "headline")),
+        Kind::Iq => matches!(ty.as_deref(), Some("error" | "result")),
+        Kind::Presence | Kind::Other => true,
+    };
+    if never {
+        return None;
     }
+    let sender = Jid::new(&stanza.from()?).ok()?;
+    let err = ser::stanza_error(
+        stanza.name(),
+        stanza.id().as_deref(),
+        stanza.to().as_deref(),
+        Some(sender.as_str()),
+        &StanzaError::new(cond),
+    );
+    Some((sender, err))
+}
+
+/// Delivers an error from [`bounce`] to its local addressee.
+pub(crate) fn deliver_local_error(shared: &Shared, (to, err): (Jid, Bytes)) {
+    let _ = if err.starts_with(b"<iq") {
+        deliver_iq(shared, &to, &err)
+    } else {
+        deliver_message(shared, &to, "error", &err)
+    };
 }

@@ -18,7 +18,14 @@ async fn online(srv: &TestServer, user: &str, resource: &str, priority: i8) -> C
 #[tokio::test]
 async fn routing_by_full_and_bare_jid() {
     let accounts = [("jane", "secret"), ("joe", "secret"), ("kim", "secret")];
-    let srv = TestServer::start(&accounts, |c| c.allow_plaintext_auth = true).await;
+    let srv = TestServer::start(&accounts, |c| {
+        c.allow_plaintext_auth = true;
+        // Another domain whose server refuses connections, without DNS.
+        c.s2s
+            .hosts
+            .insert("elsewhere.org".into(), "127.0.0.1:1".into());
+    })
+    .await;
     let mut phone = online(&srv, "jane", "phone", 5).await;
     let mut laptop = online(&srv, "jane", "laptop", 1).await;
     let mut joe = online(&srv, "joe", "r", 0).await;
@@ -52,7 +59,8 @@ async fn routing_by_full_and_bare_jid() {
     assert_eq!(phone.element().await.attr("type"), Some("headline"));
     assert_eq!(laptop.element().await.attr("type"), Some("headline"));
 
-    // Nobody there: offline account, unknown account, other domain.
+    // Nobody there: offline account, unknown account, another domain's
+    // unreachable server.
     joe.send("<message to='kim@example.org' id='x1'><body>?</body></message>")
         .await;
     assert_eq!(

@@ -143,6 +143,8 @@ pub enum StanzaErrorCondition {
     UnexpectedRequest,
     /// The recipient's server cannot be reached.
     RemoteServerNotFound,
+    /// The recipient's server did not answer in time.
+    RemoteServerTimeout,
 }
 
 impl StanzaErrorCondition {
@@ -169,6 +171,7 @@ impl StanzaErrorCondition {
             UndefinedCondition => "undefined-condition",
             UnexpectedRequest => "unexpected-request",
             RemoteServerNotFound => "remote-server-not-found",
+            RemoteServerTimeout => "remote-server-timeout",
         }
     }
 
@@ -178,9 +181,8 @@ impl StanzaErrorCondition {
         match self {
             BadRequest | JidMalformed | NotAcceptable | PolicyViolation => StanzaErrorType::Modify,
             NotAuthorized | Forbidden | SubscriptionRequired => StanzaErrorType::Auth,
-            InternalServerError | RecipientUnavailable | ResourceConstraint | UnexpectedRequest => {
-                StanzaErrorType::Wait
-            }
+            InternalServerError | RecipientUnavailable | ResourceConstraint | UnexpectedRequest
+            | RemoteServerTimeout => StanzaErrorType::Wait,
             _ => StanzaErrorType::Cancel,
         }
     }

@@ -299,7 +299,7 @@ fn common_headers_share_one_scope() {
     let s1 = opened(
         std::str::from_utf8(&crate::ser::server_stream_header(
             "a.example",
-            "b.example",
+            Some("b.example"),
             None,
         ))
         .unwrap(),
@@ -307,7 +307,7 @@ fn common_headers_share_one_scope() {
     let s2 = opened(
         std::str::from_utf8(&crate::ser::server_stream_header(
             "c.example",
-            "b.example",
+            Some("b.example"),
             Some("x"),
         ))
         .unwrap(),

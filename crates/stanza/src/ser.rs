@@ -113,7 +113,7 @@ pub fn stream_header(content_ns: &str, from: &str, to: Option<&str>, id: &str) -
 /// declaring the `db` prefix for dialback (XEP-0220 §2.1), as both the
 /// initiating and the receiving server send it. `id` is the receiving
 /// side's; an initiating server sends none.
-pub fn server_stream_header(from: &str, to: &str, id: Option<&str>) -> Bytes {
+pub fn server_stream_header(from: &str, to: Option<&str>, id: Option<&str>) -> Bytes {
     let mut w = XmlWriter::with_capacity(256);
     w.raw(b"<?xml version='1.0'?>")
         .open("stream:stream")
@@ -121,7 +121,7 @@ pub fn server_stream_header(from: &str, to: &str, id: Option<&str>) -> Bytes {
         .attr("xmlns:stream", ns::STREAM)
         .attr("xmlns:db", "jabber:server:dialback")
         .attr("from", from)
-        .attr("to", to)
+        .attr_opt("to", to)
         .attr_opt("id", id)
         .attr("version", "1.0")
         .close_start();
@@ -496,7 +496,7 @@ mod tests {
     /// the dialback prefix it declares reaches a `<db:result/>`.
     #[test]
     fn a_server_header_declares_dialback() {
-        let h = server_stream_header("a.example", "b.example", None);
+        let h = server_stream_header("a.example", Some("b.example"), None);
         let mut f = crate::framer::Framer::default();
         f.feed(&h);
         f.feed(b"<db:result from='a.example' to='b.example'>k</db:result>");
@@ -510,7 +510,7 @@ mod tests {
         };
         let el = Element::from_stanza(&b).unwrap();
         assert!(el.is("result", crate::xep::dialback::NS));
-        let with_id = server_stream_header("b.example", "a.example", Some("s1"));
+        let with_id = server_stream_header("b.example", Some("a.example"), Some("s1"));
         assert!(std::str::from_utf8(&with_id).unwrap().contains("id='s1'"));
     }
 

@@ -346,7 +346,7 @@ pub(crate) fn deliver_remote(
     let Target::Remote { account, resource } = target else {
         return;
     };
-    let Some(route) = registry.route(account.jid().domain()) else {
+    let Some(route) = registry.route_between(publisher.domain(), account.jid().domain()) else {
         report.dropped.add(DropReason::NoRoute);
         return;
     };

@@ -173,6 +173,14 @@ impl<T: Transport> Conn<T> {
         // No `to`, the domain, or our own bare JID: the server answers for
         // the account (RFC 6120 §10.3.3).
         let to_server = to.is_none() || to_own || to.as_deref() == self.domain();
+        let remote = to
+            .as_deref()
+            .and_then(|t| stanza::Jid::new(t).ok())
+            .is_some_and(|j| self.shared.config.served_domain(j.domain()).is_none());
+        if remote {
+            // Another domain's entity answers for itself, over s2s.
+            return self.route_iq(stanza, me).await;
+        }
         let Some(payload) = el.first_element() else {
             if !to_server {
                 return self.route_iq(stanza, me).await;

@@ -54,7 +54,7 @@ impl Binary {
         }
         let config = dir.path().join("starling.toml");
         let text = format!(
-            "domains = ['{DOMAIN}']\nc2s_listen = ['127.0.0.1:0']\nc2s_tls_listen = []\n\
+            "domains = ['{DOMAIN}']\nc2s_listen = ['127.0.0.1:0']\nc2s_tls_listen = []\ns2s.listen = []\n\
              data_dir = '{}'\ntls = false\nrequire_encryption = false\n\
              allow_plaintext_auth = true\nmetrics_listen = '127.0.0.1:0'\n{extra}\n",
             dir.path().display()

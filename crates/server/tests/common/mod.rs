@@ -105,12 +105,17 @@ impl TestServer {
             data_dir: dir.path().to_owned(),
             // Most tests speak plaintext; the TLS tests turn this back on.
             require_encryption: false,
+            // No federation unless a test asks: tests run side by side.
+            s2s: server::s2s::S2sConfig {
+                listen: Vec::new(),
+                ..Default::default()
+            },
             ..Config::default()
         };
         tweak(&mut config);
         let store = Redb::open(&config.data_dir).unwrap();
         for (user, pass) in accounts {
-            let jid = BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
+            let jid = BareJid::new(&format!("{user}@{}", config.domains[0])).unwrap();
             store
                 .create_account(&jid, &AccountRecord::new(pass, 4096))
                 .unwrap();
@@ -363,7 +368,12 @@ impl Client {
 
     /// Restarts the stream and binds; returns the full JID.
     pub async fn bind(&mut self, resource: Option<&str>) -> String {
-        let f = self.open(DOMAIN).await;
+        self.bind_at(DOMAIN, resource).await
+    }
+
+    /// [`Self::bind`] on a server for `domain`.
+    pub async fn bind_at(&mut self, domain: &str, resource: Option<&str>) -> String {
+        let f = self.open(domain).await;
         assert!(f.child("bind", ns::BIND).is_some(), "{f:?}");
         let res = resource.map_or(String::new(), |r| format!("<resource>{r}</resource>"));
         self.send(&format!(
@@ -393,6 +403,22 @@ impl Client {
         let s = c.plain(user, pass).await;
         assert!(s.is("success", ns::SASL), "{s:?}");
         let jid = c.bind(Some(resource)).await;
+        (c, jid)
+    }
+
+    /// [`Self::login_plain`] on a server for `domain`.
+    pub async fn login_at(
+        addr: SocketAddr,
+        domain: &str,
+        user: &str,
+        pass: &str,
+        resource: &str,
+    ) -> (Self, String) {
+        let mut c = Self::connect(addr).await;
+        c.open(domain).await;
+        let s = c.plain(user, pass).await;
+        assert!(s.is("success", ns::SASL), "{s:?}");
+        let jid = c.bind_at(domain, Some(resource)).await;
         (c, jid)
     }
 

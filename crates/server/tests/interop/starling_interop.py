@@ -80,7 +80,7 @@ def run_against(flow, name):
         port, tls_port = free_port(), free_port()
         with tempfile.TemporaryDirectory() as data:
             server = subprocess.Popen(
-                [binary, "--data-dir", data, "--domain", DOMAIN, "serve",
+                [binary, "--data-dir", data, "--domain", DOMAIN, "serve", "--no-s2s-listen",
                  "--c2s-listen", f"127.0.0.1:{port}", "--c2s-tls-listen", f"127.0.0.1:{tls_port}",
                  "--allow-registration"],
                 stderr=subprocess.PIPE, text=True)

@@ -91,7 +91,7 @@ async function main() {
   }
   const server = spawn(
     base[0],
-    [...base.slice(1), "serve", "--c2s-listen", `127.0.0.1:${c2s}`,
+    [...base.slice(1), "serve", "--no-s2s-listen", "--c2s-listen", `127.0.0.1:${c2s}`,
      "--http-listen", `127.0.0.1:${http}`],
     { stdio: ["ignore", "ignore", "pipe"] },
   );

@@ -1,0 +1,171 @@
+//! Stanzas from other servers, after the incoming stream checked that
+//! their from-domain was verified for their to-domain: delivered to local
+//! sessions, or answered for local accounts and the server (PEP requests
+//! under each node's access model, disco, ping). Answers and errors go
+//! back over our outgoing stream to the sender's domain.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fanout::Frame;
+use stanza::ser::{self, StanzaError};
+use stanza::xep::{IqType, Payload};
+use stanza::{ns, Element, Jid, Kind, Stanza, StanzaErrorCondition as C};
+use tracing::debug;
+
+use crate::route;
+use crate::Shared;
+
+/// Handles one stanza from a verified remote sender.
+pub(super) async fn stanza(shared: &Arc<Shared>, stanza: Stanza) {
+    let parse = |j: Option<std::borrow::Cow<'_, str>>| j.and_then(|j| Jid::new(&j).ok());
+    let (Some(from), Some(to)) = (parse(stanza.from()), parse(stanza.to())) else {
+        return;
+    };
+    let bytes = super::wire::renamespace(stanza.bytes(), ns::SERVER, ns::CLIENT);
+    let ty = stanza.type_().map(|t| t.into_owned());
+    let error_back = |cond: C| {
+        let e = ser::stanza_error(
+            stanza.name(),
+            stanza.id().as_deref(),
+            Some(to.as_str()),
+            Some(from.as_str()),
+            &StanzaError::new(cond),
+        );
+        send_back(shared, &to, &from, e);
+    };
+    let blocked = {
+        let registry = shared.fanout.registry();
+        registry.is_blocked(&to.to_bare(), &from.to_bare(), from.to_full().as_ref())
+    };
+    match stanza.kind() {
+        Kind::Message => {
+            let ty = ty.as_deref().unwrap_or("normal");
+            let sent = if blocked {
+                Err(C::ServiceUnavailable)
+            } else {
+                route::deliver_message(shared, &to, ty, &bytes)
+            };
+            if let Err(c) = sent {
+                if ty != "error" && ty != "headline" {
+                    error_back(c);
+                }
+            }
+        }
+        Kind::Iq => {
+            let response = matches!(ty.as_deref(), Some("result" | "error"));
+            if blocked {
+                if !response {
+                    error_back(C::ServiceUnavailable);
+                }
+                return;
+            }
+            if to.is_full() {
+                if let Err(c) = route::deliver_iq(shared, &to, &bytes) {
+                    if !response {
+                        error_back(c);
+                    }
+                }
+                return;
+            }
+            if !response {
+                for out in iq_request(shared, &from, &to, &bytes).await {
+                    send_back(shared, &to, &from, out);
+                }
+            }
+        }
+        Kind::Presence => {
+            if !blocked {
+                presence(shared, &to, ty.as_deref(), &bytes);
+            }
+        }
+        Kind::Other => {}
+    }
+}
+
+/// Queues a reply for the remote sender over our stream to its domain.
+fn send_back(shared: &Shared, local: &Jid, remote: &Jid, bytes: Bytes) {
+    if let Err(c) = shared.s2s.send(local.domain(), remote.domain(), bytes) {
+        debug!(remote = %remote, ?c, "s2s: a reply could not be queued");
+    }
+}
+
+/// Availability from a remote contact: to a full JID, that session; to a
+/// bare JID, each available resource. Subscription states across domains
+/// are not kept yet, so subscription requests and probes are not
+/// answered here.
+fn presence(shared: &Shared, to: &Jid, ty: Option<&str>, bytes: &Bytes) {
+    if !matches!(ty, None | Some("unavailable")) {
+        debug!(%to, ?ty, "s2s: presence type not handled across domains yet");
+        return;
+    }
+    let registry = shared.fanout.registry();
+    if let Some(full) = to.to_full() {
+        if let Some(s) = registry.session(&full) {
+            let _ = s.queue().push(Frame::Bytes(bytes.clone()));
+        }
+        return;
+    }
+    for s in crate::presence::available(shared, &to.to_bare()) {
+        let _ = s.queue().push(Frame::Bytes(bytes.clone()));
+    }
+}
+
+/// An iq get or set for a local account's bare JID or the server: PEP,
+/// disco and ping are answered; anything else is `service-unavailable`.
+async fn iq_request(shared: &Arc<Shared>, from: &Jid, to: &Jid, bytes: &Bytes) -> Vec<Bytes> {
+    let Ok(el) = Element::from_stanza(bytes) else {
+        return Vec::new();
+    };
+    let id = el.attr("id").unwrap_or("").to_owned();
+    let reply_error = |e: StanzaError<'_>| {
+        vec![ser::stanza_error(
+            "iq",
+            Some(&id),
+            Some(to.as_str()),
+            Some(from.as_str()),
+            &e,
+        )]
+    };
+    // Answers are addressed to a resource: a request from a bare JID or a
+    // domain has nobody to act for.
+    let Some(me) = from.to_full() else {
+        return reply_error(StanzaError::new(C::ServiceUnavailable));
+    };
+    let Some(payload) = el.first_element() else {
+        return reply_error(StanzaError::new(C::BadRequest));
+    };
+    let parsed = IqType::parse(el.attr("type"))
+        .ok_or_else(|| StanzaError::new(C::BadRequest))
+        .and_then(|ty| {
+            Payload::parse(ty, payload)
+                .unwrap_or_else(|| Err(StanzaError::new(C::ServiceUnavailable)))
+        });
+    let to_server = to.node().is_none();
+    match parsed {
+        Err(e) => reply_error(e),
+        Ok(Payload::Pubsub(r)) if !to_server => {
+            crate::pep::iq(shared, &me, &id, Some(to.as_str()), *r).await
+        }
+        Ok(Payload::Disco(r)) => {
+            let target = (!to_server).then(|| to.to_bare());
+            match crate::disco::iq(shared, &me, target.as_ref(), &r).await {
+                Ok(p) => vec![ser::iq_result(
+                    &id,
+                    Some(to.as_str()),
+                    Some(me.as_str()),
+                    Some(&p),
+                )],
+                Err(e) => reply_error(e),
+            }
+        }
+        Ok(Payload::Ping) => vec![ser::iq_result(
+            &id,
+            Some(to.as_str()),
+            Some(me.as_str()),
+            None,
+        )],
+        // Rosters, block lists and registration are the account's own.
+        Ok(_) => reply_error(StanzaError::new(C::ServiceUnavailable)),
+    }
+}

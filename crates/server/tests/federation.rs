@@ -1,0 +1,338 @@
+//! Federation (#12): two servers, a.example and b.example, each on its own
+//! loopback address with s2s on 5269, joined through the static host map.
+//! Each test has its own pair of addresses (127.0.N.2 and 127.0.N.3), so
+//! the tests run side by side.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{error_conditions, Client, TestServer};
+use server::Config;
+use stanza::{ns, Element};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const NODE: &str = "urn:xmpp:microblog:0";
+
+fn s2s_addr(net: u8, host: u8) -> String {
+    format!("127.0.{net}.{host}:5269")
+}
+
+/// a.example on 127.0.`net`.2, b.example on 127.0.`net`.3, each with
+/// jane/joe accounts, `tweak` applied to both.
+async fn pair(net: u8, tweak: impl Fn(&mut Config)) -> (TestServer, TestServer) {
+    let start = |domain: &'static str, host: u8| {
+        let tweak = &tweak;
+        async move {
+            TestServer::start(&[("jane", "secret"), ("joe", "secret")], |c| {
+                c.domains = vec![domain.into()];
+                c.allow_plaintext_auth = true;
+                c.s2s.listen = vec![s2s_addr(net, host).parse().unwrap()];
+                c.s2s.hosts = [
+                    ("a.example".to_owned(), s2s_addr(net, 2)),
+                    ("b.example".to_owned(), s2s_addr(net, 3)),
+                ]
+                .into_iter()
+                .collect();
+                tweak(c);
+            })
+            .await
+        }
+    };
+    (start("a.example", 2).await, start("b.example", 3).await)
+}
+
+/// Waits up to 10 s for the next stanza: federation connects on demand.
+async fn next(c: &mut Client) -> Element {
+    tokio::time::timeout(Duration::from_secs(10), c.element())
+        .await
+        .expect("a stanza within 10 s")
+}
+
+fn open_options() -> &'static str {
+    "<publish-options><x xmlns='jabber:x:data' type='submit'>\
+     <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
+     <field var='pubsub#access_model'><value>open</value></field></x></publish-options>"
+}
+
+async fn publish(c: &mut Client, id: &str) {
+    let r = c
+        .iq(&format!(
+            "<iq type='set' id='pub-{id}'><pubsub xmlns='{}'>\
+             <publish node='{NODE}'><item id='{id}'><entry xmlns='http://www.w3.org/2005/Atom'>\
+             <title>{id}</title></entry></item></publish>{}</pubsub></iq>",
+            ns::PUBSUB,
+            open_options()
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+}
+
+fn event_item(m: &Element) -> Option<String> {
+    m.child("event", ns::PUBSUB_EVENT)
+        .and_then(|e| e.child("items", ns::PUBSUB_EVENT))
+        .and_then(|i| i.child("item", ns::PUBSUB_EVENT))
+        .and_then(|i| i.attr("id"))
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn messages_cross_both_ways_over_tls_and_dialback() {
+    let (a, b) = pair(1, |_| {}).await;
+    let (mut jane, jane_jid) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    let (mut joe, joe_jid) = Client::login_at(b.addr, "b.example", "joe", "secret", "phone").await;
+    for c in [&mut jane, &mut joe] {
+        c.send("<presence/>").await;
+        c.drain().await;
+    }
+    jane.send(&format!(
+        "<message to='{joe_jid}' type='chat' id='m1'><body>hello from a</body></message>"
+    ))
+    .await;
+    let m = next(&mut joe).await;
+    assert_eq!(m.name, "message", "{m:?}");
+    assert_eq!(m.attr("from"), Some(jane_jid.as_str()));
+    assert_eq!(m.attr("to"), Some(joe_jid.as_str()));
+    assert_eq!(
+        m.child("body", ns::CLIENT).map(|b| b.text().into_owned()),
+        Some("hello from a".into())
+    );
+    // And back, to the bare JID: the available resource gets it.
+    joe.send("<message to='jane@a.example' type='chat' id='m2'><body>hi from b</body></message>")
+        .await;
+    let m = next(&mut jane).await;
+    assert_eq!(m.attr("from"), Some(joe_jid.as_str()), "{m:?}");
+    // An iq to a resource on the other server, and its answer.
+    joe.send(&format!(
+        "<iq type='get' id='v1' to='{jane_jid}'><query xmlns='jabber:iq:version'/></iq>"
+    ))
+    .await;
+    let q = next(&mut jane).await;
+    assert_eq!(
+        (q.name.as_str(), q.attr("from")),
+        ("iq", Some(joe_jid.as_str()))
+    );
+    jane.send(&format!(
+        "<iq type='result' id='v1' to='{joe_jid}'><query xmlns='jabber:iq:version'><name>t</name></query></iq>"
+    ))
+    .await;
+    let r = next(&mut joe).await;
+    assert_eq!((r.attr("type"), r.attr("id")), (Some("result"), Some("v1")));
+    // Nobody there: the remote server answers service-unavailable.
+    jane.send("<message to='nobody@b.example' type='chat' id='m3'><body>?</body></message>")
+        .await;
+    let e = next(&mut jane).await;
+    assert_eq!(error_conditions(&e)[0], "service-unavailable", "{e:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_remote_subscriber_gets_posts_history_and_no_more_after_unsubscribing() {
+    let (a, b) = pair(2, |_| {}).await;
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    publish(&mut jane, "first").await;
+    let (mut joe, joe_jid) = Client::login_at(b.addr, "b.example", "joe", "secret", "movim").await;
+    joe.send("<presence/>").await;
+    joe.drain().await;
+
+    // Subscribe across domains, with the full JID as Movim does.
+    joe.send(&format!(
+        "<iq type='set' id='sub' to='jane@a.example'><pubsub xmlns='{}'>\
+         <subscribe node='{NODE}' jid='{joe_jid}'/></pubsub></iq>",
+        ns::PUBSUB
+    ))
+    .await;
+    let mut got_result = false;
+    let mut got_last = false;
+    while !(got_result && got_last) {
+        let s = next(&mut joe).await;
+        if s.name == "iq" {
+            assert_eq!(s.attr("type"), Some("result"), "{s:?}");
+            assert_eq!(s.attr("from"), Some("jane@a.example"));
+            got_result = true;
+        } else {
+            // The last item, replayed with a delay.
+            assert_eq!(event_item(&s).as_deref(), Some("first"), "{s:?}");
+            assert!(s.child("delay", ns::DELAY).is_some(), "{s:?}");
+            got_last = true;
+        }
+    }
+
+    // A post reaches the remote subscriber in real time.
+    publish(&mut jane, "second").await;
+    let m = next(&mut joe).await;
+    assert_eq!(m.attr("type"), Some("headline"), "{m:?}");
+    assert_eq!(m.attr("from"), Some("jane@a.example"));
+    assert_eq!(event_item(&m).as_deref(), Some("second"));
+
+    // History with RSM, from the remote requester: the last page.
+    let page = joe
+        .iq(&format!(
+            "<iq type='get' id='hist' to='jane@a.example'><pubsub xmlns='{}'><items node='{NODE}'/>\
+             <set xmlns='http://jabber.org/protocol/rsm'><max>1</max><before/></set></pubsub></iq>",
+            ns::PUBSUB
+        ))
+        .await;
+    assert_eq!(page.attr("type"), Some("result"), "{page:?}");
+    let items: Vec<_> = page
+        .child("pubsub", ns::PUBSUB)
+        .and_then(|p| p.child("items", ns::PUBSUB))
+        .map(|i| {
+            i.elements()
+                .filter_map(|it| it.attr("id").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(items, ["second"], "{page:?}");
+
+    // Unsubscribe; the next post does not come.
+    let r = joe
+        .iq(&format!(
+            "<iq type='set' id='unsub' to='jane@a.example'><pubsub xmlns='{}'>\
+             <unsubscribe node='{NODE}' jid='{joe_jid}'/></pubsub></iq>",
+            ns::PUBSUB
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    publish(&mut jane, "third").await;
+    // A round trip across both servers after the post: had the post gone
+    // out, it would have arrived before this answer (one stream, in order).
+    let r = joe
+        .iq("<iq type='get' id='p' to='jane@a.example'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A raw server stream to `addr` claiming to be `from`, without TLS.
+async fn raw_stream(addr: &str, from: &str, to: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:server' \
+             xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' \
+             from='{from}' to='{to}' version='1.0'>"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = read_until(&mut s, "</stream:features>").await;
+    let id = head
+        .split("id='")
+        .nth(1)
+        .or_else(|| head.split("id=\"").nth(1))
+        .and_then(|r| r.split(['\'', '"']).next())
+        .expect("a stream id")
+        .to_owned();
+    (s, id)
+}
+
+async fn read_until(s: &mut TcpStream, marker: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&got).contains(marker) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before {marker:?}: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {marker:?} in {}", String::from_utf8_lossy(&got)));
+    String::from_utf8(got).unwrap()
+}
+
+fn plain_s2s(c: &mut Config) {
+    c.s2s.require_tls = false;
+}
+
+#[tokio::test]
+async fn a_forged_dialback_key_is_refused() {
+    let (a, b) = pair(3, plain_s2s).await;
+    let (mut s, _) = raw_stream(&s2s_addr(3, 3), "a.example", "b.example").await;
+    s.write_all(b"<db:result from='a.example' to='b.example'>00deadbeef</db:result>")
+        .await
+        .unwrap();
+    // b.example asks a.example, which says the key is not its own.
+    let answer = read_until(&mut s, "</stream:stream>").await;
+    assert!(
+        answer.contains("type='invalid'") || answer.contains("type=\"invalid\""),
+        "{answer}"
+    );
+    assert!(answer.contains("not-authorized"), "{answer}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn stanzas_from_unverified_domains_are_refused() {
+    let (a, b) = pair(4, plain_s2s).await;
+    // Before any dialback.
+    let (mut s, _) = raw_stream(&s2s_addr(4, 3), "a.example", "b.example").await;
+    s.write_all(
+        b"<message from='jane@a.example/x' to='joe@b.example'><body>spoof</body></message>",
+    )
+    .await
+    .unwrap();
+    let answer = read_until(&mut s, "</stream:stream>").await;
+    assert!(answer.contains("invalid-from"), "{answer}");
+
+    // Verified as a.example with the real key, then a stanza claiming to
+    // come from another domain.
+    let secret: [u8; 32] = std::fs::read(a.dir.path().join("server.secret"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let (mut s, id) = raw_stream(&s2s_addr(4, 3), "a.example", "b.example").await;
+    let key = stanza::xep::dialback::key(&secret, "b.example", "a.example", &id);
+    s.write_all(format!("<db:result from='a.example' to='b.example'>{key}</db:result>").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_until(&mut s, "type='valid'").await;
+    assert!(answer.contains("jabber:server:dialback"), "{answer}");
+    s.write_all(
+        b"<message from='mallory@c.example/x' to='joe@b.example'><body>spoof</body></message>",
+    )
+    .await
+    .unwrap();
+    let answer = read_until(&mut s, "</stream:stream>").await;
+    assert!(answer.contains("invalid-from"), "{answer}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_domain_bounces() {
+    // c.example: nothing listens. d.example: a socket that accepts and
+    // never speaks, so only the connect timeout ends the wait.
+    let silent = tokio::net::TcpListener::bind("127.0.5.4:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let (a, b) = pair(5, |c| {
+        c.s2s.hosts.insert("c.example".into(), s2s_addr(5, 9));
+        c.s2s.hosts.insert("d.example".into(), silent_addr.clone());
+        c.s2s.connect_timeout_secs = 1;
+    })
+    .await;
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    jane.send("<message to='x@c.example' type='chat' id='c1'><body>?</body></message>")
+        .await;
+    let e = next(&mut jane).await;
+    assert_eq!(e.attr("id"), Some("c1"));
+    assert_eq!(error_conditions(&e)[0], "remote-server-not-found", "{e:?}");
+    jane.send("<iq to='x@d.example' type='get' id='d1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let e = next(&mut jane).await;
+    assert_eq!(e.attr("id"), Some("d1"));
+    assert_eq!(error_conditions(&e)[0], "remote-server-timeout", "{e:?}");
+    drop(silent);
+    a.stop().await;
+    b.stop().await;
+}

@@ -210,10 +210,6 @@ pub(crate) async fn subscription(
         return None;
     }
     let local = shared.config.served_domain(contact.domain()).is_some();
-    if !local {
-        // Federation is a later issue.
-        return bounce(StanzaError::new(C::RemoteServerNotFound));
-    }
     let registry = shared.fanout.registry();
     if registry.is_blocked(&user, &contact, None) {
         return bounce(
@@ -278,6 +274,11 @@ fn forward_effects(
     kind: SubKind,
     ex: &Exchange,
 ) {
+    if ex.user.forward && shared.config.served_domain(contact.domain()).is_none() {
+        // The contact's server runs its half.
+        crate::s2s::presence::subscription_out(shared, user, contact, kind);
+        return;
+    }
     if ex.contact.as_ref().is_some_and(|c| c.forward) {
         for s in available(shared, contact) {
             push(
@@ -313,7 +314,7 @@ fn forward_effects(
 /// After the items between `a` and `b` changed from `before` to `after`
 /// (`None` in `after`: that side did not change): presence follows in the
 /// registry, presence sent or withdrawn, and access to the owners' nodes.
-async fn settle(
+pub(crate) async fn settle(
     shared: &Arc<Shared>,
     a: &BareJid,
     b: &BareJid,
@@ -332,12 +333,21 @@ async fn settle(
     ] {
         let from = |i: Option<&RosterItem>| i.is_some_and(|i| i.sub.from());
         let to = |i: Option<&RosterItem>| i.is_some_and(|i| i.sub.to());
+        let remote = shared.config.served_domain(contact.domain()).is_none();
         if from(was) != from(now) {
             // The contact now follows (or no longer follows) the owner.
             registry.set_presence_follow(owner, contact, from(now));
             ok &= crate::pep::refresh_access(shared, owner).await.is_ok();
+            if remote {
+                // Its server learns the owner's presence, or that it is
+                // gone (§3.1.5, §3.3.3).
+                crate::s2s::presence::share(shared, owner, contact, from(now));
+            }
         } else if was.map(|i| &i.groups) != now.map(|i| &i.groups) {
             ok &= crate::pep::refresh_access(shared, owner).await.is_ok();
+        }
+        if remote && !to(was) && to(now) {
+            crate::s2s::presence::probe(shared, owner, contact);
         }
         if to(was) != to(now) {
             // The owner now sees (or no longer sees) the contact.
@@ -367,9 +377,13 @@ async fn settle(
 
 /// An unavailable presence from `from` to `to`.
 fn unavailable(from: &FullJid, to: &FullJid) -> Bytes {
+    unavailable_to(from, to.as_str())
+}
+
+fn unavailable_to(from: &FullJid, to: &str) -> Bytes {
     ser::presence(
         Some(from.as_str()),
-        Some(to.as_str()),
+        Some(to),
         Some("unavailable"),
         None,
         b"",
@@ -420,6 +434,12 @@ pub(crate) async fn broadcast(shared: &Arc<Shared>, me: &FullJid, stanza: Option
     };
     // Contacts subscribed to us, and our own resources.
     for (contact, _) in roster.iter().filter(|(_, i)| i.sub.from()) {
+        if shared.config.served_domain(contact.domain()).is_none() {
+            if !blocked(shared, &me_jid, &contact.to_jid()) {
+                crate::s2s::presence::broadcast_to(shared, me, contact, stamped.as_ref());
+            }
+            continue;
+        }
         for s in available(shared, contact) {
             send_to(&s);
         }
@@ -431,6 +451,11 @@ pub(crate) async fn broadcast(shared: &Arc<Shared>, me: &FullJid, stanza: Option
     if stamped.is_none() {
         if let Some((_, targets)) = shared.directed.remove(me) {
             for t in targets {
+                if shared.config.served_domain(t.domain()).is_none() {
+                    let b = unavailable_to(me, t.as_str());
+                    let _ = shared.s2s.send(me.domain(), t.domain(), b);
+                    continue;
+                }
                 match t.to_full() {
                     Some(f) => {
                         if let Some(s) = shared.fanout.registry().session(&f) {
@@ -459,6 +484,12 @@ pub(crate) async fn broadcast(shared: &Arc<Shared>, me: &FullJid, stanza: Option
         .map(|(c, _)| c.clone())
         .chain(std::iter::once(bare.clone()));
     for contact in seen {
+        if shared.config.served_domain(contact.domain()).is_none() {
+            if contact != bare {
+                crate::s2s::presence::probe(shared, &bare, &contact);
+            }
+            continue;
+        }
         for s in available(shared, &contact) {
             if s.jid() == me || blocked(shared, &me_jid, &s.jid().to_jid()) {
                 continue;
@@ -496,15 +527,7 @@ pub(crate) fn directed(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option
     let Ok(to) = Jid::new(&raw_to) else {
         return None;
     };
-    if shared.config.served_domain(to.domain()).is_none() {
-        return Some(ser::stanza_error(
-            "presence",
-            stanza.id().as_deref(),
-            Some(&raw_to),
-            Some(me.as_str()),
-            &StanzaError::new(C::RemoteServerNotFound),
-        ));
-    }
+    let remote = shared.config.served_domain(to.domain()).is_none();
     if to.to_bare().node().is_none() || blocked(shared, &me.to_jid(), &to) {
         return None;
     }
@@ -526,6 +549,12 @@ pub(crate) fn directed(shared: &Shared, me: &FullJid, stanza: &Stanza) -> Option
             }
             list.push(to.clone());
         }
+    }
+    if remote {
+        if let Ok(p) = stanza.with_addresses(me.as_str(), None) {
+            let _ = shared.s2s.send(me.domain(), to.domain(), p.bytes().clone());
+        }
+        return None;
     }
     let targets: Vec<Arc<SessionEntry>> = match to.to_full() {
         Some(f) => shared.fanout.registry().session(&f).into_iter().collect(),

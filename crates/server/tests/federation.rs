@@ -22,6 +22,12 @@ fn s2s_addr(net: u8, host: u8) -> String {
 /// a.example on 127.0.`net`.2, b.example on 127.0.`net`.3, each with
 /// jane/joe accounts, `tweak` applied to both.
 async fn pair(net: u8, tweak: impl Fn(&mut Config)) -> (TestServer, TestServer) {
+    if std::env::var_os("FEDERATION_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("server=debug")
+            .with_test_writer()
+            .try_init();
+    }
     let start = |domain: &'static str, host: u8| {
         let tweak = &tweak;
         async move {
@@ -333,6 +339,281 @@ async fn an_unreachable_domain_bounces() {
     assert_eq!(e.attr("id"), Some("d1"));
     assert_eq!(error_conditions(&e)[0], "remote-server-timeout", "{e:?}");
     drop(silent);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A client's disco#info answer with `+notify` for microblogs, and the
+/// presence that advertises it with caps.
+fn notify_caps() -> (String, String) {
+    let query = "<query xmlns='http://jabber.org/protocol/disco#info'>\
+                 <identity category='client' type='pc' name='federation-test'/>\
+                 <feature var='http://jabber.org/protocol/caps'/>\
+                 <feature var='urn:xmpp:microblog:0+notify'/></query>"
+        .to_owned();
+    let ver = server::caps::verification_string_hash(&Element::parse(&query).unwrap());
+    let presence = format!(
+        "<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' \
+         node='https://starling.test' ver='{ver}'/></presence>"
+    );
+    (presence, query)
+}
+
+/// Reads until `pred` matches (10 s at most), answering every disco#info
+/// question with `query` on the way and skipping everything else.
+async fn until(
+    c: &mut Client,
+    query: &str,
+    what: &str,
+    pred: impl Fn(&Element) -> bool,
+) -> Element {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = c.element().await;
+            if std::env::var_os("FEDERATION_LOG").is_some() {
+                eprintln!("{what}: got {e:?}");
+            }
+            if pred(&e) {
+                return e;
+            }
+            let disco = e.name == "iq"
+                && e.attr("type") == Some("get")
+                && e.child("query", ns::DISCO_INFO).is_some();
+            if disco {
+                let (id, from) = (e.attr("id").unwrap(), e.attr("from").unwrap());
+                c.send(&format!(
+                    "<iq type='result' id='{id}' to='{from}'>{query}</iq>"
+                ))
+                .await;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {what} within 10 s"))
+}
+
+/// Sends an iq and waits for its answer, skipping (and answering) the rest.
+async fn ask(c: &mut Client, query: &str, xml: &str) -> Element {
+    let id = Element::parse_in(xml, &common::stream_ctx())
+        .ok()
+        .and_then(|e| e.attr("id").map(str::to_owned))
+        .expect("an iq with an id");
+    c.send(xml).await;
+    until(c, query, &format!("the answer to {id}"), |e| {
+        e.name == "iq" && e.attr("id") == Some(id.as_str()) && e.attr("type") != Some("get")
+    })
+    .await
+}
+
+fn is_presence(from_prefix: &'static str, ty: Option<&'static str>) -> impl Fn(&Element) -> bool {
+    move |e| {
+        e.name == "presence"
+            && e.attr("type") == ty
+            && e.attr("from").is_some_and(|f| f.starts_with(from_prefix))
+    }
+}
+
+#[tokio::test]
+async fn a_mutual_presence_follow_across_domains_delivers_posts_by_caps() {
+    let (a, b) = pair(6, |_| {}).await;
+    let (presence, query) = notify_caps();
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    let (mut joe, _) = Client::login_at(b.addr, "b.example", "joe", "secret", "phone").await;
+    jane.keep_presence = true;
+    joe.keep_presence = true;
+    jane.send(&presence).await;
+    joe.send(&presence).await;
+
+    // Joe asks to follow Jane; Jane approves; and the reverse.
+    joe.send("<presence to='jane@a.example' type='subscribe'/>")
+        .await;
+    until(
+        &mut jane,
+        &query,
+        "joe's request",
+        is_presence("joe@b.example", Some("subscribe")),
+    )
+    .await;
+    jane.send("<presence to='joe@b.example' type='subscribed'/>")
+        .await;
+    until(
+        &mut joe,
+        &query,
+        "jane's approval",
+        is_presence("jane@a.example", Some("subscribed")),
+    )
+    .await;
+    // Jane's presence follows the approval (RFC 6121 §3.1.5).
+    until(
+        &mut joe,
+        &query,
+        "jane's presence",
+        is_presence("jane@a.example/web", None),
+    )
+    .await;
+    jane.send("<presence to='joe@b.example' type='subscribe'/>")
+        .await;
+    until(
+        &mut joe,
+        &query,
+        "jane's request",
+        is_presence("jane@a.example", Some("subscribe")),
+    )
+    .await;
+    joe.send("<presence to='jane@a.example' type='subscribed'/>")
+        .await;
+    until(
+        &mut jane,
+        &query,
+        "joe's approval",
+        is_presence("joe@b.example", Some("subscribed")),
+    )
+    .await;
+    until(
+        &mut jane,
+        &query,
+        "joe's presence",
+        is_presence("joe@b.example/phone", None),
+    )
+    .await;
+
+    // Both rosters say `both`.
+    for (c, contact) in [(&mut jane, "joe@b.example"), (&mut joe, "jane@a.example")] {
+        c.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
+            .await;
+        let r = until(c, &query, "the roster", |e| e.attr("id") == Some("r")).await;
+        let item = r
+            .child("query", ns::ROSTER)
+            .and_then(|q| q.elements().find(|i| i.attr("jid") == Some(contact)))
+            .unwrap_or_else(|| panic!("{contact} in {r:?}"));
+        assert_eq!(item.attr("subscription"), Some("both"), "{r:?}");
+    }
+
+    // a.example learned joe's +notify from his caps, asked over s2s (the
+    // `until` above answered). A post (default access model: presence)
+    // reaches him.
+    let r = ask(
+        &mut jane,
+        &query,
+        &format!(
+            "<iq type='set' id='p1'><pubsub xmlns='{}'><publish node='{NODE}'><item id='hello'>\
+             <entry xmlns='http://www.w3.org/2005/Atom'><title>hello</title></entry></item>\
+             </publish></pubsub></iq>",
+            ns::PUBSUB
+        ),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let m = until(&mut joe, &query, "the post", |e| event_item(e).is_some()).await;
+    assert_eq!(event_item(&m).as_deref(), Some("hello"));
+    assert_eq!(m.attr("from"), Some("jane@a.example"));
+    assert_eq!(m.attr("to"), Some("joe@b.example/phone"));
+    assert!(m.child("delay", ns::DELAY).is_none(), "a live post: {m:?}");
+
+    // Joe goes offline and comes back: his server tells a.example, which
+    // replays the last item to the new resource.
+    joe.send("<presence type='unavailable'/>").await;
+    until(
+        &mut jane,
+        &query,
+        "joe leaving",
+        is_presence("joe@b.example/phone", Some("unavailable")),
+    )
+    .await;
+    joe.send(&presence).await;
+    let m = until(&mut joe, &query, "the replay", |e| event_item(e).is_some()).await;
+    assert_eq!(event_item(&m).as_deref(), Some("hello"));
+    assert!(m.child("delay", ns::DELAY).is_some(), "a replay: {m:?}");
+
+    // Jane removes Joe: both subscriptions end, and posts stop.
+    let r = ask(
+        &mut jane,
+        &query,
+        "<iq type='set' id='rm'><query xmlns='jabber:iq:roster'><item jid='joe@b.example' subscription='remove'/></query></iq>",
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    until(
+        &mut joe,
+        &query,
+        "jane unsubscribed",
+        is_presence("jane@a.example", Some("unsubscribed")),
+    )
+    .await;
+    let r = ask(
+        &mut jane,
+        &query,
+        &format!(
+            "<iq type='set' id='p2'><pubsub xmlns='{}'><publish node='{NODE}'><item id='after'>\
+             <entry xmlns='http://www.w3.org/2005/Atom'><title>after</title></entry></item>\
+             </publish></pubsub></iq>",
+            ns::PUBSUB
+        ),
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    // A message after the post on the same stream: the post would come
+    // first, had it been sent.
+    jane.send("<message to='joe@b.example/phone' type='chat' id='marker'><body>m</body></message>")
+        .await;
+    let m = until(&mut joe, &query, "the marker", |e| {
+        e.name == "message" && (e.attr("id") == Some("marker") || event_item(e).is_some())
+    })
+    .await;
+    assert_eq!(
+        m.attr("id"),
+        Some("marker"),
+        "no post after the removal: {m:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn blocking_applies_to_remote_jids() {
+    let (a, b) = pair(7, |_| {}).await;
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    publish(&mut jane, "first").await;
+    let (mut joe, joe_jid) = Client::login_at(b.addr, "b.example", "joe", "secret", "movim").await;
+    joe.send("<presence/>").await;
+    joe.drain().await;
+    jane.send("<presence/>").await;
+    jane.drain().await;
+    joe.send(&format!(
+        "<iq type='set' id='sub' to='jane@a.example'><pubsub xmlns='{}'>\
+         <subscribe node='{NODE}' jid='joe@b.example'/></pubsub></iq>",
+        ns::PUBSUB
+    ))
+    .await;
+    let r = until(&mut joe, "", "the subscription", |e| {
+        e.attr("id") == Some("sub")
+    })
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+
+    let r = ask(
+        &mut jane,
+        "",
+        "<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='joe@b.example'/></block></iq>",
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    // Joe's message to Jane is refused by her server, as if she were not
+    // there.
+    joe.send("<message to='jane@a.example' type='chat' id='m1'><body>hi</body></message>")
+        .await;
+    let e = until(&mut joe, "", "the refusal", |e| e.attr("id") == Some("m1")).await;
+    assert_eq!(error_conditions(&e)[0], "service-unavailable", "{e:?}");
+    // Jane's posts no longer reach him; a message from a third account on
+    // a.example, sent after the post, comes first.
+    publish(&mut jane, "second").await;
+    let (mut kim, _) = Client::login_at(a.addr, "a.example", "joe", "secret", "kim").await;
+    kim.send(&format!(
+        "<message to='{joe_jid}' type='chat' id='marker'><body>m</body></message>"
+    ))
+    .await;
+    let m = until(&mut joe, "", "the marker", |e| e.name == "message").await;
+    assert_eq!(m.attr("id"), Some("marker"), "nothing from jane: {m:?}");
     a.stop().await;
     b.stop().await;
 }

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use fanout::Frame;
 use stanza::ser::{self, StanzaError};
 use stanza::xep::{IqType, Payload};
 use stanza::{ns, Element, Jid, Kind, Stanza, StanzaErrorCondition as C};
@@ -72,11 +71,16 @@ pub(super) async fn stanza(shared: &Arc<Shared>, stanza: Stanza) {
                 for out in iq_request(shared, &from, &to, &bytes).await {
                     send_back(shared, &to, &from, out);
                 }
+            } else if to.node().is_none() {
+                // Answers to the server: our caps questions.
+                if let (Some(id), Ok(el)) = (stanza.id(), Element::from_stanza(&bytes)) {
+                    super::remote::caps_answer(shared, &id, &el).await;
+                }
             }
         }
         Kind::Presence => {
             if !blocked {
-                presence(shared, &to, ty.as_deref(), &bytes);
+                super::presence::inbound(shared, &from, &to, ty.as_deref(), &bytes).await;
             }
         }
         Kind::Other => {}
@@ -87,27 +91,6 @@ pub(super) async fn stanza(shared: &Arc<Shared>, stanza: Stanza) {
 fn send_back(shared: &Shared, local: &Jid, remote: &Jid, bytes: Bytes) {
     if let Err(c) = shared.s2s.send(local.domain(), remote.domain(), bytes) {
         debug!(remote = %remote, ?c, "s2s: a reply could not be queued");
-    }
-}
-
-/// Availability from a remote contact: to a full JID, that session; to a
-/// bare JID, each available resource. Subscription states across domains
-/// are not kept yet, so subscription requests and probes are not
-/// answered here.
-fn presence(shared: &Shared, to: &Jid, ty: Option<&str>, bytes: &Bytes) {
-    if !matches!(ty, None | Some("unavailable")) {
-        debug!(%to, ?ty, "s2s: presence type not handled across domains yet");
-        return;
-    }
-    let registry = shared.fanout.registry();
-    if let Some(full) = to.to_full() {
-        if let Some(s) = registry.session(&full) {
-            let _ = s.queue().push(Frame::Bytes(bytes.clone()));
-        }
-        return;
-    }
-    for s in crate::presence::available(shared, &to.to_bare()) {
-        let _ = s.queue().push(Frame::Bytes(bytes.clone()));
     }
 }
 

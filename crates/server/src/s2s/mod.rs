@@ -30,6 +30,8 @@ mod connect;
 mod inbound;
 mod link;
 pub(crate) mod listen;
+pub(crate) mod presence;
+mod remote;
 pub(crate) mod wire;
 
 use std::sync::{Arc, OnceLock, Weak};
@@ -55,6 +57,10 @@ pub(crate) struct Federation {
     shared: Weak<Shared>,
     /// Permits for incoming streams (`max_incoming`).
     pub(crate) incoming: Arc<tokio::sync::Semaphore>,
+    /// Remote resources that sent our accounts available presence.
+    remote: DashMap<stanza::FullJid, remote::RemoteResource>,
+    /// Our open caps questions to remote resources: id → (ver, asked at).
+    caps_queries: DashMap<String, (String, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -73,6 +79,8 @@ impl Federation {
             client_tls: crate::tls::s2s_client_config(),
             shared,
             incoming: Arc::new(tokio::sync::Semaphore::new(config.max_incoming)),
+            remote: DashMap::new(),
+            caps_queries: DashMap::new(),
         }
     }
 

@@ -60,6 +60,12 @@ pub struct S2sConfig {
     pub max_pending_keys: usize,
     /// See `max_pending_keys`.
     pub max_domains_per_stream: usize,
+    /// Remote resources tracked for presence-based delivery (100,000):
+    /// each is a session in the fan-out with its own bounded queue.
+    /// Exceeded: further remote resources get no presence-based
+    /// notifications (explicit subscriptions still deliver to the bare
+    /// JID).
+    pub max_remote_resources: usize,
 }
 
 impl Default for S2sConfig {
@@ -79,6 +85,7 @@ impl Default for S2sConfig {
             max_remote_domains: 10_000,
             max_pending_keys: 16,
             max_domains_per_stream: 100,
+            max_remote_resources: 100_000,
         }
     }
 }
@@ -109,6 +116,7 @@ impl S2sConfig {
             ("s2s.max_incoming", self.max_incoming as u64),
             ("s2s.max_remote_domains", self.max_remote_domains as u64),
             ("s2s.max_pending_keys", self.max_pending_keys as u64),
+            ("s2s.max_remote_resources", self.max_remote_resources as u64),
             (
                 "s2s.max_domains_per_stream",
                 self.max_domains_per_stream as u64,

@@ -16,7 +16,7 @@ use super::{
     RosterRemoval, RosterStore, Seed, Store, StoreError, Subscription,
 };
 use crate::pubsub::{NodeConfig, Options, StoredItem};
-use crate::roster::{RosterItem, SubKind};
+use crate::roster::{Outcome, RosterItem, SubKind};
 
 /// What runs before each call: `(call name, the store underneath)`.
 pub type Hook = dyn Fn(&'static str, &dyn Store) -> Result<(), StoreError> + Send + Sync;
@@ -122,6 +122,8 @@ hooked!(RosterStore {
         groups: Vec<String>, max_items: usize) -> Result<RosterItem, StoreError>;
     fn subscription(&self, user: &BareJid, contact: &BareJid, kind: SubKind,
         contact_local: bool, quota: RosterQuota) -> Result<(RosterPair, Exchange), StoreError>;
+    fn inbound_subscription(&self, contact: &BareJid, user: &BareJid, kind: SubKind,
+        quota: RosterQuota) -> Result<Option<(Option<RosterItem>, Outcome)>, StoreError>;
     fn roster_remove(&self, owner: &BareJid, contact: &BareJid, contact_local: bool)
         -> Result<Option<RosterRemoval>, StoreError>;
 });

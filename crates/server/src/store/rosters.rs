@@ -90,6 +90,19 @@ pub trait RosterStore {
         quota: RosterQuota,
     ) -> Result<(RosterPair, Exchange), StoreError>;
 
+    /// Runs a subscription stanza from a remote `user` through the local
+    /// `contact`'s half of the state machine (RFC 6121 §3, the contact's
+    /// server): its item before, and the outcome. `None` when `contact` has
+    /// no account (a `subscribe` is then answered `unsubscribed`). Durable
+    /// when it returns.
+    fn inbound_subscription(
+        &self,
+        contact: &BareJid,
+        user: &BareJid,
+        kind: SubKind,
+        quota: RosterQuota,
+    ) -> Result<Option<(Option<RosterItem>, Outcome)>, StoreError>;
+
     /// Removes a roster item (RFC 6121 §2.5): cancels the subscription both
     /// ways as `unsubscribe` and `unsubscribed` would, then deletes it.
     /// Returns the two exchanges, for their pushes and routing.

@@ -4,7 +4,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use stanza::BareJid;
 
 use super::{decode, parse_jid, Redb, ACCOUNTS, ROSTER};
-use crate::roster::{self, RosterItem, SubKind};
+use crate::roster::{self, Outcome, RosterItem, SubKind};
 use crate::store::{
     Exchange, Quota, RosterPair, RosterQuota, RosterRemoval, RosterStore, StoreError,
 };
@@ -66,12 +66,32 @@ pub(super) fn put_item(
 /// Applies `kind` from `user` to `contact` inside a write transaction;
 /// writes the user's side (and the reply's), returns the contact's for the
 /// caller to write.
+/// Where the contact is: served here (and whether its account exists), or
+/// on another server, which runs its half itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contact {
+    Local { exists: bool },
+    Remote,
+}
+
+impl Contact {
+    fn of(tx: &redb::WriteTransaction, contact: &BareJid, local: bool) -> Result<Self, StoreError> {
+        Ok(if local {
+            Contact::Local {
+                exists: tx.open_table(ACCOUNTS)?.get(contact.as_str())?.is_some(),
+            }
+        } else {
+            Contact::Remote
+        })
+    }
+}
+
 fn exchange(
     t: &mut RosterTable<'_>,
     user: &BareJid,
     contact: &BareJid,
     kind: SubKind,
-    contact_exists: bool,
+    where_: Contact,
 ) -> Result<Exchange, StoreError> {
     let out = roster::outbound(get_item(t, user, contact)?.as_ref(), kind);
     put_item(t, user, contact, out.item.as_ref())?;
@@ -80,9 +100,12 @@ fn exchange(
         contact: None,
         reply: None,
     };
-    if !ex.user.forward {
-        return Ok(ex);
-    }
+    let contact_exists = match where_ {
+        // The stanza goes to the other server, which answers itself.
+        _ if !ex.user.forward => return Ok(ex),
+        Contact::Remote => return Ok(ex),
+        Contact::Local { exists } => exists,
+    };
     let reply = if contact_exists {
         let inb = roster::inbound(get_item(t, contact, user)?.as_ref(), kind);
         let r = inb.reply;
@@ -182,8 +205,8 @@ impl RosterStore for Redb {
             // Both items as they were, read in the transaction that changes
             // them (the caller updates the fan-out registry from these).
             let before = (get_item(&t, user, contact)?, get_item(&t, contact, user)?);
-            let contact_exists =
-                contact_local && tx.open_table(ACCOUNTS)?.get(contact.as_str())?.is_some();
+            let where_ = Contact::of(&tx, contact, contact_local)?;
+            let contact_exists = where_ == Contact::Local { exists: true };
             // A subscribe is the one stanza that makes new items: on the
             // user's side (pending out) and on the contact's (pending in).
             if kind == SubKind::Subscribe {
@@ -201,7 +224,7 @@ impl RosterStore for Redb {
                     }
                 }
             }
-            let ex = exchange(&mut t, user, contact, kind, contact_exists)?;
+            let ex = exchange(&mut t, user, contact, kind, where_)?;
             if let Some(i) = &ex.contact {
                 put_item(&mut t, contact, user, i.item.as_ref())?;
             }
@@ -209,6 +232,35 @@ impl RosterStore for Redb {
         };
         tx.commit()?;
         Ok(ex)
+    }
+
+    fn inbound_subscription(
+        &self,
+        contact: &BareJid,
+        user: &BareJid,
+        kind: SubKind,
+        quota: RosterQuota,
+    ) -> Result<Option<(Option<RosterItem>, Outcome)>, StoreError> {
+        let tx = self.db.begin_write()?;
+        let out = {
+            if tx.open_table(ACCOUNTS)?.get(contact.as_str())?.is_none() {
+                return Ok(None);
+            }
+            let mut t = tx.open_table(ROSTER)?;
+            let before = get_item(&t, contact, user)?;
+            if kind == SubKind::Subscribe && before.is_none() {
+                let full = count_items(&t, contact, quota.max_items, |_| true)? >= quota.max_items;
+                let pending = count_items(&t, contact, quota.max_pending, |i| i.pending_in)?;
+                if full || pending >= quota.max_pending {
+                    return Err(StoreError::Quota(Quota::PendingRequests));
+                }
+            }
+            let out = roster::inbound(before.as_ref(), kind);
+            put_item(&mut t, contact, user, out.item.as_ref())?;
+            (before, out)
+        };
+        tx.commit()?;
+        Ok(Some(out))
     }
 
     fn roster_remove(
@@ -228,11 +280,10 @@ impl RosterStore for Redb {
             if before.0.is_none() {
                 return Ok(None);
             }
-            let contact_exists =
-                contact_local && tx.open_table(ACCOUNTS)?.get(contact.as_str())?.is_some();
+            let where_ = Contact::of(&tx, contact, contact_local)?;
             let mut exchanges = Vec::new();
             for kind in [SubKind::Unsubscribe, SubKind::Unsubscribed] {
-                let ex = exchange(&mut t, owner, contact, kind, contact_exists)?;
+                let ex = exchange(&mut t, owner, contact, kind, where_)?;
                 if let Some(i) = &ex.contact {
                     put_item(&mut t, contact, owner, i.item.as_ref())?;
                 }

@@ -617,3 +617,50 @@ async fn blocking_applies_to_remote_jids() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn two_starling_processes_federate() {
+    let extra = |host: u8| {
+        format!(
+            "s2s.listen = ['{}']\ns2s.require_tls = false\n\
+             s2s.hosts = {{ 'a.example' = '{}', 'b.example' = '{}' }}\n",
+            s2s_addr(8, host),
+            s2s_addr(8, 2),
+            s2s_addr(8, 3)
+        )
+    };
+    let accounts = [("jane", "secret"), ("joe", "secret")];
+    let start = |domain: &'static str, host: u8| {
+        let e = extra(host);
+        tokio::task::spawn_blocking(move || {
+            common::binary::Binary::start_as(domain, tempfile::tempdir().unwrap(), &accounts, &e)
+        })
+    };
+    let a = start("a.example", 2).await.unwrap();
+    let b = start("b.example", 3).await.unwrap();
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    publish(&mut jane, "first").await;
+    let (mut joe, joe_jid) = Client::login_at(b.addr, "b.example", "joe", "secret", "movim").await;
+    joe.send(&format!(
+        "<iq type='set' id='sub' to='jane@a.example'><pubsub xmlns='{}'>\
+         <subscribe node='{NODE}' jid='{joe_jid}'/></pubsub></iq>",
+        ns::PUBSUB
+    ))
+    .await;
+    let r = until(&mut joe, "", "the subscription", |e| {
+        e.attr("id") == Some("sub")
+    })
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let m = until(&mut joe, "", "the last item", |e| event_item(e).is_some()).await;
+    assert_eq!(event_item(&m).as_deref(), Some("first"));
+    publish(&mut jane, "second").await;
+    let m = until(&mut joe, "", "the post", |e| event_item(e).is_some()).await;
+    assert_eq!(event_item(&m).as_deref(), Some("second"));
+    // Both processes count the stream and the stanzas per remote domain.
+    assert!(
+        a.metric("s2s_stanzas_total") >= 2.0,
+        "a.example's s2s counters"
+    );
+    assert!(b.metric("s2s_streams") >= 1.0, "b.example's s2s streams");
+}

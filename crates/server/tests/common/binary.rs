@@ -43,10 +43,21 @@ impl Binary {
 
     /// The same on an existing data directory.
     pub fn start_in(dir: tempfile::TempDir, accounts: &[(&str, &str)], extra: &str) -> Self {
+        Self::start_as(DOMAIN, dir, accounts, &format!("s2s.listen = []\n{extra}"))
+    }
+
+    /// A server for `domain`; `extra` sets `s2s.listen` (and any other
+    /// federation keys) itself.
+    pub fn start_as(
+        domain: &str,
+        dir: tempfile::TempDir,
+        accounts: &[(&str, &str)],
+        extra: &str,
+    ) -> Self {
         {
             let store = Redb::open(dir.path()).unwrap();
             for (user, pass) in accounts {
-                let jid = BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
+                let jid = BareJid::new(&format!("{user}@{domain}")).unwrap();
                 store
                     .create_account(&jid, &AccountRecord::new(pass, 4096))
                     .unwrap();
@@ -54,7 +65,7 @@ impl Binary {
         }
         let config = dir.path().join("starling.toml");
         let text = format!(
-            "domains = ['{DOMAIN}']\nc2s_listen = ['127.0.0.1:0']\nc2s_tls_listen = []\ns2s.listen = []\n\
+            "domains = ['{domain}']\nc2s_listen = ['127.0.0.1:0']\nc2s_tls_listen = []\n\
              data_dir = '{}'\ntls = false\nrequire_encryption = false\n\
              allow_plaintext_auth = true\nmetrics_listen = '127.0.0.1:0'\n{extra}\n",
             dir.path().display()

@@ -299,6 +299,8 @@ pub struct Registry {
     follow_hooks: RwLock<Vec<FollowHook>>,
     routes: AccountMap<String, Arc<OutboundQueue>>,
     route_maker: RwLock<Option<RouteMaker>>,
+    /// Remote domains that take XEP-0033 multicast.
+    multicast: RwLock<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -325,6 +327,7 @@ impl Registry {
             follow_hooks: RwLock::new(Vec::new()),
             routes: AccountMap::new(),
             route_maker: RwLock::new(None),
+            multicast: RwLock::new(HashSet::new()),
         };
         // The microblog node gets id 0, so its +notify is one bit test.
         r.node_id(stanza::ns::MICROBLOG);
@@ -676,6 +679,22 @@ impl Registry {
     /// The queue for a remote domain set with [`Self::set_route`].
     pub fn route(&self, domain: &str) -> Option<Arc<OutboundQueue>> {
         self.routes.get(&domain.to_owned())
+    }
+
+    /// Records whether `domain` takes XEP-0033 multicast: its remote
+    /// recipients of one publish then get one stanza per domain.
+    pub fn set_multicast(&self, domain: &str, on: bool) {
+        let mut m = self.multicast.write();
+        if on {
+            m.insert(domain.to_owned());
+        } else {
+            m.remove(domain);
+        }
+    }
+
+    /// Whether `domain` takes XEP-0033 multicast.
+    pub fn multicast(&self, domain: &str) -> bool {
+        self.multicast.read().contains(domain)
     }
 
     /// Sets how a missing route from `local` to `remote` is made: the

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use stanza::ser::{StanzaError, XmlWriter};
-use stanza::{ns, BareJid, FullJid, StanzaErrorCondition as C};
+use stanza::{ns, BareJid, Jid, StanzaErrorCondition as C};
 
 use crate::pubsub::NodeConfig;
 use crate::Shared;
@@ -52,7 +52,7 @@ const PEP_FEATURES: &[&str] = &[
 /// (`target == None`) or to a local account's bare JID.
 pub(crate) async fn iq(
     shared: &Arc<Shared>,
-    me: &FullJid,
+    me: &Jid,
     target: Option<&BareJid>,
     req: &Request,
 ) -> Result<Vec<u8>, StanzaError<'static>> {
@@ -84,6 +84,10 @@ pub(crate) async fn iq(
                 for f in SERVER_FEATURES {
                     w.open("feature").attr("var", f).close_empty();
                 }
+                if shared.config.s2s.multicast {
+                    // XEP-0033, for other servers' fan-out to our users.
+                    w.open("feature").attr("var", ns::ADDRESS).close_empty();
+                }
             }
         }
         Some(account) => {
@@ -101,11 +105,11 @@ pub(crate) async fn iq(
 /// requester, answer exactly as an existing one with no readable node.
 async fn readable_nodes(
     shared: &Arc<Shared>,
-    me: &FullJid,
+    me: &Jid,
     account: &BareJid,
 ) -> Result<Vec<(String, NodeConfig)>, StanzaError<'static>> {
     let registry = shared.fanout.registry();
-    let blocked = registry.is_blocked(account, &me.to_bare(), Some(me))
+    let blocked = registry.is_blocked(account, &me.to_bare(), me.to_full().as_ref())
         || registry.is_blocked(&me.to_bare(), account, None);
     let (a, requester) = (account.clone(), me.to_bare());
     let read = shared

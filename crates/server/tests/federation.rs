@@ -31,7 +31,13 @@ async fn pair(net: u8, tweak: impl Fn(&mut Config)) -> (TestServer, TestServer) 
     let start = |domain: &'static str, host: u8| {
         let tweak = &tweak;
         async move {
-            TestServer::start(&[("jane", "secret"), ("joe", "secret")], |c| {
+            let accounts = [
+                ("jane", "secret"),
+                ("joe", "secret"),
+                ("kim", "secret"),
+                ("lee", "secret"),
+            ];
+            TestServer::start(&accounts, |c| {
                 c.domains = vec![domain.into()];
                 c.allow_plaintext_auth = true;
                 c.s2s.listen = vec![s2s_addr(net, host).parse().unwrap()];
@@ -663,4 +669,80 @@ async fn two_starling_processes_federate() {
         "a.example's s2s counters"
     );
     assert!(b.metric("s2s_streams") >= 1.0, "b.example's s2s streams");
+}
+
+/// Stanzas a server read from other servers so far (all domains).
+async fn s2s_in(srv: &TestServer) -> f64 {
+    let mut s = TcpStream::connect(srv.metrics.unwrap()).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("starling_s2s_stanzas_total{") && l.contains("direction=\"in\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Three followers on b.example subscribed to jane@a.example's open node;
+/// returns b.example's s2s stanzas in for one post, and checks each got
+/// it.
+async fn one_post_to_three(net: u8, multicast: bool) -> f64 {
+    let (a, b) = pair(net, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.s2s.multicast = multicast;
+    })
+    .await;
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    publish(&mut jane, "first").await;
+    let mut followers = Vec::new();
+    for user in ["joe", "kim", "lee"] {
+        let (mut c, _) = Client::login_at(b.addr, "b.example", user, "secret", "r").await;
+        c.send("<presence/>").await;
+        c.drain().await;
+        c.send(&format!(
+            "<iq type='set' id='sub' to='jane@a.example'><pubsub xmlns='{}'>\
+             <subscribe node='{NODE}' jid='{user}@b.example'/></pubsub></iq>",
+            ns::PUBSUB
+        ))
+        .await;
+        let r = until(&mut c, "", "the subscription", |e| {
+            e.attr("id") == Some("sub")
+        })
+        .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+        until(&mut c, "", "the last item", |e| event_item(e).is_some()).await;
+        followers.push(c);
+    }
+    let before = s2s_in(&b).await;
+    publish(&mut jane, "second").await;
+    for c in &mut followers {
+        let m = until(c, "", "the post", |e| event_item(e).is_some()).await;
+        assert_eq!(event_item(&m).as_deref(), Some("second"));
+        assert!(
+            m.child("addresses", "http://jabber.org/protocol/address")
+                .is_none(),
+            "bcc stripped: {m:?}"
+        );
+        assert_eq!(m.attr("from"), Some("jane@a.example"));
+    }
+    let after = s2s_in(&b).await;
+    a.stop().await;
+    b.stop().await;
+    after - before
+}
+
+#[tokio::test]
+async fn a_post_to_a_multicast_domain_is_one_stanza_for_all_its_followers() {
+    assert_eq!(
+        one_post_to_three(9, true).await,
+        1.0,
+        "one stanza for three followers"
+    );
+    assert_eq!(
+        one_post_to_three(10, false).await,
+        3.0,
+        "one stanza each without multicast"
+    );
 }

@@ -36,5 +36,8 @@ pub use element::{Element, ElementError, Node, NsContext};
 pub use error::{StanzaErrorCondition, StanzaErrorType, StreamErrorCondition};
 pub use framer::{Event, FrameError, Framer, Limits, StreamHeader};
 pub use jid::{BareJid, FullJid, Jid, JidError};
-pub use notify::{escape_jid, event_message, EventItem, EventKind, Notification, PubsubEvent};
+pub use notify::{
+    escape_jid, event_message, event_message_multicast, EventItem, EventKind, Notification,
+    PubsubEvent,
+};
 pub use stanza::{Kind, Stanza, StanzaError};

@@ -117,6 +117,41 @@ pub fn event_message(from: &str, to: &str, id: &str, event: &PubsubEvent<'_>) ->
     w.into_bytes()
 }
 
+/// One event for many recipients at one remote domain, through its
+/// XEP-0033 multicast service (the domain itself): sent to `service`, with
+/// each recipient as a `bcc` address, which the service strips from the
+/// copies it delivers.
+pub fn event_message_multicast(
+    from: &str,
+    service: &str,
+    id: &str,
+    event: &PubsubEvent<'_>,
+    recipients: &[String],
+) -> Bytes {
+    let mut w = XmlWriter::with_capacity(
+        256 + payload_len(event) + recipients.iter().map(|r| r.len() + 32).sum::<usize>(),
+    );
+    w.open("message")
+        .attr("from", from)
+        .attr("type", "headline")
+        .attr("id", id)
+        .attr("to", service)
+        .close_start();
+    w.open("addresses")
+        .attr("xmlns", crate::ns::ADDRESS)
+        .close_start();
+    for r in recipients {
+        w.open("address")
+            .attr("type", "bcc")
+            .attr("jid", r)
+            .close_empty();
+    }
+    w.end("addresses");
+    event.write(&mut w);
+    w.end("message");
+    w.into_bytes()
+}
+
 fn payload_len(event: &PubsubEvent<'_>) -> usize {
     match event.kind {
         EventKind::Items(items) => items.iter().map(|i| i.payload.len() + 64).sum(),
@@ -219,6 +254,48 @@ mod tests {
             .unwrap();
         assert_eq!(item.attr("publisher"), Some("jane@example.org"));
         assert!(item.child("entry", ns::ATOM).is_some());
+    }
+
+    #[test]
+    fn a_multicast_event_names_each_recipient_as_bcc() {
+        let items = [EventItem {
+            id: "8f3c",
+            publisher: None,
+            payload: ENTRY,
+        }];
+        let ev = PubsubEvent {
+            node: ns::MICROBLOG,
+            kind: EventKind::Items(&items),
+            delay: None,
+        };
+        let to = ["joe@other.org".to_owned(), "kim's@other.org/a&b".to_owned()];
+        let m = parse(&event_message_multicast(
+            "jane@example.org",
+            "other.org",
+            "n1",
+            &ev,
+            &to,
+        ));
+        assert_eq!(m.attr("to"), Some("other.org"));
+        let addrs: Vec<_> = m
+            .child("addresses", ns::ADDRESS)
+            .unwrap()
+            .elements()
+            .map(|a| {
+                (
+                    a.attr("type").unwrap().to_owned(),
+                    a.attr("jid").unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            addrs,
+            [
+                ("bcc".to_owned(), to[0].clone()),
+                ("bcc".to_owned(), to[1].clone())
+            ]
+        );
+        assert!(m.child("event", ns::PUBSUB_EVENT).is_some());
     }
 
     #[test]

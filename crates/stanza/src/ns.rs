@@ -54,3 +54,5 @@ pub const MICROBLOG: &str = "urn:xmpp:microblog:0";
 pub const ATOM: &str = "http://www.w3.org/2005/Atom";
 /// XEP-0220 dialback.
 pub const DIALBACK: &str = "jabber:server:dialback";
+/// XEP-0033 Extended Stanza Addressing (multicast).
+pub const ADDRESS: &str = "http://jabber.org/protocol/address";

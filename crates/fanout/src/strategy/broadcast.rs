@@ -32,10 +32,7 @@ use smallvec::SmallVec;
 use stanza::{BareJid, FullJid, Notification};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
-use super::{
-    core_methods, count_push, deliver_remote, Core, DeliveryReport, DropReason, Fanout, Publish,
-    Stats,
-};
+use super::{core_methods, count_push, Core, DeliveryReport, DropReason, Fanout, Publish, Stats};
 use crate::handle::OutboundHandle;
 use crate::queue::{Frame, QueueState};
 use crate::registry::{Registry, SessionId, Target};
@@ -170,6 +167,7 @@ impl Fanout for Broadcast {
         let notification = Arc::new(Notification::new(publisher.as_str(), p.id, &p.event));
         let mut ids = Vec::new();
         let mut wake: Vec<std::task::Waker> = Vec::new();
+        let mut remotes = super::Remotes::default();
         report.recipients = registry.visit(&account, node, None, |t| match t {
             Target::Session(s) => {
                 let q = s.queue();
@@ -187,8 +185,9 @@ impl Fanout for Broadcast {
                 ids.push(s.id());
                 wake.extend(q.claim_wake());
             }
-            remote => deliver_remote(registry, remote, publisher, p, &mut report),
+            remote => remotes.add(remote),
         });
+        remotes.send(registry, publisher, p, &mut report);
         if !ids.is_empty() {
             ids.sort_unstable();
             let n = ids.len() as u64;

@@ -277,10 +277,12 @@ impl Core {
             return report;
         };
         let registry = &self.registry;
+        let mut remotes = Remotes::default();
         report.recipients = registry.visit(&account, node, None, |t| match t {
             Target::Session(s) => count_push(s.queue().push(frame_for(s)), &mut report),
-            remote => deliver_remote(registry, remote, publisher, p, &mut report),
+            remote => remotes.add(remote),
         });
+        remotes.send(registry, publisher, p, &mut report);
         self.finish(report)
     }
 
@@ -334,28 +336,76 @@ pub(crate) fn count_push(r: Result<(), PushError>, report: &mut DeliveryReport) 
     }
 }
 
-/// Delivers to a remote target through its domain's route, serialized for
-/// that one address (remote deliveries are few: one per remote bare JID).
-pub(crate) fn deliver_remote(
-    registry: &Registry,
-    target: Target<'_>,
-    publisher: &BareJid,
-    p: &Publish<'_>,
-    report: &mut DeliveryReport,
-) {
-    let Target::Remote { account, resource } = target else {
-        return;
-    };
-    let Some(route) = registry.route_between(publisher.domain(), account.jid().domain()) else {
-        report.dropped.add(DropReason::NoRoute);
-        return;
-    };
-    let to = match resource {
-        Some(r) => format!("{}/{r}", account.jid()),
-        None => account.jid().to_string(),
-    };
-    let bytes = stanza::event_message(publisher.as_str(), &to, p.id, &p.event);
-    count_push(route.push(Frame::Bytes(bytes)), report);
+/// Most recipients one multicast stanza names: a thousand addresses keep
+/// it well under the 256 KiB stanza limit servers apply.
+pub const MULTICAST_MAX: usize = 1000;
+
+/// The remote recipients of one publish, gathered during the walk and sent
+/// after it through each domain's route: one stanza per recipient, or per
+/// domain (XEP-0033, in chunks of [`MULTICAST_MAX`]) where the domain takes
+/// multicast. Remote recipients are few next to local sessions (one per
+/// remote bare JID or subscribed resource), so each is serialized here.
+#[derive(Debug, Default)]
+pub(crate) struct Remotes {
+    /// (domain, recipients), in order of first appearance.
+    by_domain: Vec<(String, Vec<String>)>,
+}
+
+impl Remotes {
+    /// Adds a [`Target::Remote`]; other targets are ignored.
+    pub(crate) fn add(&mut self, target: Target<'_>) {
+        let Target::Remote { account, resource } = target else {
+            return;
+        };
+        let to = match resource {
+            Some(r) => format!("{}/{r}", account.jid()),
+            None => account.jid().to_string(),
+        };
+        let domain = account.jid().domain();
+        match self.by_domain.iter_mut().find(|(d, _)| d == domain) {
+            Some((_, list)) => list.push(to),
+            None => self.by_domain.push((domain.to_owned(), vec![to])),
+        }
+    }
+
+    /// Queues every recipient's notification on its domain's route, and
+    /// counts each recipient as delivered or dropped.
+    pub(crate) fn send(
+        self,
+        registry: &Registry,
+        publisher: &BareJid,
+        p: &Publish<'_>,
+        report: &mut DeliveryReport,
+    ) {
+        for (domain, tos) in self.by_domain {
+            let Some(route) = registry.route_between(publisher.domain(), &domain) else {
+                for _ in &tos {
+                    report.dropped.add(DropReason::NoRoute);
+                }
+                continue;
+            };
+            if tos.len() > 1 && registry.multicast(&domain) {
+                for chunk in tos.chunks(MULTICAST_MAX) {
+                    let bytes = stanza::event_message_multicast(
+                        publisher.as_str(),
+                        &domain,
+                        p.id,
+                        &p.event,
+                        chunk,
+                    );
+                    let r = route.push(Frame::Bytes(bytes));
+                    for _ in chunk {
+                        count_push(r.clone(), report);
+                    }
+                }
+                continue;
+            }
+            for to in &tos {
+                let bytes = stanza::event_message(publisher.as_str(), to, p.id, &p.event);
+                count_push(route.push(Frame::Bytes(bytes)), report);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

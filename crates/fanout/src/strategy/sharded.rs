@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use stanza::{BareJid, Notification};
 
 use super::{
-    core_methods, count_push, deliver_remote, queue_sessions, Core, DeliveryReport, Fanout, Publish,
+    core_methods, count_push, queue_sessions, Core, DeliveryReport, Fanout, Publish, Remotes,
 };
 use crate::queue::Frame;
 use crate::registry::{Account, NodeId, Registry, Target};
@@ -152,13 +152,14 @@ impl Fanout for Sharded {
             // Remote deliveries serialize per address from the borrowed
             // event, so they happen here rather than on a worker.
             let mut remote_report = DeliveryReport::default();
+            let mut batch = Remotes::default();
             for (account, resource) in &remotes {
-                let t = Target::Remote {
+                batch.add(Target::Remote {
                     account,
                     resource: resource.as_deref(),
-                };
-                deliver_remote(&self.core.registry, t, publisher, p, &mut remote_report);
+                });
             }
+            batch.send(&self.core.registry, publisher, p, &mut remote_report);
             report.delivered += remote_report.delivered;
             report.dropped.merge(&remote_report.dropped);
         }

@@ -276,6 +276,45 @@ fn remote_subscribers_without_route_are_counted() {
 }
 
 #[test]
+fn a_multicast_domain_gets_one_stanza_for_its_recipients() {
+    for &name in STRATEGIES {
+        let w = World::new(name, Config::default());
+        let reg = w.fanout.registry().clone();
+        for who in ["dan@other.org", "eve@other.org", "fay@third.org"] {
+            reg.subscribe(
+                &bare("jane@example.org"),
+                ns::MICROBLOG,
+                &Jid::new(who).unwrap(),
+            );
+        }
+        let other = Arc::new(crate::OutboundQueue::new("other.org", 10));
+        let third = Arc::new(crate::OutboundQueue::new("third.org", 10));
+        reg.set_route("other.org", other.clone());
+        reg.set_route("third.org", third.clone());
+        reg.set_multicast("other.org", true);
+        let r = w.publish("jane@example.org", "1");
+        assert_eq!((r.recipients, r.delivered), (3, 3), "{name}");
+        let mut frames = Vec::new();
+        other.drain_into(&mut frames, 10);
+        assert_eq!(frames.len(), 1, "{name}: one stanza for other.org");
+        let text = String::from_utf8(frames[0].to_bytes(b"").to_vec()).unwrap();
+        assert!(text.contains("to='other.org'"), "{name}: {text}");
+        for who in ["dan@other.org", "eve@other.org"] {
+            assert!(text.contains(&format!("jid='{who}'")), "{name}: {text}");
+        }
+        // third.org takes no multicast: one stanza per recipient.
+        frames.clear();
+        third.drain_into(&mut frames, 10);
+        assert_eq!(frames.len(), 1, "{name}");
+        let text = String::from_utf8(frames[0].to_bytes(b"").to_vec()).unwrap();
+        assert!(
+            text.contains("to='fay@third.org'") && !text.contains("addresses"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn unknown_strategy_is_a_typed_error() {
     let reg = Arc::new(Registry::new(["example.org"], 1));
     let e = by_name("fastest", reg, Config::default()).unwrap_err();

@@ -230,7 +230,7 @@ impl<T: Transport> Conn<T> {
                     .and_then(|t| stanza::Jid::new(t).ok())
                     .map(|j| j.to_bare())
                     .filter(|t| t.node().is_some());
-                match crate::disco::iq(&shared, me, target.as_ref(), &r).await {
+                match crate::disco::iq(&shared, &me.to_jid(), target.as_ref(), &r).await {
                     Ok(p) => ser::iq_result(&id, to.as_deref(), Some(me.as_str()), Some(&p)),
                     Err(e) => reply_error(&e),
                 }

@@ -38,6 +38,14 @@ pub(super) async fn stanza(shared: &Arc<Shared>, stanza: Stanza) {
         registry.is_blocked(&to.to_bare(), &from.to_bare(), from.to_full().as_ref())
     };
     match stanza.kind() {
+        Kind::Message if to.node().is_none() => {
+            // To our domain: a multicast (XEP-0033) for our users.
+            if let Ok(el) = Element::from_stanza(&bytes) {
+                if super::multicast::is_multicast(&el) {
+                    super::multicast::deliver(shared, &from, to.domain(), el);
+                }
+            }
+        }
         Kind::Message => {
             let ty = ty.as_deref().unwrap_or("normal");
             let sent = if blocked {
@@ -74,7 +82,9 @@ pub(super) async fn stanza(shared: &Arc<Shared>, stanza: Stanza) {
             } else if to.node().is_none() {
                 // Answers to the server: our caps questions.
                 if let (Some(id), Ok(el)) = (stanza.id(), Element::from_stanza(&bytes)) {
-                    super::remote::caps_answer(shared, &id, &el).await;
+                    if !super::multicast::answer(shared, &id, &el) {
+                        super::remote::caps_answer(shared, &id, &el).await;
+                    }
                 }
             }
         }
@@ -110,11 +120,6 @@ async fn iq_request(shared: &Arc<Shared>, from: &Jid, to: &Jid, bytes: &Bytes) -
             &e,
         )]
     };
-    // Answers are addressed to a resource: a request from a bare JID or a
-    // domain has nobody to act for.
-    let Some(me) = from.to_full() else {
-        return reply_error(StanzaError::new(C::ServiceUnavailable));
-    };
     let Some(payload) = el.first_element() else {
         return reply_error(StanzaError::new(C::BadRequest));
     };
@@ -127,16 +132,19 @@ async fn iq_request(shared: &Arc<Shared>, from: &Jid, to: &Jid, bytes: &Bytes) -
     let to_server = to.node().is_none();
     match parsed {
         Err(e) => reply_error(e),
-        Ok(Payload::Pubsub(r)) if !to_server => {
-            crate::pep::iq(shared, &me, &id, Some(to.as_str()), *r).await
-        }
+        // PEP acts for a resource: a request from a bare JID or a domain
+        // has nobody to act for.
+        Ok(Payload::Pubsub(r)) if !to_server => match from.to_full() {
+            Some(me) => crate::pep::iq(shared, &me, &id, Some(to.as_str()), *r).await,
+            None => reply_error(StanzaError::new(C::ServiceUnavailable)),
+        },
         Ok(Payload::Disco(r)) => {
             let target = (!to_server).then(|| to.to_bare());
-            match crate::disco::iq(shared, &me, target.as_ref(), &r).await {
+            match crate::disco::iq(shared, from, target.as_ref(), &r).await {
                 Ok(p) => vec![ser::iq_result(
                     &id,
                     Some(to.as_str()),
-                    Some(me.as_str()),
+                    Some(from.as_str()),
                     Some(&p),
                 )],
                 Err(e) => reply_error(e),
@@ -145,7 +153,7 @@ async fn iq_request(shared: &Arc<Shared>, from: &Jid, to: &Jid, bytes: &Bytes) -
         Ok(Payload::Ping) => vec![ser::iq_result(
             &id,
             Some(to.as_str()),
-            Some(me.as_str()),
+            Some(from.as_str()),
             None,
         )],
         // Rosters, block lists and registration are the account's own.

@@ -431,6 +431,9 @@ impl Stream {
                 Action::StartTls => self.start_tls(shared, link).await?,
                 Action::Ready => {
                     info!(local = %link.local, remote = %link.remote, "s2s: outgoing stream verified");
+                    if let Some(q) = super::multicast::ask(shared, &link.local, &link.remote) {
+                        self.write(&q).await?;
+                    }
                 }
                 Action::Verified {
                     originating,

@@ -30,6 +30,7 @@ mod connect;
 mod inbound;
 mod link;
 pub(crate) mod listen;
+mod multicast;
 pub(crate) mod presence;
 mod remote;
 pub(crate) mod wire;
@@ -61,6 +62,8 @@ pub(crate) struct Federation {
     remote: DashMap<stanza::FullJid, remote::RemoteResource>,
     /// Our open caps questions to remote resources: id → (ver, asked at).
     caps_queries: DashMap<String, (String, std::time::Instant)>,
+    /// Our open multicast questions to peers: id → remote domain.
+    multicast_queries: DashMap<String, String>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -81,6 +84,7 @@ impl Federation {
             incoming: Arc::new(tokio::sync::Semaphore::new(config.max_incoming)),
             remote: DashMap::new(),
             caps_queries: DashMap::new(),
+            multicast_queries: DashMap::new(),
         }
     }
 

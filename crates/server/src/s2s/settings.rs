@@ -66,6 +66,10 @@ pub struct S2sConfig {
     /// notifications (explicit subscriptions still deliver to the bare
     /// JID).
     pub max_remote_resources: usize,
+    /// XEP-0033 multicast (true): offer it to peers (delivering to our own
+    /// users only), and send one notification per publish to a peer domain
+    /// that offers it instead of one per recipient.
+    pub multicast: bool,
 }
 
 impl Default for S2sConfig {
@@ -86,6 +90,7 @@ impl Default for S2sConfig {
             max_pending_keys: 16,
             max_domains_per_stream: 100,
             max_remote_resources: 100_000,
+            multicast: true,
         }
     }
 }

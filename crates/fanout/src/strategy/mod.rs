@@ -395,7 +395,7 @@ impl Remotes {
                     );
                     let r = route.push(Frame::Bytes(bytes));
                     for _ in chunk {
-                        count_push(r.clone(), report);
+                        count_push(r, report);
                     }
                 }
                 continue;

@@ -39,6 +39,11 @@ pub enum TargetSpec {
     Floor,
     /// A server at this address.
     External(std::net::SocketAddr),
+    /// Publishers on one Starling, followers on another server
+    /// ([`crate::federated`]): `federated:multicast`,
+    /// `federated:per-recipient` (two Starling children), or
+    /// `federated-to:HOST:PORT` (followers on the server there, b.example).
+    Federated(crate::federated::Fan, crate::federated::Receiver),
 }
 
 impl std::str::FromStr for TargetSpec {
@@ -74,6 +79,22 @@ impl std::str::FromStr for TargetSpec {
         if s == "starling" {
             return Ok(Self::Starling("shared".into(), None, None));
         }
+        {
+            use crate::federated::{Fan, Receiver};
+            match s {
+                "federated:multicast" => return Ok(Self::Federated(Fan::Multicast, Receiver::Starling)),
+                "federated:per-recipient" => {
+                    return Ok(Self::Federated(Fan::PerRecipient, Receiver::Starling))
+                }
+                _ => {}
+            }
+            if let Some(addr) = s.strip_prefix("federated-to:") {
+                let addr = addr
+                    .parse()
+                    .map_err(|_| format!("{s:?}: federated-to: takes HOST:PORT"))?;
+                return Ok(Self::Federated(Fan::Multicast, Receiver::External(addr)));
+            }
+        }
         if s == "prosody" {
             return Ok(Self::Prosody);
         }
@@ -106,6 +127,17 @@ impl std::fmt::Display for TargetSpec {
             Self::Floor => write!(f, "floor"),
             Self::Ejabberd => write!(f, "ejabberd"),
             Self::External(a) => write!(f, "{a}"),
+            Self::Federated(fan, receiver) => match receiver {
+                crate::federated::Receiver::External(a) => write!(f, "federated-to:{a}"),
+                crate::federated::Receiver::Starling => write!(
+                    f,
+                    "federated:{}",
+                    match fan {
+                        crate::federated::Fan::Multicast => "multicast",
+                        crate::federated::Fan::PerRecipient => "per-recipient",
+                    }
+                ),
+            },
         }
     }
 }
@@ -188,6 +220,7 @@ pub fn bench(
                     pid: server.pid(),
                     tls: ext.tls,
                     ws: server.ws(),
+                    b: None,
                 };
                 let from = match &t {
                     TargetSpec::Starling(_, Some(b), _) => format!(" at {}", b.display()),
@@ -211,6 +244,7 @@ pub fn bench(
                     pid: Some(p.pid()),
                     tls: ext.tls,
                     ws: None,
+                    b: None,
                 };
                 let label = format!(
                     "prosody {} (internal_hashed, no fsync; SCRAM-SHA-1 only)",
@@ -228,6 +262,7 @@ pub fn bench(
                     pid: Some(e.pid()),
                     tls: ext.tls,
                     ws: None,
+                    b: None,
                 };
                 let label = format!(
                     "ejabberd {} (mnesia, no fsync; SCRAM-SHA-1 stored; no shapers)",
@@ -248,11 +283,22 @@ pub fn bench(
                     pid: Some(f.pid()),
                     tls: false,
                     ws: None,
+                    b: None,
                 };
                 let label = "floor (loadgen's trivial sender: two threads, no store; each \
                              event made once, a session's queue in one write)"
                     .to_owned();
                 (Box::new(f) as Keep, target, label)
+            }
+            TargetSpec::Federated(fan, receiver) => {
+                let bin = embedded::sibling_binary()
+                    .context("federated targets run starling children: build starling beside loadgen")?;
+                let (servers, target, label) =
+                    crate::federated::start(&bin, plan, graph, "shared", *fan, receiver)?;
+                let keys = std::sync::Arc::new(scram::KeyCache::default());
+                rt.block_on(crate::federated::set_up_external(&servers, plan, graph, &target, &keys))
+                    .with_context(|| format!("setting up {t}"))?;
+                (Box::new(servers) as Keep, target, label)
             }
             TargetSpec::External(addr) => (
                 Box::new(()) as Keep,
@@ -270,7 +316,10 @@ pub fn bench(
         plans.push(own);
         // Each target keeps its own key cache, warmed by its setup.
         let keys = std::sync::Arc::new(scram::KeyCache::default());
-        if !matches!(t, TargetSpec::Starling(..) | TargetSpec::Floor) {
+        if !matches!(
+            t,
+            TargetSpec::Starling(..) | TargetSpec::Floor | TargetSpec::Federated(..)
+        ) {
             rt.block_on(async {
                 setup::register(&target, plan.sessions, plan.sources).await?;
                 setup::follow_graph(

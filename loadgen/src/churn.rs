@@ -114,7 +114,7 @@ pub async fn window(
 ) -> Churned {
     let open = publish_start + Duration::from_secs_f64(plan.warmup_s);
     tokio::time::sleep_until(open.into()).await;
-    *window0 = Some(crate::run::cpu(target.pid));
+    *window0 = Some(crate::run::cpu_of(target));
     let end = publish_start + Duration::from_secs_f64(plan.duration_s);
     tokio::time::sleep_until(end.into()).await;
     // Taken now: logins ending after the window are not in it.

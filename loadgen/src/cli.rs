@@ -134,6 +134,21 @@ pub struct Cli {
     /// Starling.
     #[arg(long, global = true, value_name = "HOST:PORT")]
     pub server: Option<std::net::SocketAddr>,
+    /// Federation: the publishers (celebrities) are accounts of one
+    /// Starling (a.example), their followers accounts of a second server
+    /// (b.example), so every delivery crosses an s2s stream. By default
+    /// both are starling child processes; see --server-b.
+    #[arg(long, global = true)]
+    pub federated: bool,
+    /// With --federated: the followers' server is the one at this c2s
+    /// address (domain b.example, in-band registration open), e.g. Prosody
+    /// inside scripts/federation-netns.
+    #[arg(long = "server-b", global = true, value_name = "HOST:PORT", requires = "federated")]
+    pub server_b: Option<std::net::SocketAddr>,
+    /// With --federated: one s2s stanza per remote recipient, instead of
+    /// one per publish for a domain that offers XEP-0033 multicast.
+    #[arg(long = "per-recipient", global = true, requires = "federated")]
+    pub per_recipient: bool,
     /// The external server's XMPP domain.
     #[arg(long, global = true, default_value = "loadgen.localhost")]
     pub domain: String,

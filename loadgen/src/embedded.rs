@@ -35,19 +35,36 @@ pub fn user(i: u32) -> String {
     format!("user{i}")
 }
 
-fn bare(i: u32) -> BareJid {
-    BareJid::new(&format!("{}@{DOMAIN}", user(i))).expect("a valid JID")
-}
-
 /// Writes the plan's accounts and follow graph into the store in `dir`.
 pub fn seed(dir: &Path, graph: &Graph, mechanism: Mechanism) -> Result<()> {
+    seed_for(dir, graph, mechanism, &|_| DOMAIN, DOMAIN)
+}
+
+/// The same for one server of a federated run: user `i` is an account of
+/// `domain_of(i)`; this store (for `here`) gets its own accounts, and the
+/// half of each follow that its domain keeps (the publisher's node and
+/// subscribers, or each side's roster item).
+pub fn seed_for(
+    dir: &Path,
+    graph: &Graph,
+    mechanism: Mechanism,
+    domain_of: &dyn Fn(u32) -> &'static str,
+    here: &str,
+) -> Result<()> {
+    let bare = |i: u32| {
+        BareJid::new(&format!("{}@{}", user(i), domain_of(i))).expect("a valid JID")
+    };
+    let ours = |i: u32| domain_of(i) == here;
     let store = Redb::open(dir).context("opening the store to seed it")?;
     // One key derivation for everyone: set-up speed, not a security
     // property, is what matters for a load test's throwaway accounts.
     let record = AccountRecord::new(PASSWORD, ITERATIONS);
     let n = graph.len() as u32;
     let mut seed = Seed {
-        accounts: (0..n).map(|i| (bare(i), record.clone())).collect(),
+        accounts: (0..n)
+            .filter(|&i| ours(i))
+            .map(|i| (bare(i), record.clone()))
+            .collect(),
         ..Seed::default()
     };
     for (p, followers) in graph.followers.iter().enumerate() {
@@ -62,12 +79,16 @@ pub fn seed(dir: &Path, graph: &Graph, mechanism: Mechanism) -> Result<()> {
                     ..RosterItem::default()
                 };
                 for &f in followers {
-                    seed.roster.push((bare(p), bare(f), both.clone()));
-                    seed.roster.push((bare(f), bare(p), both.clone()));
+                    if ours(p) {
+                        seed.roster.push((bare(p), bare(f), both.clone()));
+                    }
+                    if ours(f) {
+                        seed.roster.push((bare(f), bare(p), both.clone()));
+                    }
                 }
             }
             Mechanism::Pubsub => {
-                if followers.is_empty() {
+                if followers.is_empty() || !ours(p) {
                     continue;
                 }
                 seed.nodes.push((
@@ -215,12 +236,26 @@ impl Embedded {
         tls: bool,
         websocket: bool,
     ) -> Result<Self> {
+        Self::child_as(binary, dir, fanout, (tls, websocket), DOMAIN, "listen = []")
+    }
+
+    /// [`Self::child`] for `domain`, with `s2s` the body of its `[s2s]`
+    /// table (federated runs).
+    pub fn child_as(
+        binary: &Path,
+        dir: &Path,
+        fanout: &str,
+        (tls, websocket): (bool, bool),
+        domain: &str,
+        s2s: &str,
+    ) -> Result<Self> {
         let cfg = dir.join("loadgen-starling.toml");
         std::fs::write(
             &cfg,
             format!(
                 "tls = {tls}\nrequire_encryption = false\nallow_plaintext_auth = true\n\
-                 c2s_tls_listen = []\ns2s.listen = []\n\
+                 c2s_tls_listen = []\n\
+                 [s2s]\n{s2s}\n\
                  [limits]\nstanzas_per_sec = 1000000\nstanza_burst = 1000000\n\
                  publishes_per_sec = 1000000\npublish_burst = 1000000\n"
             ),
@@ -242,7 +277,7 @@ impl Embedded {
                 .arg(&cfg)
                 .arg("--data-dir")
                 .arg(dir)
-                .args(["--domain", DOMAIN, "serve", "--fanout", fanout])
+                .args(["--domain", domain, "serve", "--fanout", fanout])
                 .args(["--c2s-listen", &port.to_string()]);
             if let Some(w) = ws {
                 command.args(["--http-listen", &w.to_string()]);

@@ -17,6 +17,7 @@
 //! - [`report`]: the text report, JSON record and `.hgrm` files.
 //! - [`figures`]: the figures compared, and their spread over repetitions.
 //! - [`embedded`]: the Starling loadgen starts and seeds itself.
+//! - [`federated`]: publishers on one server, followers on another.
 //! - [`setup`]: accounts and follow graph over XMPP, for any server.
 //! - [`sm`]: stream management (`--sm`) and deliberate drops (`--chaos`).
 //! - [`churn`]: sessions logging out and back in (`--churn`).
@@ -34,6 +35,7 @@ pub mod churn;
 pub mod cli;
 pub mod compare;
 pub mod embedded;
+pub mod federated;
 pub mod figures;
 pub mod floor;
 pub mod graph;
@@ -150,6 +152,12 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
             bail!("{lost} deliveries lost over the bench's runs");
         }
         return Ok(None);
+    }
+    if cli.federated {
+        if cli.command.is_some() || cli.server.is_some() {
+            bail!("--federated starts its own servers: no subcommand, and --server-b instead of --server");
+        }
+        return federated_run(cli, plan, graph, command, started_at).map(Some);
     }
     let Some(addr) = cli.server else {
         if matches!(cli.command, Some(cli::Command::Setup)) {
@@ -348,6 +356,7 @@ fn cli_target(cli: &cli::Cli, addr: std::net::SocketAddr, sessions: usize) -> Re
         pid: cli.server_pid,
         tls: cli.tls,
         ws: cli.ws_addr,
+        b: None,
     })
 }
 
@@ -473,6 +482,7 @@ fn embedded_run(
         pid: server.pid(),
         tls: cli.tls,
         ws: server.ws(),
+        b: None,
     };
     // The seeded accounts share one salt: the first login derives, the
     // rest hit (a fresh cache each run, as the salt is new each run).
@@ -522,5 +532,72 @@ fn embedded_run(
         spread,
     };
     keep(cli, &record, &hist, &format!("starling-{}", cli.fanout))?;
+    Ok(record)
+}
+
+/// A `--federated` run: publishers on a Starling child (a.example),
+/// followers on a second server (b.example).
+fn federated_run(
+    cli: &cli::Cli,
+    plan: run::Plan,
+    graph: graph::Graph,
+    command: String,
+    started_at: String,
+) -> Result<RunRecord> {
+    let bin = match &cli.starling_bin {
+        Some(b) => b.clone(),
+        None => embedded::sibling_binary().context(
+            "no starling binary next to loadgen: build it (cargo build --release -p starling-server) \
+             or pass --starling-bin",
+        )?,
+    };
+    let fan = if cli.per_recipient {
+        federated::Fan::PerRecipient
+    } else {
+        federated::Fan::Multicast
+    };
+    let receiver = match cli.server_b {
+        Some(a) => federated::Receiver::External(a),
+        None => federated::Receiver::Starling,
+    };
+    let (servers, target, label) =
+        federated::start(&bin, &plan, &graph, &cli.fanout, fan, &receiver)?;
+    let keys = std::sync::Arc::new(scram::KeyCache::default());
+    let rt = runtime()?;
+    rt.block_on(federated::set_up_external(&servers, &plan, &graph, &target, &keys))
+        .context("setting up the followers' server")?;
+    let runs = measure(cli, &rt, (&plan, &graph, &target), || keys.clone(), 1, Vec::new())?;
+    let (figures, hist, repetitions, spread) = report::repetitions(runs, plan.idle);
+    drop(rt);
+    drop(servers);
+    let record = RunRecord {
+        schema: report::SCHEMA,
+        command,
+        started_at,
+        setup: Setup {
+            // The label names both servers, versions and settings.
+            server: label.clone(),
+            server_version: String::new(),
+            fanout: None,
+            fsync_before_ack: Some(true),
+            scram_iterations: Some(embedded::ITERATIONS),
+            tls: cli.tls,
+            scram_keys_preloaded: 0,
+            loadgen_processes: 1,
+            machine: sys::machine(),
+            loadgen_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: report::git_commit(),
+        },
+        plan,
+        figures,
+        repetitions,
+        spread,
+    };
+    let name = match (&receiver, fan) {
+        (federated::Receiver::External(_), _) => "federated-external",
+        (_, federated::Fan::Multicast) => "federated-multicast",
+        (_, federated::Fan::PerRecipient) => "federated-per-recipient",
+    };
+    keep(cli, &record, &hist, name)?;
     Ok(record)
 }

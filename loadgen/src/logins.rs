@@ -102,6 +102,7 @@ pub(crate) async fn log_in_all(
 
 /// How user `i` logs in.
 pub fn login_of(plan: &Plan, target: &Target, i: usize) -> Login {
+    let target = target.for_user(i);
     Login {
         addr: target.addr,
         source: source(i, plan.sources, &target.addr),

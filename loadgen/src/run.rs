@@ -128,6 +128,25 @@ pub struct Target {
     /// The server's pid, for CPU and RSS (`None` when it is this process:
     /// then its threads are told apart by name).
     pub pid: Option<u32>,
+    /// Federated runs (`--federated`): users from this index up (the
+    /// followers) are accounts of this other server, reached over s2s.
+    pub b: Option<(usize, Arc<Target>)>,
+}
+
+impl Target {
+    /// The server user `i` logs in to.
+    pub fn for_user(&self, i: usize) -> &Target {
+        match &self.b {
+            Some((from, b)) if i >= *from => b,
+            _ => self,
+        }
+    }
+
+    /// User `i`'s bare JID.
+    pub fn jid_of(&self, i: u32) -> String {
+        let t = self.for_user(i as usize);
+        format!("{}@{}", (t.user)(i), t.domain)
+    }
 }
 
 pub use crate::figures::{Figures, Histograms, Interval};
@@ -161,6 +180,19 @@ fn server_rss_baseline(pid: Option<u32>) -> u64 {
     };
     let mut first = FIRST.lock().unwrap_or_else(|e| e.into_inner());
     *first.entry(p).or_insert_with(|| server_rss(pid))
+}
+
+/// CPU seconds of (the target's servers, loadgen): in a federated run,
+/// both servers' together.
+pub(crate) fn cpu_of(target: &Target) -> (f64, f64) {
+    let (a, lg) = cpu(target.pid);
+    let b = target
+        .b
+        .as_ref()
+        .and_then(|(_, b)| b.pid)
+        .and_then(sys::process_cpu)
+        .unwrap_or(0.0);
+    (a + b, lg)
 }
 
 /// CPU seconds of (server, loadgen).
@@ -370,7 +402,7 @@ pub async fn run_part(
         let followers: Arc<[String]> = if plan.mechanism == Mechanism::Direct {
             graph.followers[i]
                 .iter()
-                .map(|&f| format!("{}@{}", (target.user)(f), target.domain))
+                .map(|&f| target.jid_of(f))
                 .collect()
         } else {
             Arc::from(Vec::new())
@@ -467,7 +499,7 @@ pub async fn run_part(
         let sched = publish_start + Duration::from_secs_f64(t);
         tokio::time::sleep_until(sched.into()).await;
         if window0.is_none() && t >= plan.warmup_s {
-            window0 = Some(cpu(target.pid));
+            window0 = Some(cpu_of(target));
         }
         post(publisher, sched, &mut expected);
         if expected.len() % 50 == 0 {
@@ -499,7 +531,7 @@ pub async fn run_part(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let publish_secs = publish_start.elapsed().as_secs_f64();
-    let (cpu_srv1, cpu_lg1) = cpu(target.pid);
+    let (cpu_srv1, cpu_lg1) = cpu_of(target);
     let (cpu_srv0, cpu_lg0) = window0.unwrap_or((cpu_srv1, cpu_lg1));
     let write_syscalls = match counting.await {
         Ok(Some(c)) => tokio::task::spawn_blocking(move || c.stop()).await?,

@@ -22,6 +22,7 @@ use crate::session::{self, Login, Mech, Mechanism};
 const GRAPH_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn login_for(target: &Target, i: u32, mech: Mech, sources: u8) -> Login {
+    let target = target.for_user(i as usize);
     Login {
         addr: target.addr,
         source: crate::run::source(i as usize, sources, &target.addr),
@@ -165,8 +166,10 @@ pub async fn follow_graph(
             barrier.clone(),
             available.clone(),
         );
-        let domain = target.domain.clone();
-        let user = target.user.clone();
+        let jid_of = {
+            let t = target.clone();
+            move |p: u32| t.jid_of(p)
+        };
         let publishes = mechanism == Mechanism::Pubsub && publishers.contains(&i);
         tasks.spawn(async move {
             let mut c = {
@@ -188,7 +191,7 @@ pub async fn follow_graph(
             let c = c?;
             let to: Vec<String> = following[i as usize]
                 .iter()
-                .map(|&p| format!("{}@{domain}", user(p)))
+                .map(|&p| jid_of(p))
                 .collect();
             exchange(c, mechanism, publishes, &to).await
         });

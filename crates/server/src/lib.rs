@@ -425,6 +425,14 @@ pub async fn run_on(
     let _ = stop_tx.send(true);
     shared.stop_wake.notify_waiters();
     while accept_loops.join_next().await.is_some() {}
+    // Outgoing s2s links close their streams on the same signal; give them
+    // a moment to let go of the server.
+    for _ in 0..200 {
+        if Arc::strong_count(&shared) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Flush: commit what is queued, then close the store (its file lock is
     // released once the last connection task has let go of it).
     shared.committer.close();

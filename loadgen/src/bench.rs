@@ -6,9 +6,11 @@
 //!
 //! A target is `starling:STRATEGY` (the embedded Starling, seeded),
 //! `prosody` (Prosody started with the shipped configuration and set up
-//! over XMPP), `ejabberd` (likewise), `floor` (loadgen's trivial sender, [`crate::floor`]), or
+//! over XMPP), `ejabberd` (likewise), `floor` (loadgen's trivial sender, [`crate::floor`]),
 //! `HOST:PORT` (an external server, set up over XMPP with
-//! --domain and --accounts).
+//! --domain and --accounts), or a federated pair ([`crate::federated`]):
+//! `federated:per-recipient`, `federated:multicast`,
+//! `federated-to:HOST:PORT`.
 
 use std::fmt::Write as _;
 
@@ -82,7 +84,9 @@ impl std::str::FromStr for TargetSpec {
         {
             use crate::federated::{Fan, Receiver};
             match s {
-                "federated:multicast" => return Ok(Self::Federated(Fan::Multicast, Receiver::Starling)),
+                "federated:multicast" => {
+                    return Ok(Self::Federated(Fan::Multicast, Receiver::Starling))
+                }
                 "federated:per-recipient" => {
                     return Ok(Self::Federated(Fan::PerRecipient, Receiver::Starling))
                 }
@@ -291,13 +295,16 @@ pub fn bench(
                 (Box::new(f) as Keep, target, label)
             }
             TargetSpec::Federated(fan, receiver) => {
-                let bin = embedded::sibling_binary()
-                    .context("federated targets run starling children: build starling beside loadgen")?;
+                let bin = embedded::sibling_binary().context(
+                    "federated targets run starling children: build starling beside loadgen",
+                )?;
                 let (servers, target, label) =
                     crate::federated::start(&bin, plan, graph, "shared", *fan, receiver)?;
                 let keys = std::sync::Arc::new(scram::KeyCache::default());
-                rt.block_on(crate::federated::set_up_external(&servers, plan, graph, &target, &keys))
-                    .with_context(|| format!("setting up {t}"))?;
+                rt.block_on(crate::federated::set_up_external(
+                    &servers, plan, graph, &target, &keys,
+                ))
+                .with_context(|| format!("setting up {t}"))?;
                 (Box::new(servers) as Keep, target, label)
             }
             TargetSpec::External(addr) => (
@@ -528,5 +535,14 @@ mod tests {
         assert_eq!("ejabberd".parse::<TargetSpec>(), Ok(TargetSpec::Ejabberd));
         assert_eq!("floor".parse::<TargetSpec>(), Ok(TargetSpec::Floor));
         assert!("openfire".parse::<TargetSpec>().is_err());
+        for t in [
+            "federated:multicast",
+            "federated:per-recipient",
+            "federated-to:127.0.0.3:5222",
+        ] {
+            assert_eq!(t.parse::<TargetSpec>().unwrap().to_string(), t);
+        }
+        let e = "federated-to:b.example".parse::<TargetSpec>().unwrap_err();
+        assert!(e.contains("HOST:PORT"), "{e}");
     }
 }

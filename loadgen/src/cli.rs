@@ -143,7 +143,12 @@ pub struct Cli {
     /// With --federated: the followers' server is the one at this c2s
     /// address (domain b.example, in-band registration open), e.g. Prosody
     /// inside scripts/federation-netns.
-    #[arg(long = "server-b", global = true, value_name = "HOST:PORT", requires = "federated")]
+    #[arg(
+        long = "server-b",
+        global = true,
+        value_name = "HOST:PORT",
+        requires = "federated"
+    )]
     pub server_b: Option<std::net::SocketAddr>,
     /// With --federated: one s2s stanza per remote recipient, instead of
     /// one per publish for a domain that offers XEP-0033 multicast.

@@ -51,9 +51,8 @@ pub fn seed_for(
     domain_of: &dyn Fn(u32) -> &'static str,
     here: &str,
 ) -> Result<()> {
-    let bare = |i: u32| {
-        BareJid::new(&format!("{}@{}", user(i), domain_of(i))).expect("a valid JID")
-    };
+    let bare =
+        |i: u32| BareJid::new(&format!("{}@{}", user(i), domain_of(i))).expect("a valid JID");
     let ours = |i: u32| domain_of(i) == here;
     let store = Redb::open(dir).context("opening the store to seed it")?;
     // One key derivation for everyone: set-up speed, not a security

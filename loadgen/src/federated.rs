@@ -14,6 +14,8 @@
 //!   namespace of `scripts/federation-netns`): A is a child Starling on
 //!   127.0.0.2:5269, found by the other server through DNS; B's followers
 //!   are registered in-band and subscribe over XMPP, across the servers.
+//!   `SERVER_B_PID` in the environment names its process, whose CPU then
+//!   counts with A's.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -125,7 +127,12 @@ pub fn start(
                 pid: b.pid(),
                 b: None,
             };
-            (a, Some((b, b_dir)), bt, "starling (child process)".to_owned())
+            (
+                a,
+                Some((b, b_dir)),
+                bt,
+                "starling (child process)".to_owned(),
+            )
         }
         Receiver::External(addr) => {
             // The other server finds a.example through DNS: the standard
@@ -145,7 +152,10 @@ pub fn start(
                 password: Arc::new(|_| embedded::PASSWORD.into()),
                 tls: false,
                 ws: None,
-                pid: None,
+                // Its CPU counts with A's when its pid is known.
+                pid: std::env::var("SERVER_B_PID")
+                    .ok()
+                    .and_then(|p| p.parse().ok()),
                 b: None,
             };
             (a, None, bt, format!("the server at {addr}"))

@@ -564,9 +564,18 @@ fn federated_run(
         federated::start(&bin, &plan, &graph, &cli.fanout, fan, &receiver)?;
     let keys = std::sync::Arc::new(scram::KeyCache::default());
     let rt = runtime()?;
-    rt.block_on(federated::set_up_external(&servers, &plan, &graph, &target, &keys))
-        .context("setting up the followers' server")?;
-    let runs = measure(cli, &rt, (&plan, &graph, &target), || keys.clone(), 1, Vec::new())?;
+    rt.block_on(federated::set_up_external(
+        &servers, &plan, &graph, &target, &keys,
+    ))
+    .context("setting up the followers' server")?;
+    let runs = measure(
+        cli,
+        &rt,
+        (&plan, &graph, &target),
+        || keys.clone(),
+        1,
+        Vec::new(),
+    )?;
     let (figures, hist, repetitions, spread) = report::repetitions(runs, plan.idle);
     drop(rt);
     drop(servers);

@@ -189,10 +189,7 @@ pub async fn follow_graph(
                 available.wait().await;
             }
             let c = c?;
-            let to: Vec<String> = following[i as usize]
-                .iter()
-                .map(|&p| jid_of(p))
-                .collect();
+            let to: Vec<String> = following[i as usize].iter().map(|&p| jid_of(p)).collect();
             exchange(c, mechanism, publishes, &to).await
         });
     }

@@ -199,6 +199,23 @@ async fn a_remote_subscriber_gets_posts_history_and_no_more_after_unsubscribing(
         .unwrap_or_default();
     assert_eq!(items, ["second"], "{page:?}");
 
+    // A retract crosses too.
+    let r = jane
+        .iq(&format!(
+            "<iq type='set' id='rt'><pubsub xmlns='{}'>\
+             <retract node='{NODE}' notify='true'><item id='first'/></retract></pubsub></iq>",
+            ns::PUBSUB
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let m = next(&mut joe).await;
+    let retracted = m
+        .child("event", ns::PUBSUB_EVENT)
+        .and_then(|e| e.child("items", ns::PUBSUB_EVENT))
+        .and_then(|i| i.child("retract", ns::PUBSUB_EVENT))
+        .and_then(|r| r.attr("id"));
+    assert_eq!(retracted, Some("first"), "{m:?}");
+
     // Unsubscribe; the next post does not come.
     let r = joe
         .iq(&format!(

@@ -72,6 +72,25 @@ fn free_port(ip: &str) -> Result<u16> {
         .port())
 }
 
+/// Loadgen's accounts (`user{n}`, one password) on the server at `addr`.
+fn side(
+    addr: SocketAddr,
+    domain: &str,
+    pid: Option<u32>,
+    b: Option<(usize, Arc<Target>)>,
+) -> Target {
+    Target {
+        addr,
+        domain: domain.into(),
+        user: Arc::new(embedded::user),
+        password: Arc::new(|_| embedded::PASSWORD.into()),
+        tls: false,
+        ws: None,
+        pid,
+        b,
+    }
+}
+
 fn domain_of(plan: &Plan) -> impl Fn(u32) -> &'static str {
     let split = plan.celebrities as u32;
     move |i| if i < split { DOMAIN_A } else { DOMAIN_B }
@@ -117,16 +136,7 @@ pub fn start(
                 DOMAIN_A,
                 &format!("listen = ['127.0.0.2:{pa}']\nmulticast = {multicast}\n{hosts}"),
             )?;
-            let bt = Target {
-                addr: b.addr(),
-                domain: DOMAIN_B.into(),
-                user: Arc::new(embedded::user),
-                password: Arc::new(|_| embedded::PASSWORD.into()),
-                tls: false,
-                ws: None,
-                pid: b.pid(),
-                b: None,
-            };
+            let bt = side(b.addr(), DOMAIN_B, b.pid(), None);
             (
                 a,
                 Some((b, b_dir)),
@@ -161,16 +171,12 @@ pub fn start(
             (a, None, bt, format!("the server at {addr}"))
         }
     };
-    let target = Target {
-        addr: a.addr(),
-        domain: DOMAIN_A.into(),
-        user: Arc::new(embedded::user),
-        password: Arc::new(|_| embedded::PASSWORD.into()),
-        tls: false,
-        ws: None,
-        pid: a.pid(),
-        b: Some((plan.celebrities, Arc::new(b_target))),
-    };
+    let target = side(
+        a.addr(),
+        DOMAIN_A,
+        a.pid(),
+        Some((plan.celebrities, Arc::new(b_target))),
+    );
     let label = format!(
         "federated: publishers on {DOMAIN_A} (starling {}, fan-out {fanout}, {}), \
          followers on {DOMAIN_B} ({b_label}); s2s with STARTTLS and dialback",

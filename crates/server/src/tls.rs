@@ -124,11 +124,13 @@ mod tests {
     }
 }
 
-/// The client side of server-to-server TLS. The peer's certificate is not
-/// checked: as with Prosody's `s2s_secure_auth = false`, dialback
-/// (XEP-0220) authenticates the peer, so a self-signed certificate is
-/// fine. TLS still keeps the stream private from passive listeners.
-pub(crate) fn s2s_client_config() -> Arc<rustls::ClientConfig> {
+/// A TLS client that does not check the peer's certificate, only the
+/// handshake's signatures. Server-to-server streams use it: as with
+/// Prosody's `s2s_secure_auth = false`, dialback (XEP-0220) authenticates
+/// the peer, so a self-signed certificate is fine, and TLS still keeps the
+/// stream private from passive listeners. (loadgen uses it too, against
+/// servers on loopback.)
+pub fn unverified_client_config() -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

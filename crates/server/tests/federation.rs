@@ -81,6 +81,16 @@ async fn publish(c: &mut Client, id: &str) {
     assert_eq!(r.attr("type"), Some("result"), "{r:?}");
 }
 
+/// Sends `c`'s subscribe (as `jid`) to jane@a.example's microblog node.
+async fn subscribe(c: &mut Client, jid: &str) {
+    c.send(&format!(
+        "<iq type='set' id='sub' to='jane@a.example'><pubsub xmlns='{}'>\
+         <subscribe node='{NODE}' jid='{jid}'/></pubsub></iq>",
+        ns::PUBSUB
+    ))
+    .await;
+}
+
 fn event_item(m: &Element) -> Option<String> {
     m.child("event", ns::PUBSUB_EVENT)
         .and_then(|e| e.child("items", ns::PUBSUB_EVENT))
@@ -150,12 +160,7 @@ async fn a_remote_subscriber_gets_posts_history_and_no_more_after_unsubscribing(
     joe.drain().await;
 
     // Subscribe across domains, with the full JID as Movim does.
-    joe.send(&format!(
-        "<iq type='set' id='sub' to='jane@a.example'><pubsub xmlns='{}'>\
-         <subscribe node='{NODE}' jid='{joe_jid}'/></pubsub></iq>",
-        ns::PUBSUB
-    ))
-    .await;
+    subscribe(&mut joe, &joe_jid).await;
     let mut got_result = false;
     let mut got_last = false;
     while !(got_result && got_last) {
@@ -602,12 +607,7 @@ async fn blocking_applies_to_remote_jids() {
     joe.drain().await;
     jane.send("<presence/>").await;
     jane.drain().await;
-    joe.send(&format!(
-        "<iq type='set' id='sub' to='jane@a.example'><pubsub xmlns='{}'>\
-         <subscribe node='{NODE}' jid='joe@b.example'/></pubsub></iq>",
-        ns::PUBSUB
-    ))
-    .await;
+    subscribe(&mut joe, "joe@b.example").await;
     let r = until(&mut joe, "", "the subscription", |e| {
         e.attr("id") == Some("sub")
     })
@@ -664,12 +664,7 @@ async fn two_starling_processes_federate() {
     let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
     publish(&mut jane, "first").await;
     let (mut joe, joe_jid) = Client::login_at(b.addr, "b.example", "joe", "secret", "movim").await;
-    joe.send(&format!(
-        "<iq type='set' id='sub' to='jane@a.example'><pubsub xmlns='{}'>\
-         <subscribe node='{NODE}' jid='{joe_jid}'/></pubsub></iq>",
-        ns::PUBSUB
-    ))
-    .await;
+    subscribe(&mut joe, &joe_jid).await;
     let r = until(&mut joe, "", "the subscription", |e| {
         e.attr("id") == Some("sub")
     })
@@ -686,6 +681,66 @@ async fn two_starling_processes_federate() {
         "a.example's s2s counters"
     );
     assert!(b.metric("s2s_streams") >= 1.0, "b.example's s2s streams");
+    // History across the processes.
+    let page = joe
+        .iq(&format!(
+            "<iq type='get' id='hist' to='jane@a.example'><pubsub xmlns='{}'><items node='{NODE}'/></pubsub></iq>",
+            ns::PUBSUB
+        ))
+        .await;
+    let ids: Vec<_> = page
+        .child("pubsub", ns::PUBSUB)
+        .and_then(|p| p.child("items", ns::PUBSUB))
+        .map(|i| {
+            i.elements()
+                .filter_map(|it| it.attr("id").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(ids, ["first", "second"], "{page:?}");
+    // Jane blocks Joe: his message is refused, her post does not reach him.
+    let r = ask(
+        &mut jane,
+        "",
+        "<iq type='set' id='blk'><block xmlns='urn:xmpp:blocking'><item jid='joe@b.example'/></block></iq>",
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    joe.send("<message to='jane@a.example' type='chat' id='m1'><body>hi</body></message>")
+        .await;
+    let e = until(&mut joe, "", "the refusal", |e| e.attr("id") == Some("m1")).await;
+    assert_eq!(error_conditions(&e)[0], "service-unavailable", "{e:?}");
+    let r = ask(
+        &mut jane,
+        "",
+        "<iq type='set' id='unblk'><unblock xmlns='urn:xmpp:blocking'><item jid='joe@b.example'/></unblock></iq>",
+    )
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    // Unfollow: after unsubscribing, a post is not delivered; a message
+    // sent after it on the same stream arrives first.
+    joe.send(&format!(
+        "<iq type='set' id='unsub' to='jane@a.example'><pubsub xmlns='{}'>\
+         <unsubscribe node='{NODE}' jid='{joe_jid}'/></pubsub></iq>",
+        ns::PUBSUB
+    ))
+    .await;
+    let r = until(&mut joe, "", "the unsubscribe", |e| {
+        e.attr("id") == Some("unsub")
+    })
+    .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    publish(&mut jane, "third").await;
+    jane.send(&format!(
+        "<message to='{joe_jid}' type='chat' id='marker'><body>m</body></message>"
+    ))
+    .await;
+    let m = until(&mut joe, "", "the marker", |e| e.name == "message").await;
+    assert_eq!(
+        m.attr("id"),
+        Some("marker"),
+        "no post after unsubscribing: {m:?}"
+    );
 }
 
 /// Stanzas a server read from other servers so far (all domains).
@@ -718,12 +773,7 @@ async fn one_post_to_three(net: u8, multicast: bool) -> f64 {
         let (mut c, _) = Client::login_at(b.addr, "b.example", user, "secret", "r").await;
         c.send("<presence/>").await;
         c.drain().await;
-        c.send(&format!(
-            "<iq type='set' id='sub' to='jane@a.example'><pubsub xmlns='{}'>\
-             <subscribe node='{NODE}' jid='{user}@b.example'/></pubsub></iq>",
-            ns::PUBSUB
-        ))
-        .await;
+        subscribe(&mut c, &format!("{user}@b.example")).await;
         let r = until(&mut c, "", "the subscription", |e| {
             e.attr("id") == Some("sub")
         })
@@ -762,4 +812,116 @@ async fn a_post_to_a_multicast_domain_is_one_stanza_for_all_its_followers() {
         3.0,
         "one stanza each without multicast"
     );
+}
+
+#[tokio::test]
+async fn a_remote_stranger_is_refused_a_presence_node() {
+    let (a, b) = pair(11, |_| {}).await;
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    // The default access model: presence.
+    let r = jane
+        .iq(&format!(
+            "<iq type='set' id='p1'><pubsub xmlns='{}'><publish node='{NODE}'><item id='mine'>\
+             <entry xmlns='http://www.w3.org/2005/Atom'><title>mine</title></entry></item>\
+             </publish></pubsub></iq>",
+            ns::PUBSUB
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let (mut joe, joe_jid) = Client::login_at(b.addr, "b.example", "joe", "secret", "r").await;
+    for (what, payload) in [
+        ("items", format!("<items node='{NODE}'/>")),
+        (
+            "subscribe",
+            format!("<subscribe node='{NODE}' jid='{joe_jid}'/>"),
+        ),
+    ] {
+        joe.send(&format!(
+            "<iq type='{}' id='{what}' to='jane@a.example'><pubsub xmlns='{}'>{payload}</pubsub></iq>",
+            if what == "items" { "get" } else { "set" },
+            ns::PUBSUB
+        ))
+        .await;
+        let e = until(&mut joe, "", what, |e| e.attr("id") == Some(what)).await;
+        assert_eq!(
+            error_conditions(&e),
+            ["not-authorized", "presence-subscription-required"],
+            "{what}: {e:?}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_post_after_the_link_went_idle_still_arrives() {
+    let (a, b) = pair(12, |c| c.s2s.idle_timeout_secs = 1).await;
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    publish(&mut jane, "first").await;
+    let mut followers = Vec::new();
+    for user in ["joe", "kim"] {
+        let (mut c, _) = Client::login_at(b.addr, "b.example", user, "secret", "r").await;
+        c.send("<presence/>").await;
+        c.drain().await;
+        subscribe(&mut c, &format!("{user}@b.example")).await;
+        until(&mut c, "", "the subscription", |e| {
+            e.attr("id") == Some("sub")
+        })
+        .await;
+        until(&mut c, "", "the last item", |e| event_item(e).is_some()).await;
+        followers.push(c);
+    }
+    for round in ["second", "third", "fourth"] {
+        // Both links close when idle; the next post opens them again.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        publish(&mut jane, round).await;
+        for c in &mut followers {
+            let m = until(c, "", round, |e| event_item(e).is_some()).await;
+            assert_eq!(event_item(&m).as_deref(), Some(round));
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_post_after_the_peer_timed_our_stream_out_still_arrives() {
+    // b.example drops idle streams after 2 s (its clients keep theirs with
+    // pings); a.example's link would stay open for 300 s, so it learns of
+    // the close from b.example's stream error, and must not take it for a
+    // failure to reach b.example.
+    let a = {
+        let (a, b) = pair(13, |c| {
+            if c.domains[0] == "b.example" {
+                c.limits.idle_timeout_secs = 2;
+            }
+        })
+        .await;
+        (a, b)
+    };
+    let (a, b) = a;
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    publish(&mut jane, "first").await;
+    let (mut joe, _) = Client::login_at(b.addr, "b.example", "joe", "secret", "r").await;
+    joe.send("<presence/>").await;
+    joe.drain().await;
+    subscribe(&mut joe, "joe@b.example").await;
+    until(&mut joe, "", "the subscription", |e| {
+        e.attr("id") == Some("sub")
+    })
+    .await;
+    until(&mut joe, "", "the last item", |e| event_item(e).is_some()).await;
+    for round in ["second", "third"] {
+        // Past b.example's 2 s, and within the 1 s a failed domain would
+        // have been left alone for.
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            joe.ping().await;
+        }
+        publish(&mut jane, round).await;
+        let m = until(&mut joe, "", round, |e| event_item(e).is_some()).await;
+        assert_eq!(event_item(&m).as_deref(), Some(round));
+    }
+    a.stop().await;
+    b.stop().await;
 }

@@ -82,6 +82,16 @@ impl Link {
     }
 }
 
+/// Why the negotiation's view of an event stops the stream.
+enum Stop {
+    /// The peer closed the stream or sent a stream error (an idle timeout,
+    /// a shutdown): after verification, what is queued goes on a new
+    /// connection.
+    PeerEnded,
+    /// We end it for this error.
+    Fail(StreamErrorCondition, &'static str),
+}
+
 /// How a connection ended.
 enum Ended {
     /// Idle, or the peer closed after we were verified: connect again when
@@ -101,9 +111,13 @@ pub(crate) async fn run(
 ) {
     let mut backoff = BACKOFF_START;
     let mut held: Vec<VerifyReq> = Vec::new();
+    // A batch taken from the queue whose write failed: sent first on the
+    // next connection, so a stream that breaks loses nothing (a peer may
+    // see a stanza twice, never none).
+    let mut carry: Vec<Bytes> = Vec::new();
     loop {
         // Idle: wait for a stanza or a question.
-        if held.is_empty() {
+        if held.is_empty() && carry.is_empty() {
             tokio::select! {
                 () = link.queue.notified() => {}
                 q = questions.recv() => match q {
@@ -116,13 +130,22 @@ pub(crate) async fn run(
         if link.queue.state() == QueueState::Closed {
             return;
         }
-        if link.queue.is_empty() && held.is_empty() {
+        if link.queue.is_empty() && held.is_empty() && carry.is_empty() {
             // Woken by a drain's leftovers: nothing to do.
             link.queue.drain_into(&mut Vec::new(), 0);
             continue;
         }
         let started = Instant::now();
-        match connect_and_serve(&shared, &link, &mut questions, &mut held).await {
+        match connect_and_serve(&shared, &link, &mut questions, &mut held, &mut carry).await {
+            // A stream that broke mid-send goes again, after a pause, so a
+            // peer that keeps dropping us is not hammered.
+            Ended::Idle if !carry.is_empty() => {
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = shared.stopping() => return,
+                }
+                backoff = (backoff * 2).min(shared.config.s2s.reconnect_max());
+            }
             Ended::Idle => backoff = BACKOFF_START,
             Ended::Stopping => return,
             Ended::Failed(cond) => {
@@ -130,6 +153,9 @@ pub(crate) async fn run(
                       "s2s: could not reach the remote domain");
                 for q in held.drain(..) {
                     let _ = q.reply.send(false);
+                }
+                for b in carry.drain(..) {
+                    bounce_one(&shared, &link, &b, cond);
                 }
                 bounce_queued(&shared, &link, cond);
                 // Back off: what comes meanwhile bounces at once.
@@ -156,18 +182,25 @@ fn bounce_queued(shared: &Shared, link: &Link, cond: C) {
     let mut frames = Vec::new();
     while link.queue.drain_into(&mut frames, BATCH) > 0 {
         for f in frames.drain(..) {
-            let Frame::Bytes(b) = f else { continue };
-            shared
-                .metrics
-                .s2s_drops
-                .get_or_create(&Metrics::domain(&link.remote, "reason", cond.as_str()))
-                .inc();
-            if let Some(err) = crate::route::bounce(&b, cond) {
-                crate::route::deliver_local_error(shared, err);
+            if let Frame::Bytes(b) = f {
+                bounce_one(shared, link, &b, cond);
             }
         }
     }
     link.queue.release_if_empty();
+}
+
+/// One stanza that will not go: counted, and bounced to its sender unless
+/// it is one that is never answered with an error (a notification).
+fn bounce_one(shared: &Shared, link: &Link, b: &Bytes, cond: C) {
+    shared
+        .metrics
+        .s2s_drops
+        .get_or_create(&Metrics::domain(&link.remote, "reason", cond.as_str()))
+        .inc();
+    if let Some(err) = crate::route::bounce(b, cond) {
+        crate::route::deliver_local_error(shared, err);
+    }
 }
 
 /// One connection: find the server, connect, negotiate, then send until
@@ -177,6 +210,7 @@ async fn connect_and_serve(
     link: &Link,
     questions: &mut mpsc::Receiver<VerifyReq>,
     held: &mut Vec<VerifyReq>,
+    carry: &mut Vec<Bytes>,
 ) -> Ended {
     let s2s = &shared.config.s2s;
     let deadline = Instant::now() + s2s.connect_timeout();
@@ -208,7 +242,9 @@ async fn connect_and_serve(
         peer_id: None,
         asked: Vec::new(),
     };
-    let ended = stream.serve(shared, link, questions, held, deadline).await;
+    let ended = stream
+        .serve(shared, link, (questions, held), carry, deadline)
+        .await;
     shared
         .metrics
         .s2s_streams
@@ -232,8 +268,8 @@ impl Stream {
         &mut self,
         shared: &Arc<Shared>,
         link: &Link,
-        questions: &mut mpsc::Receiver<VerifyReq>,
-        held: &mut Vec<VerifyReq>,
+        (questions, held): (&mut mpsc::Receiver<VerifyReq>, &mut Vec<VerifyReq>),
+        carry: &mut Vec<Bytes>,
         deadline: Instant,
     ) -> Ended {
         let actions = self.neg.start();
@@ -257,13 +293,24 @@ impl Stream {
                     }
                 }
             }
+            if ready && !carry.is_empty() {
+                let parts = std::mem::take(carry);
+                if self.conn.write_all_of(&parts).await.is_err() {
+                    *carry = parts;
+                    return self.lost(link, ready);
+                }
+                self.count_out(shared, link, parts.len());
+            }
             let until = if ready { last_sent + idle } else { deadline };
             tokio::select! {
                 ev = wire::next_event(&mut self.conn) => {
                     let actions = match ev {
                         Ok(ev) => match self.on_event(ev) {
                             Ok(a) => a,
-                            Err(e) => return self.fail(shared, link, e).await,
+                            Err(Stop::PeerEnded) => return self.lost(link, ready),
+                            Err(Stop::Fail(cond, why)) => {
+                                return self.fail(shared, link, (cond, why)).await
+                            }
                         },
                         Err(ReadEnd::Closed) => return self.lost(link, ready),
                         Err(ReadEnd::Error(cond)) => {
@@ -282,15 +329,11 @@ impl Stream {
                             .drain(..)
                             .map(|f| f.to_bytes(link.queue.to_escaped()))
                             .collect();
-                        let n = parts.len() as u64;
                         if self.conn.write_all_of(&parts).await.is_err() {
+                            *carry = parts;
                             return self.lost(link, ready);
                         }
-                        shared
-                            .metrics
-                            .s2s_stanzas
-                            .get_or_create(&Metrics::domain(&link.remote, "direction", "out"))
-                            .inc_by(n);
+                        self.count_out(shared, link, parts.len());
                     }
                     link.queue.release_if_empty();
                     last_sent = Instant::now();
@@ -319,6 +362,14 @@ impl Stream {
                 }
             }
         }
+    }
+
+    fn count_out(&self, shared: &Shared, link: &Link, n: usize) {
+        shared
+            .metrics
+            .s2s_stanzas
+            .get_or_create(&Metrics::domain(&link.remote, "direction", "out"))
+            .inc_by(n as u64);
     }
 
     /// The connection ended: after we were verified, what is still queued
@@ -378,22 +429,26 @@ impl Stream {
     }
 
     /// The negotiation's view of one event.
-    fn on_event(&mut self, ev: Event) -> Result<Vec<Action>, (StreamErrorCondition, &'static str)> {
+    fn on_event(&mut self, ev: Event) -> Result<Vec<Action>, Stop> {
         match ev {
             Event::StreamOpen(h) => {
                 if let Err(cond) = wire::check_header(&h) {
-                    return Err((cond, "bad stream header"));
+                    return Err(Stop::Fail(cond, "bad stream header"));
                 }
                 if h.namespace("") != Some(ns::SERVER) {
-                    return Err((StreamErrorCondition::InvalidNamespace, "not jabber:server"));
+                    return Err(Stop::Fail(
+                        StreamErrorCondition::InvalidNamespace,
+                        "not jabber:server",
+                    ));
                 }
                 self.peer_id = h.attr("id").map(str::to_owned);
                 Ok(Vec::new())
             }
-            Event::StreamClose => Err((StreamErrorCondition::UndefinedCondition, "peer closed")),
+            Event::StreamClose => Err(Stop::PeerEnded),
             Event::Stanza(b) => {
-                let el = Element::from_stanza(&b)
-                    .map_err(|_| (StreamErrorCondition::NotWellFormed, "unparsable element"))?;
+                let el = Element::from_stanza(&b).map_err(|_| {
+                    Stop::Fail(StreamErrorCondition::NotWellFormed, "unparsable element")
+                })?;
                 if el.is("features", ns::STREAM) {
                     return Ok(self.neg.on_features(self.peer_id.as_deref(), &el));
                 }
@@ -404,10 +459,7 @@ impl Stream {
                         .map(|c| c.name.clone())
                         .unwrap_or_default();
                     debug!(%cond, "s2s: the peer sent a stream error");
-                    return Err((
-                        StreamErrorCondition::UndefinedCondition,
-                        "peer stream error",
-                    ));
+                    return Err(Stop::PeerEnded);
                 }
                 Ok(self.neg.on_element(&el))
             }

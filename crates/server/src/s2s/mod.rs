@@ -79,7 +79,7 @@ impl Federation {
         Self {
             links: DashMap::new(),
             resolver: OnceLock::new(),
-            client_tls: crate::tls::s2s_client_config(),
+            client_tls: crate::tls::unverified_client_config(),
             shared,
             incoming: Arc::new(tokio::sync::Semaphore::new(config.max_incoming)),
             remote: DashMap::new(),

@@ -3,7 +3,7 @@
 //! the next event, and the header checks.
 
 use bytes::Bytes;
-use stanza::{ns, Event, StreamErrorCondition, StreamHeader};
+use stanza::{Event, StreamErrorCondition};
 
 use crate::stream::tcp::{Io, Tcp};
 use crate::stream::Transport;
@@ -37,16 +37,7 @@ pub(crate) async fn next_event(conn: &mut Conn) -> Result<Event, ReadEnd> {
 
 /// The header's name and stream namespace (RFC 6120 §4.8). The content
 /// namespace is checked by the negotiation, which names its own error.
-pub(crate) fn check_header(h: &StreamHeader) -> Result<(), StreamErrorCondition> {
-    let (prefix, local) = h.name.split_once(':').unwrap_or(("", h.name.as_str()));
-    if local != "stream" || h.namespace(prefix) != Some(ns::STREAM) {
-        return Err(StreamErrorCondition::InvalidNamespace);
-    }
-    if prefix != "stream" {
-        return Err(StreamErrorCondition::BadNamespacePrefix);
-    }
-    Ok(())
-}
+pub(crate) use crate::stream::tcp::check_stream_name as check_header;
 
 /// A stanza from a client stream as it goes on a server stream: an
 /// explicit `jabber:client` namespace (WebSocket clients write one on every
@@ -80,6 +71,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stanza::ns;
 
     #[test]
     fn only_the_start_tags_client_namespace_is_renamed() {

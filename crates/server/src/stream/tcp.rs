@@ -79,9 +79,9 @@ fn read_scratch<R: AsyncRead + Unpin>(
     })
 }
 
-/// The header's name and namespaces (RFC 6120 §4.8), for
-/// [`Opening::framing`].
-pub(crate) fn check_header(h: &StreamHeader) -> Result<(), StreamErrorCondition> {
+/// The header's name and stream namespace (RFC 6120 §4.8), for client and
+/// server streams alike.
+pub(crate) fn check_stream_name(h: &StreamHeader) -> Result<(), StreamErrorCondition> {
     let (prefix, local) = h.name.split_once(':').unwrap_or(("", h.name.as_str()));
     if local != "stream" || h.namespace(prefix) != Some(ns::STREAM) {
         return Err(StreamErrorCondition::InvalidNamespace);
@@ -89,6 +89,13 @@ pub(crate) fn check_header(h: &StreamHeader) -> Result<(), StreamErrorCondition>
     if prefix != "stream" {
         return Err(StreamErrorCondition::BadNamespacePrefix);
     }
+    Ok(())
+}
+
+/// The header's name and namespaces (RFC 6120 §4.8), for
+/// [`Opening::framing`].
+pub(crate) fn check_header(h: &StreamHeader) -> Result<(), StreamErrorCondition> {
+    check_stream_name(h)?;
     if h.namespace("") != Some(ns::CLIENT) {
         return Err(StreamErrorCondition::InvalidNamespace);
     }

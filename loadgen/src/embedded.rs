@@ -284,7 +284,10 @@ impl Embedded {
             let mut child = command
                 // Warnings only, as the Prosody peer logs: per-session info
                 // lines would cost the server time the comparison counts.
-                .env("RUST_LOG", "warn")
+                .env(
+                    "RUST_LOG",
+                    std::env::var("LOADGEN_CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .env_remove("RUST_BACKTRACE")
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())

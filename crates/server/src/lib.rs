@@ -13,8 +13,9 @@
 //!   and XEP-0156 discovery.
 //! - `c2s`: client streams on that layer: the read loop, the bind, a bound
 //!   session's stanzas and its own presence.
-//! - [`s2s`]: server-to-server streams (#12); so far an incoming stream's
-//!   negotiation and dialback, without I/O.
+//! - [`s2s`]: server-to-server streams: the 5269 listener, one outgoing
+//!   link per remote domain, STARTTLS and dialback, presence and PEP across
+//!   domains, remote presence followers as fan-out sessions, XEP-0033.
 //! - [`tls`]: STARTTLS and direct TLS (rustls), with a generated
 //!   certificate when none is configured.
 //! - [`sasl`]: SCRAM-SHA-1, SCRAM-SHA-256 and PLAIN on stored keys.
@@ -27,7 +28,8 @@
 //! - `presence`: rosters, subscription exchanges and presence broadcast, on
 //!   the pure state machine in [`roster`].
 //! - `blocking` (XEP-0191), `disco` (XEP-0030), `register` (XEP-0077),
-//!   `route` (messages and iqs between sessions), [`caps`] (XEP-0115).
+//!   `route` (messages and iqs, locally and to other domains), [`caps`]
+//!   (XEP-0115).
 //! - [`pubsub`]: node configuration, publish-options, stored items.
 //!
 //! State and operations:

@@ -53,6 +53,7 @@ pub(super) async fn stanza(shared: &Arc<Shared>, stanza: Stanza) {
             } else {
                 route::deliver_message(shared, &to, ty, &bytes)
             };
+            tracing::trace!(%to, ok = sent.is_ok(), "s2s: message in");
             if let Err(c) = sent {
                 if ty != "error" && ty != "headline" {
                     error_back(c);

@@ -333,6 +333,7 @@ impl Stream {
                             *carry = parts;
                             return self.lost(link, ready);
                         }
+                        debug!(remote = %link.remote, frames = parts.len(), "s2s: batch written");
                         self.count_out(shared, link, parts.len());
                     }
                     link.queue.release_if_empty();

@@ -925,3 +925,34 @@ async fn a_post_after_the_peer_timed_our_stream_out_still_arrives() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_node_deletion_reaches_remote_subscribers() {
+    let (a, b) = pair(14, |_| {}).await;
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    publish(&mut jane, "first").await;
+    let (mut joe, joe_jid) = Client::login_at(b.addr, "b.example", "joe", "secret", "r").await;
+    subscribe(&mut joe, &joe_jid).await;
+    until(&mut joe, "", "the subscription", |e| {
+        e.attr("id") == Some("sub")
+    })
+    .await;
+    until(&mut joe, "", "the last item", |e| event_item(e).is_some()).await;
+    let r = jane
+        .iq(&format!(
+            "<iq type='set' id='del'><pubsub xmlns='{}'><delete node='{NODE}'/></pubsub></iq>",
+            ns::PUBSUB_OWNER
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let m = until(&mut joe, "", "the delete event", |e| e.name == "message").await;
+    assert!(
+        m.child("event", ns::PUBSUB_EVENT)
+            .and_then(|e| e.child("delete", ns::PUBSUB_EVENT))
+            .is_some_and(|d| d.attr("node") == Some(NODE)),
+        "{m:?}"
+    );
+    assert_eq!(m.attr("from"), Some("jane@a.example"));
+    a.stop().await;
+    b.stop().await;
+}

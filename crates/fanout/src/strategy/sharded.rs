@@ -147,22 +147,25 @@ impl Fanout for Sharded {
                 .expect("shard workers live as long as the strategy");
         }
         drop(tx);
-        for (shard_report, remotes) in rx.iter() {
+        // Remote deliveries serialize per address from the borrowed event,
+        // so they happen here rather than on a worker; gathered over every
+        // shard first, so a multicast domain gets one stanza per publish.
+        let mut remotes = Vec::new();
+        for (shard_report, shard_remotes) in rx.iter() {
             report.merge(&shard_report);
-            // Remote deliveries serialize per address from the borrowed
-            // event, so they happen here rather than on a worker.
-            let mut remote_report = DeliveryReport::default();
-            let mut batch = Remotes::default();
-            for (account, resource) in &remotes {
-                batch.add(Target::Remote {
-                    account,
-                    resource: resource.as_deref(),
-                });
-            }
-            batch.send(&self.core.registry, publisher, p, &mut remote_report);
-            report.delivered += remote_report.delivered;
-            report.dropped.merge(&remote_report.dropped);
+            remotes.extend(shard_remotes);
         }
+        let mut remote_report = DeliveryReport::default();
+        let mut batch = Remotes::default();
+        for (account, resource) in &remotes {
+            batch.add(Target::Remote {
+                account,
+                resource: resource.as_deref(),
+            });
+        }
+        batch.send(&self.core.registry, publisher, p, &mut remote_report);
+        report.delivered += remote_report.delivered;
+        report.dropped.merge(&remote_report.dropped);
         self.core.finish(report)
     }
 }

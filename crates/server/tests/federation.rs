@@ -441,6 +441,35 @@ fn is_presence(from_prefix: &'static str, ty: Option<&'static str>) -> impl Fn(&
     }
 }
 
+/// `x` asks to follow `y` by presence and `y` approves: `y` sees the
+/// request, `x` the approval and then `y`'s presence (from `y_full`).
+async fn follow_one_way(
+    (x, x_bare): (&mut Client, &'static str),
+    (y, y_full): (&mut Client, &'static str),
+    query: &str,
+) {
+    let y_bare = y_full.split('/').next().unwrap();
+    x.send(&format!("<presence to='{y_bare}' type='subscribe'/>"))
+        .await;
+    until(
+        y,
+        query,
+        "the request",
+        is_presence(x_bare, Some("subscribe")),
+    )
+    .await;
+    y.send(&format!("<presence to='{x_bare}' type='subscribed'/>"))
+        .await;
+    until(
+        x,
+        query,
+        "the approval",
+        is_presence(y_bare, Some("subscribed")),
+    )
+    .await;
+    until(x, query, "the presence", is_presence(y_full, None)).await;
+}
+
 #[tokio::test]
 async fn a_mutual_presence_follow_across_domains_delivers_posts_by_caps() {
     let (a, b) = pair(6, |_| {}).await;
@@ -452,56 +481,18 @@ async fn a_mutual_presence_follow_across_domains_delivers_posts_by_caps() {
     jane.send(&presence).await;
     joe.send(&presence).await;
 
-    // Joe asks to follow Jane; Jane approves; and the reverse.
-    joe.send("<presence to='jane@a.example' type='subscribe'/>")
-        .await;
-    until(
-        &mut jane,
+    // Joe asks to follow Jane; Jane approves; and the reverse. Each
+    // approval brings the approver's presence (RFC 6121 §3.1.5).
+    follow_one_way(
+        (&mut joe, "joe@b.example"),
+        (&mut jane, "jane@a.example/web"),
         &query,
-        "joe's request",
-        is_presence("joe@b.example", Some("subscribe")),
     )
     .await;
-    jane.send("<presence to='joe@b.example' type='subscribed'/>")
-        .await;
-    until(
-        &mut joe,
+    follow_one_way(
+        (&mut jane, "jane@a.example"),
+        (&mut joe, "joe@b.example/phone"),
         &query,
-        "jane's approval",
-        is_presence("jane@a.example", Some("subscribed")),
-    )
-    .await;
-    // Jane's presence follows the approval (RFC 6121 §3.1.5).
-    until(
-        &mut joe,
-        &query,
-        "jane's presence",
-        is_presence("jane@a.example/web", None),
-    )
-    .await;
-    jane.send("<presence to='joe@b.example' type='subscribe'/>")
-        .await;
-    until(
-        &mut joe,
-        &query,
-        "jane's request",
-        is_presence("jane@a.example", Some("subscribe")),
-    )
-    .await;
-    joe.send("<presence to='jane@a.example' type='subscribed'/>")
-        .await;
-    until(
-        &mut jane,
-        &query,
-        "joe's approval",
-        is_presence("joe@b.example", Some("subscribed")),
-    )
-    .await;
-    until(
-        &mut jane,
-        &query,
-        "joe's presence",
-        is_presence("joe@b.example/phone", None),
     )
     .await;
 

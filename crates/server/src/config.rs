@@ -323,6 +323,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Federation (`[s2s]`): listener, host map, TLS and s2s limits.
     pub s2s: crate::s2s::S2sConfig,
+    /// The HTTP API and feeds (`[web]`): their limits.
+    pub web: crate::web::WebConfig,
 }
 
 impl Default for Config {
@@ -349,6 +351,7 @@ impl Default for Config {
             websocket_url: None,
             limits: LimitsConfig::default(),
             s2s: crate::s2s::S2sConfig::default(),
+            web: crate::web::WebConfig::default(),
         }
     }
 }
@@ -503,6 +506,7 @@ impl Config {
             }
         }
         self.s2s.validate()?;
+        self.web.validate()?;
         if self.metrics_listen.is_some_and(|a| !a.ip().is_loopback()) {
             return invalid(
                 "metrics_listen",

@@ -262,6 +262,8 @@ pub(crate) struct Shared {
     pub(crate) secret: [u8; 32],
     /// Federation: outgoing links to other domains.
     pub(crate) s2s: s2s::Federation,
+    /// When each account's feed last changed other than by a new item.
+    pub(crate) feeds: web::feed::Changes,
 }
 
 impl Shared {
@@ -357,6 +359,7 @@ pub async fn run_on(
     let caps = Arc::new(caps::CapsCache::new(config.limits.caps_cache_entries));
     let shared = Arc::new_cyclic(|me| Shared {
         s2s: s2s::Federation::new(me.clone(), &config.s2s),
+        feeds: web::feed::Changes::default(),
         domains: config.domains.clone().into(),
         config,
         store,

@@ -79,6 +79,7 @@ async fn configure_set(shared: &Arc<Shared>, owner: &BareJid, node: &str, x: &El
     {
         return Err(StanzaError::new(C::ItemNotFound));
     }
+    shared.feeds.touch(owner);
     // Who may receive, and which subscriptions stand, follow the new model.
     refresh_access(shared, owner).await?;
     Ok(Vec::new())
@@ -143,6 +144,7 @@ async fn purge(shared: &Arc<Shared>, owner: &BareJid, node: &str) -> Reply {
     let Some(config) = blocking(shared, move |s| s.purge(&o, &n)).await? else {
         return Err(StanzaError::new(C::ItemNotFound));
     };
+    shared.feeds.touch(owner);
     if config.notify_retract {
         notify_event(shared, owner, node, Notice::Purge).await;
     }
@@ -157,6 +159,7 @@ async fn delete(shared: &Arc<Shared>, owner: &BareJid, node: &str) -> Reply {
     {
         return Err(StanzaError::new(C::ItemNotFound));
     }
+    shared.feeds.touch(owner);
     // Subscribers hear of it before their subscriptions go.
     notify_event(shared, owner, node, Notice::Delete).await;
     let registry = shared.fanout.registry();

@@ -192,6 +192,7 @@ pub(super) async fn retract(
         Ok(None) => return Err(StanzaError::new(C::ItemNotFound)),
         Err(_) => return Err(StanzaError::new(C::InternalServerError)),
     };
+    shared.feeds.touch(owner);
     let notify = notify.unwrap_or(config.notify_retract);
     if notify {
         notify_event(shared, owner, &node, Notice::Retract(id)).await;

@@ -1,5 +1,6 @@
 //! The HTTP side (axum on hyper): XMPP over WebSocket at
-//! `/xmpp-websocket` (RFC 7395) and its discovery (XEP-0156).
+//! `/xmpp-websocket` (RFC 7395) and its discovery (XEP-0156), and per-user
+//! Atom feeds ([`feed`]).
 //!
 //! One accept loop per listener: TLS first when the listener is `https`,
 //! then hyper with upgrades, so a WebSocket session runs on the same task
@@ -22,6 +23,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+pub(crate) mod feed;
+mod settings;
+
+pub use settings::WebConfig;
+
 use crate::stream::ws::Ws;
 use crate::Shared;
 
@@ -38,7 +44,7 @@ const WS_WRITE_BUFFER: usize = 32 * 1024;
 /// Where a request came from, for policy; the connection's permit rides
 /// along, so an upgraded session holds it until it ends.
 #[derive(Debug, Clone)]
-struct Peer {
+pub(crate) struct Peer {
     addr: SocketAddr,
     tls: bool,
     permit: Arc<OwnedSemaphorePermit>,
@@ -49,6 +55,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(WS_PATH, get(websocket))
         .route("/.well-known/host-meta", get(host_meta))
         .route("/.well-known/host-meta.json", get(host_meta_json))
+        .route("/users/{localpart}/feed.atom", get(feed::feed))
         .with_state(shared)
 }
 

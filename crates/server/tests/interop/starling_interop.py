@@ -69,20 +69,25 @@ class Registering:
         self.ready.set()
 
 
-def run_against(flow, name):
+def run_against(flow, name, http=False):
     """Starts the binary named on the command line (TLS required,
     registration open), runs `flow(port)` within 120 s, stops the server
     with SIGTERM and checks it exits cleanly. One clear line and a non-zero
-    exit on the first failure."""
+    exit on the first failure. With `http`, the server also listens for
+    HTTP and the flow is called as `flow(port, http_port)`."""
     try:
         binary = sys.argv[1]
         logging.basicConfig(level=getattr(logging, os.environ.get("LOG", "WARNING")))
         port, tls_port = free_port(), free_port()
+        extra, args = [], (port,)
+        if http:
+            http_port = free_port()
+            extra, args = ["--http-listen", f"127.0.0.1:{http_port}"], (port, http_port)
         with tempfile.TemporaryDirectory() as data:
             server = subprocess.Popen(
                 [binary, "--data-dir", data, "--domain", DOMAIN, "serve", "--no-s2s-listen",
                  "--c2s-listen", f"127.0.0.1:{port}", "--c2s-tls-listen", f"127.0.0.1:{tls_port}",
-                 "--allow-registration"],
+                 "--allow-registration", *extra],
                 stderr=subprocess.PIPE, text=True)
             try:
                 for _ in range(100):
@@ -93,7 +98,7 @@ def run_against(flow, name):
                         if server.poll() is not None:
                             raise RuntimeError(f"starling exited: {server.stderr.read()}")
                         asyncio.run(asyncio.sleep(0.1))
-                asyncio.run(asyncio.wait_for(flow(port), 120))
+                asyncio.run(asyncio.wait_for(flow(*args), 120))
             finally:
                 server.send_signal(signal.SIGTERM)
                 try:

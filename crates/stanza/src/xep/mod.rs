@@ -15,6 +15,8 @@
 //! - [`ping`] for XEP-0199, and the legacy session iq (RFC 3921);
 //! - [`presence`] for what a client's own presence says (RFC 6121);
 //! - [`sm`] for stream management's nonzas (XEP-0198);
+//! - [`microblog`] for XEP-0277 entries (Atom), which the web side reads
+//!   and writes;
 //! - [`dialback`] for server dialback (XEP-0220) and its keys (XEP-0185),
 //!   whose malformed forms are stream errors, not stanza errors.
 
@@ -26,6 +28,7 @@ use crate::ser::StanzaError;
 pub mod blocking;
 pub mod dialback;
 pub mod disco;
+pub mod microblog;
 pub mod ping;
 pub mod presence;
 pub mod pubsub;

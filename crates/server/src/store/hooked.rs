@@ -15,6 +15,7 @@ use super::{
     NodeRecord, Page, PublishError, PublishRequest, PubsubStore, RosterPair, RosterQuota,
     RosterRemoval, RosterStore, Seed, Store, StoreError, Subscription,
 };
+use super::{AppRecord, Status, StatusRange, StatusStore, TokenRecord, TokenStore};
 use crate::pubsub::{NodeConfig, Options, StoredItem};
 use crate::roster::{Outcome, RosterItem, SubKind};
 
@@ -139,6 +140,25 @@ hooked!(MaintenanceStore {
     fn schema_version(&self) -> Result<u64, StoreError>;
     fn seed(&self, seed: &Seed) -> Result<(), StoreError>;
     fn delete_account(&self, jid: &BareJid) -> Result<Deleted, StoreError>;
+});
+
+hooked!(StatusStore {
+    fn status(&self, id: u64) -> Result<Option<Status>, StoreError>;
+    fn status_id(&self, owner: &BareJid, item_id: &str) -> Result<Option<u64>, StoreError>;
+    fn statuses_by(&self, authors: &[BareJid], range: StatusRange, limit: usize)
+        -> Result<Vec<Status>, StoreError>;
+    fn all_statuses(&self, range: StatusRange, limit: usize, scan: usize,
+        keep: &mut dyn FnMut(&BareJid) -> bool) -> Result<Vec<Status>, StoreError>;
+});
+
+hooked!(TokenStore {
+    fn create_app(&self, app: &AppRecord) -> Result<(), StoreError>;
+    fn app(&self, client_id: &str) -> Result<Option<AppRecord>, StoreError>;
+    fn create_token(&self, hash: &[u8; 32], token: &TokenRecord, max: usize)
+        -> Result<(), StoreError>;
+    fn token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+    fn revoke_token(&self, hash: &[u8; 32]) -> Result<bool, StoreError>;
+    fn token_count(&self, jid: &BareJid) -> Result<usize, StoreError>;
 });
 
 #[cfg(test)]

@@ -9,12 +9,16 @@
 //! - [`blocks`]: block lists ([`BlockStore`]).
 //! - [`maintenance`]: schema version, seeding, account deletion
 //!   ([`MaintenanceStore`]).
+//! - [`statuses`]: the HTTP API's status ids beside microblog items
+//!   ([`StatusStore`]).
+//! - [`tokens`]: the HTTP API's applications and hashed tokens
+//!   ([`TokenStore`]).
 //! - [`redb`]: the one implementation: open, migrations, tables.
 //! - [`hooked`]: a wrapper that runs a hook before each call, for tests
 //!   of store faults and of changes racing a request.
 //!
 //! The server holds an `Arc<dyn Store>`, every concern at once, so a
-//! second backend (PostgreSQL, for a cluster) implements the five traits
+//! second backend (PostgreSQL, for a cluster) implements the seven traits
 //! and nothing else changes. Every write is durable when it returns, and
 //! every call blocks (disk, fsync): async code runs it through
 //! `blocking`, which also turns a failed task into a [`StoreError`].
@@ -28,6 +32,8 @@ pub mod maintenance;
 pub mod pubsub;
 pub mod redb;
 pub mod rosters;
+pub mod statuses;
+pub mod tokens;
 
 pub use self::redb::Redb;
 pub use accounts::{AccountRecord, AccountStore};
@@ -37,10 +43,21 @@ pub use pubsub::{
     Anchor, Budget, NodeRecord, Page, PublishError, PublishRequest, PubsubStore, Subscription,
 };
 pub use rosters::{Exchange, RosterPair, RosterQuota, RosterRemoval, RosterStore};
+pub use statuses::{Status, StatusRange, StatusStore};
+pub use tokens::{AppRecord, TokenRecord, TokenStore};
 
 /// Every concern together: what the server runs on.
 pub trait Store:
-    AccountStore + PubsubStore + RosterStore + BlockStore + MaintenanceStore + Send + Sync + 'static
+    AccountStore
+    + PubsubStore
+    + RosterStore
+    + BlockStore
+    + MaintenanceStore
+    + StatusStore
+    + TokenStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
@@ -50,6 +67,8 @@ impl<T> Store for T where
         + RosterStore
         + BlockStore
         + MaintenanceStore
+        + StatusStore
+        + TokenStore
         + Send
         + Sync
         + 'static
@@ -60,7 +79,7 @@ impl<T> Store for T where
 pub mod prelude {
     pub use super::{
         AccountStore as _, BlockStore as _, MaintenanceStore as _, PubsubStore as _,
-        RosterStore as _, Store,
+        RosterStore as _, StatusStore as _, Store, TokenStore as _,
     };
 }
 

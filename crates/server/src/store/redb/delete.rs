@@ -27,6 +27,7 @@ pub(super) fn delete_account(db: &Database, jid: &BareJid) -> Result<Deleted, St
         ..Deleted::default()
     };
     (out.roster, out.other_sides) = delete_rosters(&tx, jid)?;
+    super::tokens::delete_tokens(&tx, jid)?;
     {
         let mut blocks = tx.open_table(BLOCKS)?;
         let keys = prefixed_keys(&blocks, jid.as_str())?;
@@ -78,6 +79,7 @@ fn delete_nodes(tx: &WriteTransaction, owner: &BareJid) -> Result<Vec<String>, S
         for id in prefixed_keys(&ids, key)? {
             ids.remove((key.as_str(), id.as_str()))?;
         }
+        super::statuses::forget_all(tx, key)?;
         for sub in prefixed_keys(&subs, key)? {
             subs.remove((key.as_str(), sub.as_str()))?;
             let bare = stanza::Jid::new(&sub).map_or(sub.clone(), |j| j.to_bare().to_string());

@@ -27,6 +27,8 @@ mod delete;
 mod maintenance;
 mod pubsub;
 mod rosters;
+mod statuses;
+mod tokens;
 
 pub(super) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 pub(super) const ACCOUNTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("accounts");
@@ -64,8 +66,9 @@ pub const DEFAULT_CACHE_BYTES: usize = 8 << 20;
 
 /// The schema this build writes. 1: accounts. 2: PEP nodes and items.
 /// 3: explicit subscriptions. 4: rosters, block lists, and the
-/// subscriptions index by subscriber.
-pub const SCHEMA_VERSION: u64 = 4;
+/// subscriptions index by subscriber. 5: status ids, API applications and
+/// tokens.
+pub const SCHEMA_VERSION: u64 = 5;
 pub(super) fn node_key(owner: &BareJid, node: &str) -> String {
     // NUL cannot occur in a JID or in XML text, so the key is unambiguous.
     format!("{owner}\u{0}{node}")
@@ -149,6 +152,8 @@ impl Redb {
 
     fn migrate(&self) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
+        // Done after the meta table is closed: it allocates ids there.
+        let mut backfill = false;
         {
             let mut meta = tx.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
@@ -187,9 +192,21 @@ impl Redb {
                             by.insert((bare, nk, jid), ())?;
                         }
                     }
+                    if from < 5 {
+                        tx.open_table(tokens::APPS)?;
+                        tx.open_table(tokens::TOKENS)?;
+                        tx.open_table(tokens::TOKENS_BY)?;
+                        tx.open_table(statuses::STATUSES)?;
+                        tx.open_table(statuses::AUTHOR_STATUSES)?;
+                        tx.open_table(statuses::STATUS_IDS)?;
+                        backfill = true;
+                    }
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
             }
+        }
+        if backfill {
+            statuses::backfill(&tx)?;
         }
         tx.commit()?;
         Ok(())

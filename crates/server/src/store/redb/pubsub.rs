@@ -33,6 +33,7 @@ type IdsTable<'t> = redb::Table<'t, (&'static str, &'static str), u64>;
 
 /// Drops a node's oldest items until it holds no more than its limit.
 fn trim(
+    tx: &redb::WriteTransaction,
     items: &mut ItemsTable<'_>,
     ids: &mut IdsTable<'_>,
     key: &str,
@@ -48,6 +49,7 @@ fn trim(
         let item: StoredItem = decode(key, &bytes)?;
         items.remove((key, seq))?;
         ids.remove((key, item.id.as_str()))?;
+        super::statuses::forget(tx, key, &item.id)?;
         rec.count -= 1;
     }
     Ok(())
@@ -66,6 +68,7 @@ fn clear_items(tx: &redb::WriteTransaction, key: &str) -> Result<(), StoreError>
     for id in all {
         ids.remove((key, id.as_str()))?;
     }
+    super::statuses::forget_all(tx, key)?;
     Ok(())
 }
 
@@ -120,8 +123,9 @@ impl PubsubStore for Redb {
                 rec.next_seq += 1;
                 items.insert((key.as_str(), seq), serde_json::to_vec(&r.item)?.as_slice())?;
                 ids.insert((key.as_str(), r.item.id.as_str()), seq)?;
+                super::statuses::assign(&tx, &key, &r.item.id, r.item.published_ms)?;
                 rec.count += 1;
-                trim(&mut items, &mut ids, &key, &mut rec)?;
+                trim(&tx, &mut items, &mut ids, &key, &mut rec)?;
                 nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
                 out.push(Ok(rec.config.clone()));
             }
@@ -150,6 +154,7 @@ impl PubsubStore for Redb {
             let seq = ids.remove((key.as_str(), id))?.map(|v| v.value());
             let Some(seq) = seq else { return Ok(None) };
             items.remove((key.as_str(), seq))?;
+            super::statuses::forget(&tx, &key, id)?;
             rec.count = rec.count.saturating_sub(1);
             nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
             rec.config
@@ -322,7 +327,7 @@ impl PubsubStore for Redb {
             rec.config = options.apply(rec.config);
             let mut items = tx.open_table(ITEMS)?;
             let mut ids = tx.open_table(ITEM_IDS)?;
-            trim(&mut items, &mut ids, &key, &mut rec)?;
+            trim(&tx, &mut items, &mut ids, &key, &mut rec)?;
             nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
             rec.config
         };

@@ -4,7 +4,8 @@
 //! so commands that change it go through here.
 //!
 //! One command per connection, one line each way:
-//! - `deluser JID` → `ok deleted JID` or `error: …`.
+//! - `deluser JID` → `ok deleted JID` or `error: …`;
+//! - `token JID` → `ok TOKEN`: a personal API token (read, write, follow).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,6 +85,26 @@ async fn command(shared: &Arc<Shared>, line: &str) -> String {
                 }
             }
         }
-        _ => "error: unknown command; try `deluser JID`".to_owned(),
+        (Some("token"), Some(jid), None) => {
+            let Ok(jid) = BareJid::new(jid) else {
+                return format!("error: {jid:?} is not a JID");
+            };
+            let max = shared.config.web.max_tokens_per_account;
+            let j = jid.clone();
+            let made = shared
+                .db(move |s| {
+                    if s.account(&j)?.is_none() {
+                        return Err(crate::StoreError::NotFound(j.to_string()));
+                    }
+                    crate::web::api::oauth::personal_token(s, &j, max)
+                })
+                .await;
+            match made {
+                Ok(token) => format!("ok {token}"),
+                Err(crate::StoreError::NotFound(_)) => format!("error: no account {jid}"),
+                Err(e) => format!("error: {e}"),
+            }
+        }
+        _ => "error: unknown command; try `deluser JID` or `token JID`".to_owned(),
     }
 }

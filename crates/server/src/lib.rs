@@ -80,6 +80,7 @@ pub use config::{Config, ConfigError};
 /// XEP-0082 date-time in UTC for milliseconds since the Unix epoch.
 pub use pep::datetime as xep0082_datetime;
 pub use store::{AccountRecord, Redb, Store, StoreError};
+pub use web::api::oauth::personal_token;
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +265,8 @@ pub(crate) struct Shared {
     pub(crate) s2s: s2s::Federation,
     /// When each account's feed last changed other than by a new item.
     pub(crate) feeds: web::feed::Changes,
+    /// OAuth authorization codes waiting to be exchanged.
+    pub(crate) oauth_codes: web::api::oauth::Codes,
 }
 
 impl Shared {
@@ -360,6 +363,7 @@ pub async fn run_on(
     let shared = Arc::new_cyclic(|me| Shared {
         s2s: s2s::Federation::new(me.clone(), &config.s2s),
         feeds: web::feed::Changes::default(),
+        oauth_codes: web::api::oauth::Codes::default(),
         domains: config.domains.clone().into(),
         config,
         store,

@@ -100,6 +100,12 @@ enum Command {
         /// The account.
         jid: String,
     },
+    /// Print a personal token for the HTTP API (Mastodon-compatible),
+    /// with the read, write and follow scopes.
+    Token {
+        /// The account.
+        jid: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -263,10 +269,15 @@ fn main() -> Result<()> {
             let jid = account_jid(&jid, &config)?;
             let pass = read_password("new password: ")?;
             let store = Redb::open(&config.data_dir)?;
-            store.set_account(&jid, &AccountRecord::new(&pass, config.scram_iterations))?;
+            let mut record = AccountRecord::new(&pass, config.scram_iterations);
+            if let Some(old) = store.account(&jid)? {
+                record.created_ms = old.created_ms;
+            }
+            store.set_account(&jid, &record)?;
             eprintln!("password changed for {jid}");
             Ok(())
         }
+        Command::Token { jid } => token(&config, &jid),
         Command::Deluser { jid } => {
             config.validate()?;
             let jid = account_jid(&jid, &config)?;
@@ -292,6 +303,27 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `starling token JID`: through the running server, or in the store.
+fn token(config: &Config, jid: &str) -> Result<()> {
+    config.validate()?;
+    let jid = account_jid(jid, config)?;
+    let token = match control(&config.data_dir, &format!("token {jid}"))? {
+        Some(answer) => match answer.strip_prefix("ok ") {
+            Some(t) => t.to_owned(),
+            None => bail!("the running server refused: {answer}"),
+        },
+        None => {
+            let store = Redb::open(&config.data_dir)?;
+            if store.account(&jid)?.is_none() {
+                bail!("no account {jid}");
+            }
+            server::personal_token(&store, &jid, config.web.max_tokens_per_account)?
+        }
+    };
+    println!("{token}");
+    Ok(())
 }
 
 /// Sends one command line to a running server's control socket; `None`

@@ -80,8 +80,12 @@ pub(crate) async fn iq(
             let (j, p, change) = (jid.clone(), pass, who.is_some());
             let r = shared
                 .db(move |store| {
-                    let record = AccountRecord::new(&p, iterations);
+                    let mut record = AccountRecord::new(&p, iterations);
                     if change {
+                        // A new password; the account keeps its age.
+                        if let Some(old) = store.account(&j)? {
+                            record.created_ms = old.created_ms;
+                        }
                         store.set_account(&j, &record)
                     } else {
                         store.create_account(&j, &record)

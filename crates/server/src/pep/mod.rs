@@ -37,7 +37,7 @@ mod publish;
 mod subscribe;
 
 pub(crate) use access::{allowed_for, check_access, refresh_access, AccessLocks};
-pub(crate) use publish::{notify_event, prepare, publish_prepared, Notice, Prepared};
+pub(crate) use publish::{notify_event, prepare, publish_prepared, retract, Notice, Prepared};
 
 /// Answers one pubsub iq: the reply, then anything to send after it (the
 /// last item for a new subscriber).
@@ -182,13 +182,13 @@ pub(crate) fn app(cond: C, name: &'static str) -> StanzaError<'static> {
     StanzaError::new(cond).with_app(name, ns::PUBSUB_ERRORS)
 }
 
-pub(super) fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-pub(super) fn new_item_id() -> String {
+pub(crate) fn new_item_id() -> String {
     let r: [u8; 8] = rand::random();
     format!(
         "{:x}-{}",

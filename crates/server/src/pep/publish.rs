@@ -175,7 +175,7 @@ fn result_payload(node: &str, item_id: &str) -> Vec<u8> {
 
 /// Retracts one item (XEP-0060 §7.2) and, when notification is on, tells
 /// the same recipients a publish would reach.
-pub(super) async fn retract(
+pub(crate) async fn retract(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,

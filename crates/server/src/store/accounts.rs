@@ -11,6 +11,10 @@ use crate::sasl::{Hash, ScramKeys};
 pub struct AccountRecord {
     /// SCRAM keys, one entry per hash.
     pub keys: Vec<ScramKeys>,
+    /// When it was made, in milliseconds since the Unix epoch (0 for
+    /// accounts made before this was kept).
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 impl AccountRecord {
@@ -21,6 +25,9 @@ impl AccountRecord {
                 .into_iter()
                 .map(|h| ScramKeys::generate(h, password, iterations))
                 .collect(),
+            created_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         }
     }
     /// The keys for one hash.

@@ -92,6 +92,8 @@ hooked!(AccountStore {
 hooked!(PubsubStore {
     fn publish_batch(&self, reqs: &[PublishRequest])
         -> Result<Vec<Result<NodeConfig, PublishError>>, StoreError>;
+    fn create_node(&self, owner: &BareJid, node: &str, options: &Options, max_nodes: usize)
+        -> Result<Result<NodeConfig, PublishError>, StoreError>;
     fn retract(&self, owner: &BareJid, node: &str, id: &str)
         -> Result<Option<NodeConfig>, StoreError>;
     fn node(&self, owner: &BareJid, node: &str) -> Result<Option<NodeRecord>, StoreError>;

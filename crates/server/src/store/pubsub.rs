@@ -113,6 +113,17 @@ pub trait PubsubStore {
         reqs: &[PublishRequest],
     ) -> Result<Vec<Result<NodeConfig, PublishError>>, StoreError>;
 
+    /// Creates `owner`'s node with `options` applied to the defaults, if it
+    /// does not exist; its configuration either way (an existing node is
+    /// left as it is). Refused when it would exceed `max_nodes`.
+    fn create_node(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        options: &Options,
+        max_nodes: usize,
+    ) -> Result<Result<NodeConfig, PublishError>, StoreError>;
+
     /// Removes one item. `Ok(None)` when the node or the item does not
     /// exist; otherwise the node's configuration. Durable when it returns.
     fn retract(

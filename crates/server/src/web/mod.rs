@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+pub(crate) mod api;
 pub(crate) mod feed;
 mod settings;
 
@@ -56,7 +57,45 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/.well-known/host-meta", get(host_meta))
         .route("/.well-known/host-meta.json", get(host_meta_json))
         .route("/users/{localpart}/feed.atom", get(feed::feed))
+        .route("/avatar.svg", get(avatar))
+        .merge(api::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(
+            shared.config.web.max_body_bytes,
+        ))
         .with_state(shared)
+}
+
+/// `/api/v1/instance/` is `/api/v1/instance`: clients add trailing
+/// slashes (Mastodon's router ignores them), and axum routes exactly. Done
+/// before routing, so every route takes both.
+fn trim_slash<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let new = match req.uri().query() {
+            Some(q) => format!("{}?{q}", if trimmed.is_empty() { "/" } else { trimmed }),
+            None => {
+                if trimmed.is_empty() {
+                    "/".to_owned()
+                } else {
+                    trimmed.to_owned()
+                }
+            }
+        };
+        if let Ok(uri) = new.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// The picture every account shows: Starling keeps no avatars.
+async fn avatar() -> Response {
+    (
+        [(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "max-age=86400")],
+        "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 4 4'><rect width='4' height='4' fill='#6a5acd'/></svg>",
+    )
+        .into_response()
 }
 
 /// A JSON error body with its status.
@@ -212,7 +251,10 @@ pub(crate) async fn serve(
         let app = app.clone().layer(Extension(Peer { addr, tls, permit }));
         let shared = shared.clone();
         conns.spawn(async move {
-            let service = TowerToHyperService::new(app);
+            let service = TowerToHyperService::new(tower::util::MapRequest::new(
+                app,
+                trim_slash::<hyper::body::Incoming>,
+            ));
             let http = hyper::server::conn::http1::Builder::new();
             if tls {
                 let Some(acceptor) = shared.tls.clone() else {

@@ -109,5 +109,8 @@ def run_against(flow, name, http=False):
             check(code == 0, f"starling shut down cleanly on SIGTERM (exit {code})")
         print(f"{name}: 1 passed, 0 failed")
     except Exception as e:  # one clear line, non-zero exit
+        if os.environ.get("TRACEBACK"):
+            import traceback
+            traceback.print_exc()
         print(f"{name} FAILED: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)

@@ -134,6 +134,36 @@ impl PubsubStore for Redb {
         Ok(out)
     }
 
+    fn create_node(
+        &self,
+        owner: &BareJid,
+        node: &str,
+        options: &Options,
+        max_nodes: usize,
+    ) -> Result<Result<NodeConfig, PublishError>, StoreError> {
+        let key = node_key(owner, node);
+        let tx = self.db.begin_write()?;
+        let config = {
+            let mut nodes = tx.open_table(NODES)?;
+            if let Some(v) = nodes.get(key.as_str())? {
+                let rec: NodeRecord = decode(&key, v.value())?;
+                return Ok(Ok(rec.config));
+            }
+            if count_nodes(&nodes, owner, max_nodes)? >= max_nodes {
+                return Ok(Err(PublishError::TooManyNodes));
+            }
+            let rec = NodeRecord {
+                config: options.clone().apply(NodeConfig::default()),
+                next_seq: 0,
+                count: 0,
+            };
+            nodes.insert(key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+            rec.config
+        };
+        tx.commit()?;
+        Ok(Ok(config))
+    }
+
     fn retract(
         &self,
         owner: &BareJid,

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Interop: Mastodon.py against the release binary's client API, with a
+slixmpp follower on the XMPP side of the same accounts.
+
+Usage: mastodon_py.py PATH/TO/starling
+
+  1. registers an app; logs in with the password grant, and with the
+     authorization-code flow through the login form (CSRF token and
+     cookie; a post without the token is refused);
+  2. verify_credentials; `locked` until the account opens its node with
+     update_credentials, then public;
+  3. a post through the API reaches an XMPP subscriber live, as a
+     XEP-0277 entry with the text escaped as text;
+  4. a post over XMPP shows in the account's statuses, the home timeline
+     of a follower and the public timeline;
+  5. paging with limit and the Link header (fetch_next / fetch_previous);
+  6. a reply keeps in_reply_to_id; delete retracts the item (the XMPP
+     subscriber hears the retract) and it leaves every timeline;
+  7. bad input: blank, too long, a visibility the node does not have,
+     malformed JSON, no token, unknown status: each a 4xx with an
+     {"error": …} body;
+  8. a revoked token no longer works.
+"""
+
+import asyncio
+import re
+import ssl
+
+import requests
+import slixmpp
+from mastodon import Mastodon, MastodonAPIError, MastodonNotFoundError, MastodonUnauthorizedError
+from slixmpp.xmlstream import ET
+from starling_interop import Registering, ATOM, DOMAIN, NODE, TIMEOUT, check, run_against
+
+OOB = "urn:ietf:wg:oauth:2.0:oob"
+
+
+class Client(Registering, slixmpp.ClientXMPP):
+    def __init__(self, user):
+        super().__init__(f"{user}@{DOMAIN}/mastodon-test", f"pw-{user}", sasl_mech="SCRAM-SHA-1")
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        for p in ["xep_0004", "xep_0030", "xep_0060", "xep_0077"]:
+            self.register_plugin(p)
+        self.plugin["xep_0077"].force_registration = True
+        self.plugin["xep_0077"].create_account = True
+        self.ready = asyncio.Event()
+        self.events = asyncio.Queue()
+        self.retracts = asyncio.Queue()
+        self.add_event_handler("register", self.on_register)
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("pubsub_publish", self.events.put_nowait)
+        self.add_event_handler("pubsub_retract", self.retracts.put_nowait)
+
+
+def code_flow(base, client_id, client_secret):
+    """The browser's part of the authorization-code flow, with requests."""
+    s = requests.Session()
+    m = Mastodon(client_id=client_id, client_secret=client_secret, api_base_url=base)
+    url = m.auth_request_url(redirect_uris=OOB, scopes=["read", "write", "follow"], allow_http=True)
+    form = s.get(url, timeout=TIMEOUT)
+    check(form.status_code == 200 and "starling_oauth_csrf" in s.cookies, "the login form sets its CSRF cookie")
+    fields = dict(re.findall(r"name='([^']+)' value='([^']*)'", form.text))
+    no_token = requests.post(f"{base}/oauth/authorize", data={**fields, "csrf": "", "username": "jane",
+                                                              "password": "pw-jane"}, timeout=TIMEOUT)
+    check(no_token.status_code == 403 and "error" in no_token.json(), "a form posted without its CSRF token is refused")
+    wrong = s.post(f"{base}/oauth/authorize", data={**fields, "username": "jane", "password": "nope"},
+                   timeout=TIMEOUT)
+    check(wrong.status_code == 401 and "Wrong username or password" in wrong.text, "a wrong password shows the form again")
+    fields = dict(re.findall(r"name='([^']+)' value='([^']*)'", wrong.text))
+    ok = s.post(f"{base}/oauth/authorize", data={**fields, "username": f"jane@{DOMAIN}", "password": "pw-jane"},
+                timeout=TIMEOUT)
+    code = re.search(r"<code id='code'>([^<]+)</code>", ok.text)
+    check(ok.status_code == 200 and code, "the out-of-band redirect shows the code")
+    token = m.log_in(code=code.group(1), redirect_uri=OOB, scopes=["read", "write", "follow"], allow_http=True)
+    check(bool(token), "the code is exchanged for a token")
+    try:
+        m.log_in(code=code.group(1), redirect_uri=OOB, scopes=["read", "write", "follow"], allow_http=True)
+        check(False, "a code works once")
+    except Exception:
+        check(True, "a code works once")
+    return token
+
+
+def entry_text(msg):
+    item = msg["pubsub_event"]["items"]["item"]
+    return item["id"], item["payload"].find(f"{{{ATOM}}}title").text
+
+
+async def flow(port, http_port):
+    jane_x, joe_x = Client("jane"), Client("joe")
+    for c in (jane_x, joe_x):
+        c.connect("127.0.0.1", port)
+        await asyncio.wait_for(c.ready.wait(), TIMEOUT)
+    base = f"http://127.0.0.1:{http_port}"
+    run = asyncio.to_thread
+
+    # 1. Apps and tokens.
+    cid, secret = await run(Mastodon.create_app, "starling-test", api_base_url=base,
+                            scopes=["read", "write", "follow"], redirect_uris=OOB)
+    jane = Mastodon(client_id=cid, client_secret=secret, api_base_url=base)
+    await run(jane.log_in, "jane", "pw-jane", scopes=["read", "write", "follow"], allow_http=True)
+    check(jane.access_token, "the password grant gives a token")
+    try:
+        await run(Mastodon(client_id=cid, client_secret=secret, api_base_url=base).log_in, "jane", "wrong",
+                  scopes=["read"], allow_http=True)
+        check(False, "a wrong password is refused")
+    except Exception:
+        check(True, "a wrong password is refused")
+    code_token = await run(code_flow, base, cid, secret)
+    joe = Mastodon(client_id=cid, client_secret=secret, api_base_url=base)
+    await run(joe.log_in, "joe@" + DOMAIN, "pw-joe", scopes=["read", "write", "follow"], allow_http=True)
+
+    # 2. Identity, and opening the node.
+    me = await run(jane.account_verify_credentials)
+    check(me.acct == "jane" and me.username == "jane" and me.id == f"jane@{DOMAIN}" and me.locked
+          and me.source.privacy == "private", "verify_credentials: a new account is locked (presence model)")
+    me = await run(jane.account_update_credentials, locked=False)
+    check(not me.locked and me.source.privacy == "public", "update_credentials opens the node")
+    looked = await run(jane.account_lookup, "joe")
+    check(looked.acct == "joe", "lookup by acct")
+    v1, v2 = await run(jane.instance_v1), await run(jane.instance_v2)
+    check(v1.urls.streaming_api.startswith("ws://") and v2.configuration.urls.streaming.startswith("ws://"),
+          "instance v1 and v2 name the streaming URL")
+
+    # 3. A post from the API reaches an XMPP subscriber live.
+    await joe_x.plugin["xep_0060"].subscribe(jane_x.boundjid.bare, NODE, timeout=TIMEOUT)
+    hostile = "hello <b>world</b> & <script>x</script>"
+    st = await run(jane.status_post, hostile, visibility="public")
+    check(st.content == "<p>hello &lt;b&gt;world&lt;/b&gt; &amp; &lt;script&gt;x&lt;/script&gt;</p>"
+          and st.visibility == "public" and st.account.acct == "jane", "the status's content is escaped text")
+    msg = await asyncio.wait_for(joe_x.events.get(), TIMEOUT)
+    item_id, title = entry_text(msg)
+    check(title == hostile and msg["type"] == "headline", "the API post reached the XMPP subscriber live, as written")
+
+    # 4. A post over XMPP shows in the API's timelines.
+    e = ET.Element(f"{{{ATOM}}}entry")
+    ET.SubElement(e, f"{{{ATOM}}}title").text = "from xmpp"
+    await jane_x.plugin["xep_0060"].publish(jane_x.boundjid.bare, NODE, id="x1", payload=e, timeout=TIMEOUT)
+    mine = await run(jane.account_statuses, me.id)
+    check([s.content for s in mine[:2]] == ["<p>from xmpp</p>", st.content], "account statuses, newest first")
+    await run(joe.status_post, "joe's own", visibility="private")
+    home = await run(joe.timeline_home)
+    check([s.content for s in home[:3]] == ["<p>joe&#39;s own</p>", "<p>from xmpp</p>", st.content],
+          "joe's home timeline merges his posts and jane's (he subscribed over XMPP)")
+    public = await run(jane.timeline_public)
+    check(all(s.account.acct == "jane" for s in public) and len(public) == 2,
+          "the public timeline has open nodes' posts only")
+
+    # 5. Paging.
+    for i in range(5):
+        await run(jane.status_post, f"page {i}")
+    page1 = await run(jane.account_statuses, me.id, limit=3)
+    page2 = await run(jane.fetch_next, page1)
+    check([s.content for s in page1] == ["<p>page 4</p>", "<p>page 3</p>", "<p>page 2</p>"]
+          and [s.content for s in page2] == ["<p>page 1</p>", "<p>page 0</p>", "<p>from xmpp</p>"],
+          "limit and the Link header's next page")
+    back = await run(jane.fetch_previous, page2)
+    check([s.id for s in back] == [s.id for s in page1], "the previous page comes back")
+    newer = await run(jane.account_statuses, me.id, since_id=page1[1].id)
+    check([s.id for s in newer] == [page1[0].id], "since_id")
+
+    # 6. Replies and deletion.
+    reply = await run(joe.status_post, "a reply", in_reply_to_id=st.id, visibility="private")
+    check(reply.in_reply_to_id == st.id and reply.in_reply_to_account_id == me.id, "a reply keeps in_reply_to_id")
+    while not joe_x.events.empty():
+        joe_x.events.get_nowait()
+    gone = await run(jane.status_delete, st.id)
+    check(gone.text == hostile, "delete answers the status with its text")
+    r = await asyncio.wait_for(joe_x.retracts.get(), TIMEOUT)
+    check(r["pubsub_event"]["items"]["retract"]["id"] == item_id, "the XMPP subscriber hears the retract")
+    try:
+        await run(jane.status, st.id)
+        check(False, "a deleted status is gone")
+    except MastodonNotFoundError:
+        check(True, "a deleted status is gone")
+    home = await run(joe.timeline_home)
+    check(st.id not in [s.id for s in home], "and left the home timeline")
+
+    # 7. Bad input.
+    def bad(fn, *a, **k):
+        try:
+            fn(*a, **k)
+        except MastodonAPIError as e:
+            return e.args[1], e.args[3] if len(e.args) > 3 else e.args[2]
+        return None, None
+    code, _ = await run(bad, jane.status_post, "   ")
+    check(code == 422, "a blank status is 422")
+    code, _ = await run(bad, jane.status_post, "x" * 501)
+    check(code == 422, "a status over 500 characters is 422")
+    code, why = await run(bad, jane.status_post, "secret", visibility="private")
+    check(code == 422 and "public" in str(why), "a visibility the node does not have is 422, saying why")
+    r = await run(requests.post, f"{base}/api/v1/statuses", data="{nope",
+                  headers={"Authorization": f"Bearer {jane.access_token}", "Content-Type": "application/json"},
+                  timeout=TIMEOUT)
+    check(r.status_code == 400 and "error" in r.json(), "malformed JSON is a 400 with an error body")
+    r = await run(requests.get, f"{base}/api/v1/accounts/verify_credentials", timeout=TIMEOUT)
+    check(r.status_code == 401 and "error" in r.json(), "no token is a 401")
+    r = await run(requests.get, f"{base}/api/v1/statuses/123456", timeout=TIMEOUT)
+    check(r.status_code == 404 and "error" in r.json(), "an unknown status is a 404")
+    r = await run(requests.get, f"{base}/api/v1/statuses/not-a-number", timeout=TIMEOUT)
+    check(r.status_code == 404, "a malformed status id is a 404")
+
+    # 8. Revocation.
+    r = await run(requests.post, f"{base}/oauth/revoke",
+                  data={"client_id": cid, "client_secret": secret, "token": code_token}, timeout=TIMEOUT)
+    check(r.status_code == 200, "revoke")
+    other = Mastodon(access_token=code_token, api_base_url=base)
+    try:
+        await run(other.account_verify_credentials)
+        check(False, "a revoked token no longer works")
+    except MastodonUnauthorizedError:
+        check(True, "a revoked token no longer works")
+    for c in (jane_x, joe_x):
+        c.disconnect()
+
+
+if __name__ == "__main__":
+    run_against(flow, "Mastodon.py", http=True)

@@ -38,6 +38,7 @@ mod subscribe;
 
 pub(crate) use access::{allowed_for, check_access, refresh_access, AccessLocks};
 pub(crate) use publish::{notify_event, prepare, publish_prepared, retract, Notice, Prepared};
+pub(crate) use subscribe::{subscribe, unsubscribe};
 
 /// Answers one pubsub iq: the reply, then anything to send after it (the
 /// last item for a new subscriber).

@@ -13,7 +13,7 @@ use crate::Shared;
 use super::access::readable_node;
 use super::{app, own_jid, replay, Reply};
 
-pub(super) async fn subscribe(
+pub(crate) async fn subscribe(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,
@@ -61,7 +61,7 @@ pub(super) async fn subscribe(
     Ok(w.as_bytes().to_vec())
 }
 
-pub(super) async fn unsubscribe(
+pub(crate) async fn unsubscribe(
     shared: &Arc<Shared>,
     me: &FullJid,
     owner: &BareJid,

@@ -16,6 +16,11 @@ Usage: mastodon_py.py PATH/TO/starling
   5. paging with limit and the Link header (fetch_next / fetch_previous);
   6. a reply keeps in_reply_to_id; delete retracts the item (the XMPP
      subscriber hears the retract) and it leaves every timeline;
+  6b. follows: an unlocked account is followed at once (an explicit
+     subscription); a locked one gets a follow request (a presence
+     subscription) that its owner authorizes or rejects through the API,
+     after which the follower's home timeline has the private posts;
+     followers and following lists; unfollow;
   7. bad input: blank, too long, a visibility the node does not have,
      malformed JSON, no token, unknown status: each a 4xx with an
      {"error": …} body;
@@ -44,6 +49,11 @@ class Client(Registering, slixmpp.ClientXMPP):
             self.register_plugin(p)
         self.plugin["xep_0077"].force_registration = True
         self.plugin["xep_0077"].create_account = True
+        # Follow requests are answered through the API here, not by
+        # slixmpp's default of approving every request at once (None: leave
+        # them pending; False would refuse them).
+        self.roster.auto_authorize = None
+        self.roster.auto_subscribe = False
         self.ready = asyncio.Event()
         self.events = asyncio.Queue()
         self.retracts = asyncio.Queue()
@@ -88,8 +98,8 @@ def entry_text(msg):
 
 
 async def flow(port, http_port):
-    jane_x, joe_x = Client("jane"), Client("joe")
-    for c in (jane_x, joe_x):
+    jane_x, joe_x, amy_x = Client("jane"), Client("joe"), Client("amy")
+    for c in (jane_x, joe_x, amy_x):
         c.connect("127.0.0.1", port)
         await asyncio.wait_for(c.ready.wait(), TIMEOUT)
     base = f"http://127.0.0.1:{http_port}"
@@ -177,6 +187,43 @@ async def flow(port, http_port):
     home = await run(joe.timeline_home)
     check(st.id not in [s.id for s in home], "and left the home timeline")
 
+    # 6b. Follows through the API.
+    amy = Mastodon(client_id=cid, client_secret=secret, api_base_url=base)
+    await run(amy.log_in, "amy", "pw-amy", scopes=["read", "write", "follow"], allow_http=True)
+    joe_id, amy_id = f"joe@{DOMAIN}", f"amy@{DOMAIN}"
+    rel = await run(joe.account_follow, me.id)
+    check(rel.following and not rel.requested, "following an unlocked account takes effect at once")
+    check(joe_id in [a.id for a in await run(jane.account_followers, me.id)]
+          and me.id in [a.id for a in await run(joe.account_following, joe_id)],
+          "followers and following list the follow")
+    rel = await run(jane.account_follow, amy_id)
+    check(rel.requested and not rel.following, "following a locked account is a request")
+    reqs = await run(amy.follow_requests)
+    check([a.id for a in reqs] == [me.id], "the locked account sees the follow request")
+    rel = await run(amy.follow_request_authorize, me.id)
+    check(rel.followed_by, "authorized: amy is followed by jane")
+    rels = await run(jane.account_relationships, [amy_id])
+    check(rels[0].following and not rels[0].requested, "jane now follows amy")
+    secret_post = await run(amy.status_post, "for my followers", visibility="private")
+    home = await run(jane.timeline_home)
+    check(secret_post.id in [x.id for x in home], "amy's private post is in her approved follower's home timeline")
+    check(secret_post.id not in [x.id for x in await run(jane.timeline_public)], "and not in the public timeline")
+    try:
+        await run(Mastodon(api_base_url=base).status, secret_post.id)
+        check(False, "a private status is hidden from strangers")
+    except MastodonNotFoundError:
+        check(True, "a private status is hidden from strangers")
+    rel = await run(joe.account_follow, amy_id)
+    check(rel.requested, "joe asks too")
+    await run(amy.follow_request_reject, joe_id)
+    rels = await run(joe.account_relationships, [amy_id])
+    check(not rels[0].requested and not rels[0].following, "rejected: joe neither follows nor waits")
+    check(me.id in [a.id for a in await run(amy.account_followers, amy_id)],
+          "a presence follower is listed among followers")
+    rel = await run(joe.account_unfollow, me.id)
+    check(not rel.following, "unfollow")
+    check(joe_id not in [a.id for a in await run(jane.account_followers, me.id)], "and the follower is gone")
+
     # 7. Bad input.
     def bad(fn, *a, **k):
         try:
@@ -211,7 +258,7 @@ async def flow(port, http_port):
         check(False, "a revoked token no longer works")
     except MastodonUnauthorizedError:
         check(True, "a revoked token no longer works")
-    for c in (jane_x, joe_x):
+    for c in (jane_x, joe_x, amy_x):
         c.disconnect()
 
 

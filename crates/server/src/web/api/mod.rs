@@ -6,6 +6,8 @@
 //! - [`entities`]: Account, Status and Instance as JSON, with every field
 //!   Mastodon's documentation gives them (clients parse strictly);
 //! - [`accounts`]: identity, lookup, an account's statuses;
+//! - [`follows`]: follow and unfollow (explicit or presence subscriptions),
+//!   relationships, followers, following and follow requests;
 //! - [`statuses`]: post, read, delete, and the timelines.
 //!
 //! Errors are Mastodon's shape, `{"error": "…"}` with a 4xx status; a
@@ -28,6 +30,7 @@ use crate::Shared;
 
 pub(crate) mod accounts;
 pub(crate) mod entities;
+pub(crate) mod follows;
 pub(crate) mod oauth;
 pub(crate) mod statuses;
 
@@ -59,6 +62,20 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             "/api/v1/accounts/{id}/statuses",
             get(statuses::account_statuses),
         )
+        .route(
+            "/api/v1/accounts/relationships",
+            get(follows::relationships),
+        )
+        .route("/api/v1/accounts/{id}/follow", post(follows::follow))
+        .route("/api/v1/accounts/{id}/unfollow", post(follows::unfollow))
+        .route("/api/v1/accounts/{id}/followers", get(follows::followers))
+        .route("/api/v1/accounts/{id}/following", get(follows::following))
+        .route("/api/v1/follow_requests", get(follows::follow_requests))
+        .route(
+            "/api/v1/follow_requests/{id}/authorize",
+            post(follows::authorize),
+        )
+        .route("/api/v1/follow_requests/{id}/reject", post(follows::reject))
         .route("/api/v1/statuses", post(statuses::create))
         .route(
             "/api/v1/statuses/{id}",

@@ -267,6 +267,8 @@ pub(crate) struct Shared {
     pub(crate) feeds: web::feed::Changes,
     /// OAuth authorization codes waiting to be exchanged.
     pub(crate) oauth_codes: web::api::oauth::Codes,
+    /// What the API's live streams share.
+    pub(crate) api_streams: web::api::streaming::Streams,
 }
 
 impl Shared {
@@ -364,6 +366,7 @@ pub async fn run_on(
         s2s: s2s::Federation::new(me.clone(), &config.s2s),
         feeds: web::feed::Changes::default(),
         oauth_codes: web::api::oauth::Codes::default(),
+        api_streams: web::api::streaming::Streams::default(),
         domains: config.domains.clone().into(),
         config,
         store,

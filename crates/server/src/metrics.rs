@@ -70,6 +70,10 @@ pub(crate) struct Metrics {
     pub(crate) s2s_drops: Family<DomainLabels, Counter>,
     /// Dialback failures, by remote domain and which side failed.
     pub(crate) s2s_dialback_failures: Family<DomainLabels, Counter>,
+    /// Open API streams (server-sent events).
+    pub(crate) api_streams: Gauge,
+    /// HTTP requests answered, by route and status.
+    pub(crate) http_requests: Family<DomainLabels, Counter>,
     sync: std::sync::Mutex<()>,
 }
 
@@ -97,6 +101,8 @@ impl Metrics {
             s2s_stanzas: Family::default(),
             s2s_drops: Family::default(),
             s2s_dialback_failures: Family::default(),
+            api_streams: Gauge::default(),
+            http_requests: Family::default(),
             sync: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
@@ -106,6 +112,16 @@ impl Metrics {
             m.connections.clone(),
         );
         registry.register("sessions", "Bound client sessions", m.sessions.clone());
+        registry.register(
+            "api_streams",
+            "Open API streams (server-sent events)",
+            m.api_streams.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route and status",
+            m.http_requests.clone(),
+        );
         registry.register("logins", "Successful logins", m.logins.clone());
         registry.register(
             "auth_failures",

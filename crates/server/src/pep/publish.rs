@@ -92,6 +92,17 @@ pub(crate) async fn publish_prepared(shared: &Arc<Shared>, reqs: Vec<Prepared>) 
         let reply = match result {
             Ok(config) => access_for(shared, &req, &config).await.map(|()| {
                 let reply = result_payload(&req.node, &req.item.id);
+                let streams = &shared.api_streams;
+                if req.node == ns::MICROBLOG
+                    && config.access_model == AccessModel::Open
+                    && streams.public.receiver_count() > 0
+                {
+                    let ev = crate::web::api::streaming::PublicEvent::Update(
+                        req.owner.clone(),
+                        Arc::new(req.item.clone()),
+                    );
+                    let _ = streams.public.send(ev);
+                }
                 durable.push(req);
                 reply
             }),
@@ -186,6 +197,14 @@ pub(crate) async fn retract(
     if *owner != me.to_bare() {
         return Err(StanzaError::new(C::Forbidden));
     }
+    // The API's streams name a retracted post by its status id, which
+    // leaves the store with the item.
+    let status = if node == ns::MICROBLOG {
+        let (o, i) = (owner.clone(), id.clone());
+        shared.db(move |s| s.status_id(&o, &i)).await.ok().flatten()
+    } else {
+        None
+    };
     let (o, n, i) = (owner.clone(), node.clone(), id.clone());
     let config = match shared.db(move |s| s.retract(&o, &n, &i)).await {
         Ok(Some(c)) => c,
@@ -193,6 +212,9 @@ pub(crate) async fn retract(
         Err(_) => return Err(StanzaError::new(C::InternalServerError)),
     };
     shared.feeds.touch(owner);
+    if let Some(status) = status {
+        shared.api_streams.retracting(owner, &id, status);
+    }
     let notify = notify.unwrap_or(config.notify_retract);
     if notify {
         notify_event(shared, owner, &node, Notice::Retract(id)).await;

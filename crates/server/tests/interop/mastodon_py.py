@@ -10,7 +10,10 @@ Usage: mastodon_py.py PATH/TO/starling
   2. verify_credentials; `locked` until the account opens its node with
      update_credentials, then public;
   3. a post through the API reaches an XMPP subscriber live, as a
-     XEP-0277 entry with the text escaped as text;
+     XEP-0277 entry with the text escaped as text, and the follower's
+     user stream and the public stream (server-sent events) as `update`
+     events; a post over XMPP reaches the streams too, and a deletion is
+     a `delete` event;
   4. a post over XMPP shows in the account's statuses, the home timeline
      of a follower and the public timeline;
   5. paging with limit and the Link header (fetch_next / fetch_previous);
@@ -33,7 +36,9 @@ import ssl
 
 import requests
 import slixmpp
-from mastodon import Mastodon, MastodonAPIError, MastodonNotFoundError, MastodonUnauthorizedError
+import queue
+
+from mastodon import Mastodon, MastodonAPIError, MastodonNotFoundError, MastodonUnauthorizedError, StreamListener
 from slixmpp.xmlstream import ET
 from starling_interop import Registering, ATOM, DOMAIN, NODE, TIMEOUT, check, run_against
 
@@ -92,6 +97,26 @@ def code_flow(base, client_id, client_secret):
     return token
 
 
+class Listener(StreamListener):
+    """Collects a stream's events in a queue, from Mastodon.py's thread."""
+
+    def __init__(self):
+        self.events = queue.Queue()
+
+    def on_update(self, status):
+        self.events.put(("update", status))
+
+    def on_delete(self, status_id):
+        self.events.put(("delete", str(status_id)))
+
+
+async def next_event(listener, what):
+    try:
+        return await asyncio.to_thread(listener.events.get, True, TIMEOUT)
+    except queue.Empty:
+        raise AssertionError(f"timed out waiting for {what}")
+
+
 def entry_text(msg):
     item = msg["pubsub_event"]["items"]["item"]
     return item["id"], item["payload"].find(f"{{{ATOM}}}title").text
@@ -135,6 +160,12 @@ async def flow(port, http_port):
 
     # 3. A post from the API reaches an XMPP subscriber live.
     await joe_x.plugin["xep_0060"].subscribe(jane_x.boundjid.bare, NODE, timeout=TIMEOUT)
+    joe_stream, public_stream = Listener(), Listener()
+    handles = [joe.stream_user(joe_stream, run_async=True),
+               Mastodon(api_base_url=base).stream_public(public_stream, run_async=True)]
+    r = await run(requests.get, f"{base}/api/v1/streaming/health", timeout=TIMEOUT)
+    check(r.status_code == 200 and r.text == "OK", "streaming health")
+    await asyncio.sleep(0.5)  # the streams attach
     hostile = "hello <b>world</b> & <script>x</script>"
     st = await run(jane.status_post, hostile, visibility="public")
     check(st.content == "<p>hello &lt;b&gt;world&lt;/b&gt; &amp; &lt;script&gt;x&lt;/script&gt;</p>"
@@ -142,11 +173,20 @@ async def flow(port, http_port):
     msg = await asyncio.wait_for(joe_x.events.get(), TIMEOUT)
     item_id, title = entry_text(msg)
     check(title == hostile and msg["type"] == "headline", "the API post reached the XMPP subscriber live, as written")
+    kind, ev = await next_event(joe_stream, "the user stream's update")
+    check(kind == "update" and ev.id == st.id and ev.content == st.content,
+          "the API post reached joe's user stream as an update")
+    kind, ev = await next_event(public_stream, "the public stream's update")
+    check(kind == "update" and ev.id == st.id, "and the public stream")
 
     # 4. A post over XMPP shows in the API's timelines.
     e = ET.Element(f"{{{ATOM}}}entry")
     ET.SubElement(e, f"{{{ATOM}}}title").text = "from xmpp"
     await jane_x.plugin["xep_0060"].publish(jane_x.boundjid.bare, NODE, id="x1", payload=e, timeout=TIMEOUT)
+    kind, ev = await next_event(joe_stream, "the XMPP post on the user stream")
+    check(kind == "update" and ev.content == "<p>from xmpp</p>", "a post over XMPP reaches the user stream")
+    kind, ev = await next_event(public_stream, "the XMPP post on the public stream")
+    check(kind == "update" and ev.content == "<p>from xmpp</p>", "and the public stream")
     mine = await run(jane.account_statuses, me.id)
     check([s.content for s in mine[:2]] == ["<p>from xmpp</p>", st.content], "account statuses, newest first")
     await run(joe.status_post, "joe's own", visibility="private")
@@ -179,6 +219,14 @@ async def flow(port, http_port):
     check(gone.text == hostile, "delete answers the status with its text")
     r = await asyncio.wait_for(joe_x.retracts.get(), TIMEOUT)
     check(r["pubsub_event"]["items"]["retract"]["id"] == item_id, "the XMPP subscriber hears the retract")
+    # The stream had the paging posts meanwhile; the delete comes after.
+    while True:
+        kind, ev = await next_event(joe_stream, "the delete event")
+        if kind == "delete":
+            break
+    check(ev == st.id, "the deletion reached joe's user stream as a delete event")
+    for h in handles:
+        h.close()
     try:
         await run(jane.status, st.id)
         check(False, "a deleted status is gone")
@@ -204,7 +252,14 @@ async def flow(port, http_port):
     check(rel.followed_by, "authorized: amy is followed by jane")
     rels = await run(jane.account_relationships, [amy_id])
     check(rels[0].following and not rels[0].requested, "jane now follows amy")
+    jane_stream = Listener()
+    jane_handle = jane.stream_user(jane_stream, run_async=True)
+    await asyncio.sleep(0.5)
     secret_post = await run(amy.status_post, "for my followers", visibility="private")
+    kind, ev = await next_event(jane_stream, "amy's post on jane's stream")
+    check(kind == "update" and ev.id == secret_post.id and ev.visibility == "private",
+          "a presence follow feeds the user stream (the same fan-out as XMPP)")
+    jane_handle.close()
     home = await run(jane.timeline_home)
     check(secret_post.id in [x.id for x in home], "amy's private post is in her approved follower's home timeline")
     check(secret_post.id not in [x.id for x in await run(jane.timeline_public)], "and not in the public timeline")

@@ -8,7 +8,8 @@
 //! - [`accounts`]: identity, lookup, an account's statuses;
 //! - [`follows`]: follow and unfollow (explicit or presence subscriptions),
 //!   relationships, followers, following and follow requests;
-//! - [`statuses`]: post, read, delete, and the timelines.
+//! - [`statuses`]: post, read, delete, and the timelines;
+//! - [`streaming`]: the user and public streams as server-sent events.
 //!
 //! Errors are Mastodon's shape, `{"error": "…"}` with a 4xx status; a
 //! malformed body or parameter is a 400 or 422, never a 500.
@@ -33,6 +34,7 @@ pub(crate) mod entities;
 pub(crate) mod follows;
 pub(crate) mod oauth;
 pub(crate) mod statuses;
+pub(crate) mod streaming;
 
 /// The API's routes.
 pub(super) fn routes() -> Router<Arc<Shared>> {
@@ -82,6 +84,9 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             get(statuses::show).delete(statuses::delete),
         )
         .route("/api/v1/timelines/home", get(statuses::home))
+        .route("/api/v1/streaming/user", get(streaming::user))
+        .route("/api/v1/streaming/public", get(streaming::public))
+        .route("/api/v1/streaming/health", get(streaming::health))
         .route("/api/v1/timelines/public", get(statuses::public))
 }
 

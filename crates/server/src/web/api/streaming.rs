@@ -1,0 +1,360 @@
+//! Live streams as server-sent events: `GET /api/v1/streaming/user`,
+//! `/public` and `/health`.
+//!
+//! - **user**: the stream is a session in the fan-out registry, of the
+//!   account, available with `+notify` for the microblog node. The same
+//!   walk that serves XMPP followers (presence follows and explicit
+//!   subscriptions, PROTOCOL §6) pushes into its queue, and the same
+//!   coalescing writer drains it; here the sink turns each notification
+//!   into an `update` (a Status) or `delete` (an id) event. A client too
+//!   slow to read overflows its queue like an XMPP session: the stream ends.
+//! - **public**: posts on open nodes, from a broadcast channel the publish
+//!   path feeds; a lagging reader skips what it missed.
+//!
+//! A comment line every [`HEARTBEAT`] keeps proxies from closing an idle
+//! stream. Rendering a status reads the store, so the JSON of recent
+//! statuses is shared by every stream through a small cache.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use fanout::{Frame, OutboundHandle};
+use stanza::{ns, BareJid, Element, FullJid, StreamErrorCondition};
+use tokio::sync::{broadcast, mpsc};
+
+use super::entities::{contexts, status_json, Site};
+use super::{ApiError, ApiResult, Authed};
+use crate::store::StoreError;
+use crate::stream::writer::{write_loop, Sink};
+use crate::stream::WriterParams;
+use crate::web::Peer;
+use crate::Shared;
+
+/// How often an idle stream gets a comment line.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Rendered statuses kept for the streams; past it the cache starts over.
+const CACHE_MAX: usize = 4096;
+/// Retracted items' status ids kept for `delete` events (the status is
+/// gone from the store by the time the notification is read).
+const DELETED_MAX: usize = 4096;
+/// Events buffered between a stream's writer and its HTTP body.
+const BODY_BUFFER: usize = 64;
+
+/// What the public stream carries.
+#[derive(Debug, Clone)]
+pub(crate) enum PublicEvent {
+    /// A post on an open node: its author and item.
+    Update(BareJid, Arc<crate::pubsub::StoredItem>),
+    /// A status removed.
+    Delete(u64),
+}
+
+/// What the streams share.
+#[derive(Debug)]
+pub(crate) struct Streams {
+    /// (base URL, author, item id, payload hash) → the Status JSON.
+    cache: dashmap::DashMap<(String, BareJid, String, u64), Arc<str>>,
+    /// (author, item id) → the status id of a retracted item.
+    deleted: dashmap::DashMap<(BareJid, String), u64>,
+    pub(crate) public: broadcast::Sender<PublicEvent>,
+    hasher: std::hash::RandomState,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Self {
+            cache: Default::default(),
+            deleted: Default::default(),
+            public: broadcast::channel(1024).0,
+            hasher: Default::default(),
+        }
+    }
+}
+
+impl Streams {
+    /// Remembers a status about to be retracted, for `delete` events.
+    pub(crate) fn retracting(&self, owner: &BareJid, item_id: &str, status: u64) {
+        if self.deleted.len() >= DELETED_MAX {
+            self.deleted.clear();
+        }
+        self.deleted
+            .insert((owner.clone(), item_id.to_owned()), status);
+        if self.public.receiver_count() > 0 {
+            let _ = self.public.send(PublicEvent::Delete(status));
+        }
+    }
+
+    fn payload_hash(&self, payload: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        payload.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// The Status JSON of `owner`'s item, through the cache.
+async fn render(
+    shared: &Arc<Shared>,
+    site: &Site,
+    owner: &BareJid,
+    item_id: &str,
+    payload: &str,
+) -> Option<Arc<str>> {
+    let streams = &shared.api_streams;
+    let key = (
+        site.base.clone(),
+        owner.clone(),
+        item_id.to_owned(),
+        streams.payload_hash(payload),
+    );
+    if let Some(v) = streams.cache.get(&key) {
+        return Some(v.clone());
+    }
+    let (o, i) = (owner.clone(), item_id.to_owned());
+    let found = shared
+        .db(move |s| {
+            let Some(id) = s.status_id(&o, &i)? else {
+                return Ok(None);
+            };
+            let Some(st) = s.status(id)? else {
+                return Ok(None);
+            };
+            let cx = contexts(s, std::slice::from_ref(&st))?;
+            Ok::<_, StoreError>(Some((st, cx)))
+        })
+        .await
+        .ok()??;
+    let json: Arc<str> = status_json(site, &found.0, &found.1[0]).to_string().into();
+    if streams.cache.len() >= CACHE_MAX {
+        streams.cache.clear();
+    }
+    streams.cache.insert(key, json.clone());
+    Some(json)
+}
+
+fn event(name: &str, data: &str) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
+/// The events one XMPP notification makes.
+async fn events_of(shared: &Arc<Shared>, site: &Site, bytes: &[u8]) -> Vec<Bytes> {
+    let Ok(el) = Element::from_stanza(bytes) else {
+        return Vec::new();
+    };
+    let Some(owner) = el.attr("from").and_then(|f| BareJid::new(f).ok()) else {
+        return Vec::new();
+    };
+    let Some(items) = el
+        .child("event", ns::PUBSUB_EVENT)
+        .and_then(|e| e.child("items", ns::PUBSUB_EVENT))
+        .filter(|i| i.attr("node") == Some(ns::MICROBLOG))
+    else {
+        return Vec::new();
+    };
+    // A replay of the last item (delayed) is not news.
+    if el.child("delay", ns::DELAY).is_some() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for child in items.elements() {
+        let Some(id) = child.attr("id") else { continue };
+        match child.name.as_str() {
+            "item" => {
+                let payload = child
+                    .first_element()
+                    .map(|p| p.to_bytes())
+                    .unwrap_or_default();
+                let payload = String::from_utf8_lossy(&payload);
+                if let Some(json) = render(shared, site, &owner, id, &payload).await {
+                    out.push(event("update", &json));
+                }
+            }
+            "retract" => {
+                let key = (owner.clone(), id.to_owned());
+                if let Some(status) = shared.api_streams.deleted.get(&key).map(|v| *v) {
+                    out.push(event("delete", &status.to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The sink of a user stream: notifications in, SSE events out.
+struct SseSink {
+    shared: Arc<Shared>,
+    site: Site,
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Sink for SseSink {
+    async fn frames(
+        &mut self,
+        frames: &[Frame],
+        handle: &OutboundHandle,
+        stall: Duration,
+    ) -> std::io::Result<()> {
+        for f in frames {
+            let bytes = f.to_bytes(handle.to_escaped());
+            for ev in events_of(&self.shared, &self.site, &bytes).await {
+                match tokio::time::timeout(stall, self.tx.send(ev)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(std::io::ErrorKind::BrokenPipe.into()),
+                    Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn error(&mut self, _cond: StreamErrorCondition, _text: Option<&str>) {}
+
+    async fn close(&mut self) {}
+}
+
+/// An SSE response whose events come from `rx`, with heartbeats.
+fn sse(mut rx: mpsc::Receiver<Bytes>) -> Response {
+    let stream = async_stream(move |yield_tx| async move {
+        let _ = yield_tx.send(Bytes::from_static(b":)\n")).await;
+        loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => if yield_tx.send(ev).await.is_err() { return },
+                    None => return,
+                },
+                () = tokio::time::sleep(HEARTBEAT) => {
+                    if yield_tx.send(Bytes::from_static(b":thump\n")).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A body stream fed by a task: the task gets a sender; the stream ends
+/// when the task does, and the task's sends fail once the client is gone.
+fn async_stream<F, Fut>(
+    f: F,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>>
+where
+    F: FnOnce(mpsc::Sender<Bytes>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    tokio::spawn(f(tx));
+    futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
+    )
+}
+
+/// `GET /api/v1/streaming/user`.
+pub(super) async fn user(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    me: Authed,
+) -> ApiResult {
+    let site = Site::of(&shared, &headers, &peer)?;
+    let jid = FullJid::new(&format!("{}/sse-{}", me.jid, crate::stream::stream_id()))
+        .map_err(|_| ApiError::store("the account's JID is not valid with a resource"))?;
+    let limits = &shared.config.limits;
+    let handle = shared.fanout.attach(jid.clone(), limits.outbound_queue);
+    handle.queue().set_max_bytes(limits.outbound_queue_bytes);
+    let presence = fanout::Presence {
+        available: true,
+        priority: 0,
+        notify: vec![ns::MICROBLOG.to_owned()],
+    };
+    shared
+        .fanout
+        .registry()
+        .set_presence(handle.session(), &presence);
+    shared.metrics.api_streams.inc();
+    let (tx, rx) = mpsc::channel(BODY_BUFFER);
+    let params = WriterParams {
+        handle: handle.clone(),
+        closing: Arc::new(AtomicBool::new(true)),
+        metrics: shared.metrics.clone(),
+        stall: limits.write_stall_timeout(),
+        sm: Default::default(),
+    };
+    let sink = SseSink {
+        shared: shared.clone(),
+        site,
+        tx: tx.clone(),
+    };
+    let s = shared.clone();
+    tokio::spawn(async move {
+        // Ends when the client goes (the body's receiver is dropped and a
+        // send fails), on overflow, or at shutdown.
+        tokio::select! {
+            () = write_loop(sink, params) => {}
+            () = tx.closed() => {}
+            () = s.stopping() => {}
+        }
+        s.fanout.detach(&jid);
+        handle.queue().close();
+        s.metrics.api_streams.dec();
+    });
+    Ok(sse(rx))
+}
+
+/// `GET /api/v1/streaming/public`.
+pub(super) async fn public(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let site = Site::of(&shared, &headers, &peer)?;
+    let mut events = shared.api_streams.public.subscribe();
+    let (tx, rx) = mpsc::channel(BODY_BUFFER);
+    let s = shared.clone();
+    s.metrics.api_streams.inc();
+    tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                () = tx.closed() => break,
+                () = s.stopping() => break,
+            };
+            let out = match ev {
+                Ok(PublicEvent::Update(owner, item)) => {
+                    match render(&s, &site, &owner, &item.id, &item.payload).await {
+                        Some(json) => event("update", &json),
+                        None => continue,
+                    }
+                }
+                Ok(PublicEvent::Delete(id)) => event("delete", &id.to_string()),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            };
+            if tx.send(out).await.is_err() {
+                break;
+            }
+        }
+        s.metrics.api_streams.dec();
+    });
+    Ok(sse(rx))
+}
+
+/// `GET /api/v1/streaming/health`.
+pub(super) async fn health() -> Response {
+    (StatusCode::OK, "OK").into_response()
+}

@@ -15,7 +15,7 @@
 //! stream. Rendering a status reads the store, so the JSON of recent
 //! statuses is shared by every stream through a small cache.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,9 +92,7 @@ impl Streams {
     }
 
     fn payload_hash(&self, payload: &str) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        payload.hash(&mut h);
-        h.finish()
+        self.hasher.hash_one(payload)
     }
 }
 

@@ -269,6 +269,8 @@ pub(crate) struct Shared {
     pub(crate) oauth_codes: web::api::oauth::Codes,
     /// What the API's live streams share.
     pub(crate) api_streams: web::api::streaming::Streams,
+    /// The API's request budgets per token and per address.
+    pub(crate) api_limits: web::api::guard::ApiLimits,
 }
 
 impl Shared {
@@ -367,6 +369,7 @@ pub async fn run_on(
         feeds: web::feed::Changes::default(),
         oauth_codes: web::api::oauth::Codes::default(),
         api_streams: web::api::streaming::Streams::default(),
+        api_limits: web::api::guard::ApiLimits::new(&config.web, config.limits.limit_loopback),
         domains: config.domains.clone().into(),
         config,
         store,

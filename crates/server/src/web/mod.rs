@@ -58,7 +58,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/.well-known/host-meta.json", get(host_meta_json))
         .route("/users/{localpart}/feed.atom", get(feed::feed))
         .route("/avatar.svg", get(avatar))
-        .merge(api::routes())
+        .merge(api::routes(&shared))
         .layer(axum::extract::DefaultBodyLimit::max(
             shared.config.web.max_body_bytes,
         ))

@@ -11,6 +11,8 @@
 //! - [`statuses`]: post, read, delete, and the timelines;
 //! - [`streaming`]: the user and public streams as server-sent events.
 //!
+//! Every route passes [`guard`]: rate limits, CORS, metrics.
+//!
 //! Errors are Mastodon's shape, `{"error": "…"}` with a 4xx status; a
 //! malformed body or parameter is a 400 or 422, never a 500.
 
@@ -32,12 +34,14 @@ use crate::Shared;
 pub(crate) mod accounts;
 pub(crate) mod entities;
 pub(crate) mod follows;
+pub(crate) mod guard;
 pub(crate) mod oauth;
 pub(crate) mod statuses;
 pub(crate) mod streaming;
 
 /// The API's routes.
-pub(super) fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
+    let guard = axum::middleware::from_fn_with_state(shared.clone(), guard::guard);
     Router::new()
         .route("/api/v1/apps", post(oauth::create_app))
         .route(
@@ -87,6 +91,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/api/v1/streaming/user", get(streaming::user))
         .route("/api/v1/streaming/public", get(streaming::public))
         .route("/api/v1/streaming/health", get(streaming::health))
+        .route_layer(guard)
         .route("/api/v1/timelines/public", get(statuses::public))
 }
 

@@ -1,0 +1,348 @@
+//! The HTTP API's edges against the in-process server: rate limits, CORS,
+//! bad bodies, and what an XMPP republish does to a status (an edit).
+//! The client flows themselves are tested with Mastodon.py
+//! (`tests/interop/mastodon_py.py`).
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{Client, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const ACCOUNTS: [(&str, &str); 1] = [("jane", "secret")];
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request; `extra` are header lines.
+async fn http(addr: SocketAddr, method: &str, path: &str, extra: &[&str], body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    // Chunked bodies (axum's JSON is not) are not expected here.
+    Reply {
+        status: head[9..12].parse().unwrap(),
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+async fn token(addr: SocketAddr) -> String {
+    let form = "client_name=t&redirect_uris=urn:ietf:wg:oauth:2.0:oob&scopes=read+write";
+    let app = http(
+        addr,
+        "POST",
+        "/api/v1/apps",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        form.as_bytes(),
+    )
+    .await
+    .json();
+    let body = format!(
+        "grant_type=password&username=jane&password=secret&client_id={}&client_secret={}",
+        app["client_id"].as_str().unwrap(),
+        app["client_secret"].as_str().unwrap()
+    );
+    let t = http(
+        addr,
+        "POST",
+        "/oauth/token",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(t.status, 200, "{}", t.body);
+    t.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn requests_over_the_budget_get_429_per_address_and_per_token() {
+    let srv = TestServer::start(&ACCOUNTS, |c| {
+        c.http_listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.web.requests_per_window = 4;
+        c.limits.limit_loopback = true;
+    })
+    .await;
+    let addr = srv.http_addr.unwrap();
+    for _ in 0..4 {
+        assert_eq!(
+            http(addr, "GET", "/api/v1/instance", &[], b"").await.status,
+            200
+        );
+    }
+    let r = http(addr, "GET", "/api/v1/instance", &[], b"").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"], "Too many requests");
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=300).contains(&wait), "{wait}");
+    // The feed is not part of the API budget.
+    assert_eq!(
+        http(addr, "GET", "/users/jane/feed.atom", &[], b"")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_api_allows_any_origin_and_the_login_form_none() {
+    let srv = TestServer::start(&ACCOUNTS, |c| {
+        c.http_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    })
+    .await;
+    let addr = srv.http_addr.unwrap();
+    let pre = http(
+        addr,
+        "OPTIONS",
+        "/api/v1/statuses",
+        &[
+            "Origin: https://app.example",
+            "Access-Control-Request-Method: POST",
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(pre.status, 204);
+    assert_eq!(
+        pre.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert!(pre
+        .header("access-control-allow-headers")
+        .unwrap()
+        .contains("Authorization"));
+    assert_eq!(pre.header("access-control-allow-credentials"), None);
+    let get = http(
+        addr,
+        "GET",
+        "/api/v1/instance",
+        &["Origin: https://app.example"],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        get.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    let app = http(
+        addr,
+        "POST",
+        "/api/v1/apps",
+        &["Content-Type: application/json"],
+        br#"{"client_name":"t","redirect_uris":"urn:ietf:wg:oauth:2.0:oob"}"#,
+    )
+    .await
+    .json();
+    let form = http(addr, "GET", &format!("/oauth/authorize?client_id={}&redirect_uri=urn:ietf:wg:oauth:2.0:oob&response_type=code", app["client_id"].as_str().unwrap()), &["Origin: https://evil.example"], b"").await;
+    assert_eq!(form.status, 200);
+    assert_eq!(
+        form.header("access-control-allow-origin"),
+        None,
+        "the cookie-protected form is same-origin only"
+    );
+    assert!(form.header("set-cookie").unwrap().contains("HttpOnly"));
+}
+
+#[tokio::test]
+async fn bad_bodies_and_tokens_get_json_errors() {
+    let srv = TestServer::start(&ACCOUNTS, |c| {
+        c.http_listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.web.max_body_bytes = 1024;
+    })
+    .await;
+    let addr = srv.http_addr.unwrap();
+    let t = token(addr).await;
+    let auth = format!("Authorization: Bearer {t}");
+    let r = http(
+        addr,
+        "POST",
+        "/api/v1/statuses",
+        &[&auth, "Content-Type: application/json"],
+        b"{\"status\": ",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON"));
+    let big = format!("status={}", "x".repeat(2000));
+    let r = http(
+        addr,
+        "POST",
+        "/api/v1/statuses",
+        &[&auth, "Content-Type: application/x-www-form-urlencoded"],
+        big.as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert!(r.json()["error"].is_string());
+    let r = http(
+        addr,
+        "GET",
+        "/api/v1/accounts/verify_credentials",
+        &["Authorization: Bearer nope"],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert!(r.json()["error"].is_string());
+    let r = http(
+        addr,
+        "GET",
+        "/api/v1/timelines/home?limit=ten",
+        &[&auth],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("limit"));
+    let r = http(
+        addr,
+        "POST",
+        "/oauth/token",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        b"grant_type=password&client_id=x&client_secret=y",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"], "invalid_client");
+    // A token without the write scope cannot post.
+    let app = http(
+        addr,
+        "POST",
+        "/api/v1/apps",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        b"client_name=r&redirect_uris=urn:ietf:wg:oauth:2.0:oob&scopes=read",
+    )
+    .await
+    .json();
+    let body = format!(
+        "grant_type=password&username=jane&password=secret&scope=read&client_id={}&client_secret={}",
+        app["client_id"].as_str().unwrap(),
+        app["client_secret"].as_str().unwrap()
+    );
+    let read_only = http(
+        addr,
+        "POST",
+        "/oauth/token",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        body.as_bytes(),
+    )
+    .await
+    .json();
+    let ro = format!(
+        "Authorization: Bearer {}",
+        read_only["access_token"].as_str().unwrap()
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/api/v1/statuses",
+        &[&ro, "Content-Type: application/x-www-form-urlencoded"],
+        b"status=hi",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn an_xmpp_republish_is_an_edit_of_the_same_status() {
+    let srv = TestServer::start(&ACCOUNTS, |c| {
+        c.allow_plaintext_auth = true;
+        c.http_listen = vec!["127.0.0.1:0".parse().unwrap()];
+    })
+    .await;
+    let addr = srv.http_addr.unwrap();
+    let t = token(addr).await;
+    let auth = format!("Authorization: Bearer {t}");
+    let (mut jane, _) = Client::login_plain(srv.addr, "jane", "secret", "r").await;
+    let publish = |id: &str, title: &str| {
+        format!(
+            "<iq type='set' id='p-{title}'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+             <publish node='urn:xmpp:microblog:0'><item id='{id}'>\
+             <entry xmlns='http://www.w3.org/2005/Atom'><title>{title}</title></entry>\
+             </item></publish></pubsub></iq>"
+        )
+    };
+    for (id, title) in [("a", "first"), ("b", "second")] {
+        let r = jane.iq(&publish(id, title)).await;
+        assert_eq!(r.attr("type"), Some("result"));
+    }
+    let before = http(
+        addr,
+        "GET",
+        "/api/v1/accounts/jane@example.org/statuses",
+        &[&auth],
+        b"",
+    )
+    .await
+    .json();
+    let ids: Vec<&str> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let a_id = ids[1].to_owned();
+    assert!(before[1]["edited_at"].is_null());
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let r = jane.iq(&publish("a", "first, edited")).await;
+    assert_eq!(r.attr("type"), Some("result"));
+    let after = http(
+        addr,
+        "GET",
+        "/api/v1/accounts/jane@example.org/statuses",
+        &[&auth],
+        b"",
+    )
+    .await
+    .json();
+    let after = after.as_array().unwrap();
+    assert_eq!(
+        after[1]["id"],
+        a_id.as_str(),
+        "the edit keeps its id and its place (first-publish order)"
+    );
+    assert_eq!(after[1]["content"], "<p>first, edited</p>");
+    assert!(after[1]["edited_at"].is_string());
+    let one = http(addr, "GET", &format!("/api/v1/statuses/{a_id}"), &[], b"").await;
+    assert_eq!(one.status, 404, "a presence-model post is not public");
+    let one = http(
+        addr,
+        "GET",
+        &format!("/api/v1/statuses/{a_id}"),
+        &[&auth],
+        b"",
+    )
+    .await;
+    assert_eq!(one.json()["content"], "<p>first, edited</p>");
+}

@@ -74,6 +74,34 @@ pub(super) async fn lookup(
     Ok(Json(account_json(&site, &a)).into_response())
 }
 
+/// `GET /api/v2/search?q=` (and `/api/v1/accounts/search`): accounts by
+/// exact address (`user`, `@user`, `user@domain`); Starling has no full
+/// text index, so statuses and hashtags are always empty.
+pub(super) async fn search(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> ApiResult {
+    let site = Site::of(&shared, &headers, &peer)?;
+    let p = Params::query(&uri)?;
+    let q = p.str("q").unwrap_or_default();
+    let wants_accounts = p.str("type").is_none_or(|t| t == "accounts");
+    let mut accounts = Vec::new();
+    if wants_accounts && !q.trim().is_empty() {
+        if let Ok(a) = resolve(&shared, &site, q.trim()).await {
+            accounts.push(account_json(&site, &a));
+        }
+    }
+    if uri.path().starts_with("/api/v1/accounts") {
+        return Ok(Json(accounts).into_response());
+    }
+    Ok(
+        Json(serde_json::json!({ "accounts": accounts, "statuses": [], "hashtags": [] }))
+            .into_response(),
+    )
+}
+
 /// `GET /api/v1/accounts/:id`.
 pub(super) async fn account(
     State(shared): State<Arc<Shared>>,

@@ -72,6 +72,8 @@ pub(super) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
             "/api/v1/accounts/relationships",
             get(follows::relationships),
         )
+        .route("/api/v1/accounts/search", get(accounts::search))
+        .route("/api/v2/search", get(accounts::search))
         .route("/api/v1/accounts/{id}/follow", post(follows::follow))
         .route("/api/v1/accounts/{id}/unfollow", post(follows::unfollow))
         .route("/api/v1/accounts/{id}/followers", get(follows::followers))

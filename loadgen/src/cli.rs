@@ -50,6 +50,28 @@ pub enum Command {
         #[arg(default_value = "results", value_name = "DIR")]
         dir: PathBuf,
     },
+    /// The API's home-timeline latency for viewers following few and many
+    /// authors, against a Starling child on a seeded store.
+    Timeline {
+        /// Authors with posts.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        authors: u32,
+        /// Posts per author.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        posts: u32,
+        /// One viewer per value, following that many authors (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [10u32, 1000])]
+        follows: Vec<u32>,
+        /// Timed requests per viewer (plus a tenth as warm-up).
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        requests: u32,
+        /// Statuses per page.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=40))]
+        limit: u32,
+        /// Every other request is a deep page (max_id mid-timeline).
+        #[arg(long)]
+        deep: bool,
+    },
     /// The `floor` bench target's server process (bench starts it).
     #[command(hide = true)]
     Floor {

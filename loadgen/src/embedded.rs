@@ -256,7 +256,8 @@ impl Embedded {
                  c2s_tls_listen = []\n\
                  [s2s]\n{s2s}\n\
                  [limits]\nstanzas_per_sec = 1000000\nstanza_burst = 1000000\n\
-                 publishes_per_sec = 1000000\npublish_burst = 1000000\n"
+                 publishes_per_sec = 1000000\npublish_burst = 1000000\n\
+                 [web]\nrequests_per_window = 1000000000\n"
             ),
         )?;
         // The port is picked by binding and releasing it, so another socket

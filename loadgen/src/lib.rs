@@ -53,6 +53,7 @@ pub mod stats;
 pub mod summary;
 pub mod sys;
 pub mod syscalls;
+pub mod timeline;
 pub mod workers;
 pub mod ws;
 
@@ -95,6 +96,25 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
     {
         let delay = std::time::Duration::from_millis(*presence_delay_ms);
         return floor::main(graph, *listen, delay).map(|()| None);
+    }
+    if let Some(cli::Command::Timeline {
+        authors,
+        posts,
+        follows,
+        requests,
+        limit,
+        deep,
+    }) = &cli.command
+    {
+        let plan = timeline::TimelinePlan {
+            authors: *authors,
+            posts: *posts,
+            follows: follows.clone(),
+            requests: *requests,
+            limit: *limit,
+            deep: *deep,
+        };
+        return timeline_bench(cli, &plan, command).map(|()| None);
     }
     if let Some(cli::Command::Receive { batch }) = &cli.command {
         return receive_bench(cli, *batch as usize, command).map(|()| None);
@@ -267,6 +287,23 @@ pub fn main_with(cli: &cli::Cli, command: String) -> Result<Option<RunRecord>> {
     };
     keep(cli, &record, &hist, &label)?;
     Ok(Some(record))
+}
+
+fn timeline_bench(cli: &cli::Cli, plan: &timeline::TimelinePlan, command: String) -> Result<()> {
+    let binary = match &cli.starling_bin {
+        Some(b) => b.clone(),
+        None => embedded::sibling_binary()
+            .context("no starling binary beside loadgen: build it, or pass --starling-bin")?,
+    };
+    let (record, hgrms) = timeline::run(plan, &binary, command)?;
+    print!("{}", timeline::text(&record));
+    let runs = cli.runs_dir.clone().unwrap_or_else(report::runs_dir);
+    let mut dirs = vec![runs.join(format!("{}-timeline", report::stamp(&record.started_at)))];
+    dirs.extend(cli.save.clone());
+    for dir in dirs {
+        timeline::save(&dir, &record, &hgrms)?;
+    }
+    Ok(())
 }
 
 fn receive_bench(cli: &cli::Cli, batch: usize, command: String) -> Result<()> {

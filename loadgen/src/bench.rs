@@ -60,9 +60,10 @@ impl std::str::FromStr for TargetSpec {
             let (f, transport) = match f.split_once('+') {
                 Some((f, "tcp")) => (f, Some(crate::session::Transport::Tcp)),
                 Some((f, "websocket")) => (f, Some(crate::session::Transport::Websocket)),
+                Some((f, "sse")) => (f, Some(crate::session::Transport::Sse)),
                 Some((_, other)) => {
                     return Err(format!(
-                        "{s:?}: transport {other:?} is not tcp or websocket"
+                        "{s:?}: transport {other:?} is not tcp, websocket or sse"
                     ))
                 }
                 None => (f, None),
@@ -197,13 +198,19 @@ pub fn bench(
     let mut caches = Vec::new();
     let mut plans = Vec::new();
     for t in targets {
+        if plan.transport == crate::session::Transport::Sse
+            && !matches!(t, TargetSpec::Starling(..))
+        {
+            bail!("--transport sse: only a Starling target that loadgen seeds serves the streaming API ({t})");
+        }
         let (l, target, label) = match t {
             TargetSpec::Starling(fanout, bin, transport) => {
                 let data = tempfile::tempdir()?;
                 embedded::seed(data.path(), graph, plan.mechanism)?;
                 let bin = bin.clone().or_else(embedded::sibling_binary);
                 let transport = transport.unwrap_or(plan.transport);
-                let websocket = transport == crate::session::Transport::Websocket;
+                // The HTTP listener serves WebSocket and the streaming API.
+                let websocket = transport != crate::session::Transport::Tcp;
                 let server = match bin.as_deref() {
                     // A child process, so its CPU and memory are its own.
                     Some(bin) => {

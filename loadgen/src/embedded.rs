@@ -64,6 +64,19 @@ pub fn seed_for(
             .filter(|&i| ours(i))
             .map(|i| (bare(i), record.clone()))
             .collect(),
+        // A token per account, for followers over the streaming API.
+        tokens: (0..n)
+            .filter(|&i| ours(i))
+            .map(|i| {
+                let t = server::store::TokenRecord {
+                    jid: bare(i).to_string(),
+                    client_id: String::new(),
+                    scopes: "read".into(),
+                    created_ms: 0,
+                };
+                (crate::sse::token_hash(&user(i)), t)
+            })
+            .collect(),
         ..Seed::default()
     };
     for (p, followers) in graph.followers.iter().enumerate() {

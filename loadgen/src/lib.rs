@@ -49,6 +49,7 @@ pub mod scram;
 pub mod session;
 pub mod setup;
 pub mod sm;
+pub mod sse;
 pub mod stats;
 pub mod summary;
 pub mod sys;
@@ -493,7 +494,8 @@ fn embedded_run(
     let spawn = cli.spawn_server || n * FDS_PER_SESSION_EMBEDDED + FD_HEADROOM > fds;
     let data = tempfile::tempdir().context("a temporary data directory")?;
     embedded::seed(data.path(), &graph, plan.mechanism)?;
-    let websocket = plan.transport == session::Transport::Websocket;
+    // The HTTP listener serves WebSocket and the streaming API.
+    let websocket = plan.transport != session::Transport::Tcp;
     let server = if spawn {
         let bin = match &cli.starling_bin {
             Some(b) => b.clone(),

@@ -115,6 +115,9 @@ pub fn login_of(plan: &Plan, target: &Target, i: usize) -> Login {
         ws: (plan.transport == crate::session::Transport::Websocket && i >= plan.celebrities)
             .then_some(target.ws)
             .flatten(),
+        sse: (plan.transport == crate::session::Transport::Sse && i >= plan.celebrities)
+            .then_some(target.ws)
+            .flatten(),
     }
 }
 

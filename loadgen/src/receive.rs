@@ -230,6 +230,7 @@ pub fn run(plan: &ReceivePlan) -> Result<ReceiveFigures> {
                 resource: "r".into(),
                 tls: false,
                 ws: None,
+                sse: None,
             };
             let conn = session::connect(&login)
                 .await

@@ -33,6 +33,7 @@ fn login_for(target: &Target, i: u32, mech: Mech, sources: u8) -> Login {
         resource: "setup".into(),
         tls: target.tls,
         ws: None,
+        sse: None,
     }
 }
 

@@ -115,6 +115,36 @@ fn fifty_sessions_ten_seconds_no_loss_for_each_mechanism() {
 }
 
 #[test]
+fn followers_over_the_streaming_api_lose_nothing_for_each_mechanism() {
+    for mechanism in ["presence", "pubsub"] {
+        let args = [
+            "--mechanism",
+            mechanism,
+            "--background",
+            "none",
+            "--transport",
+            "sse",
+        ];
+        let (r, value, _dir) = run(&args);
+        let f = &r.figures;
+        assert_eq!(f.sessions_up, 50, "{mechanism}");
+        assert!(
+            f.expected > 0 && f.lost == 0,
+            "{mechanism}: {} of {} lost",
+            f.lost,
+            f.expected
+        );
+        assert_eq!(f.duplicates, 0, "{mechanism}");
+        assert!(f.errors.is_empty(), "{mechanism}: {:?}", f.errors);
+        assert!(
+            common::schema_errors(&value).is_empty(),
+            "{:?}",
+            common::schema_errors(&value)
+        );
+    }
+}
+
+#[test]
 fn stream_management_rides_out_dropped_connections() {
     // Followers over WebSocket too: the same resumption on either transport.
     for transport in ["tcp", "websocket"] {

@@ -54,32 +54,25 @@ async fn http(addr: SocketAddr, method: &str, path: &str, extra: &[&str], body: 
     }
 }
 
-async fn token(addr: SocketAddr) -> String {
-    let form = "client_name=t&redirect_uris=urn:ietf:wg:oauth:2.0:oob&scopes=read+write";
-    let app = http(
-        addr,
-        "POST",
-        "/api/v1/apps",
-        &["Content-Type: application/x-www-form-urlencoded"],
-        form.as_bytes(),
-    )
-    .await
-    .json();
+/// A token for jane from a new app with `scopes` (password grant).
+async fn token_with(addr: SocketAddr, scopes: &str) -> String {
+    let form = format!("client_name=t&redirect_uris=urn:ietf:wg:oauth:2.0:oob&scopes={scopes}");
+    let form_type = "Content-Type: application/x-www-form-urlencoded";
+    let app = http(addr, "POST", "/api/v1/apps", &[form_type], form.as_bytes())
+        .await
+        .json();
     let body = format!(
-        "grant_type=password&username=jane&password=secret&client_id={}&client_secret={}",
+        "grant_type=password&username=jane&password=secret&scope={scopes}&client_id={}&client_secret={}",
         app["client_id"].as_str().unwrap(),
         app["client_secret"].as_str().unwrap()
     );
-    let t = http(
-        addr,
-        "POST",
-        "/oauth/token",
-        &["Content-Type: application/x-www-form-urlencoded"],
-        body.as_bytes(),
-    )
-    .await;
+    let t = http(addr, "POST", "/oauth/token", &[form_type], body.as_bytes()).await;
     assert_eq!(t.status, 200, "{}", t.body);
     t.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn token(addr: SocketAddr) -> String {
+    token_with(addr, "read+write").await
 }
 
 #[tokio::test]
@@ -235,33 +228,8 @@ async fn bad_bodies_and_tokens_get_json_errors() {
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "invalid_client");
     // A token without the write scope cannot post.
-    let app = http(
-        addr,
-        "POST",
-        "/api/v1/apps",
-        &["Content-Type: application/x-www-form-urlencoded"],
-        b"client_name=r&redirect_uris=urn:ietf:wg:oauth:2.0:oob&scopes=read",
-    )
-    .await
-    .json();
-    let body = format!(
-        "grant_type=password&username=jane&password=secret&scope=read&client_id={}&client_secret={}",
-        app["client_id"].as_str().unwrap(),
-        app["client_secret"].as_str().unwrap()
-    );
-    let read_only = http(
-        addr,
-        "POST",
-        "/oauth/token",
-        &["Content-Type: application/x-www-form-urlencoded"],
-        body.as_bytes(),
-    )
-    .await
-    .json();
-    let ro = format!(
-        "Authorization: Bearer {}",
-        read_only["access_token"].as_str().unwrap()
-    );
+    let read_only = token_with(addr, "read").await;
+    let ro = format!("Authorization: Bearer {read_only}");
     let r = http(
         addr,
         "POST",

@@ -120,6 +120,18 @@ pub async fn connect(l: &Login) -> Result<Conn, SessionError> {
 
 /// Connects, authenticates and binds.
 pub async fn login(l: &Login, keys: &KeyCache) -> Result<Conn, SessionError> {
+    if let Some(http) = l.sse {
+        let (rd, wr) =
+            tokio::time::timeout(NEGOTIATION, crate::sse::connect(http, l.source, &l.user))
+                .await
+                .map_err(|_| SessionError::Timeout("connect"))??;
+        return Ok(Conn {
+            rd,
+            wr,
+            framer: Framer::new(stanza::Limits::default()),
+            jid: format!("{}@{}/sse", l.user, l.domain),
+        });
+    }
     let c = authenticate(l, keys).await?;
     finish_bind(c, l).await
 }

@@ -25,6 +25,9 @@ pub enum Transport {
     Tcp,
     /// XMPP over WebSocket (RFC 7395).
     Websocket,
+    /// The Mastodon-compatible streaming API (server-sent events): the
+    /// follower reads its user stream with a token, and posts nothing.
+    Sse,
 }
 
 /// The SASL mechanism a session logs in with.
@@ -105,6 +108,9 @@ pub struct Login {
     /// Connect over WebSocket (RFC 7395) to this HTTP address instead of
     /// TCP to `addr`.
     pub ws: Option<SocketAddr>,
+    /// Follow over the streaming API at this HTTP address instead: no
+    /// XMPP session at all (see [`crate::sse`]).
+    pub sse: Option<SocketAddr>,
 }
 
 /// The read half of a session's stream (TCP, or TLS over TCP).

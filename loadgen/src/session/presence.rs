@@ -37,6 +37,11 @@ pub(super) fn initial_presence() -> String {
 /// sessions past this point. Requests meanwhile (caps disco) are
 /// answered. Returns the server's stanzas handled, for XEP-0198.
 pub async fn available(c: &mut Conn) -> Result<u32, SessionError> {
+    if c.jid.ends_with("/sse") {
+        // A streaming-API follower: its stream is available from the
+        // moment the server answered the request (crate::sse).
+        return Ok(0);
+    }
     c.wr.write_all(initial_presence().as_bytes()).await?;
     let mut handled = 0u32;
     loop {

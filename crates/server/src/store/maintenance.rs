@@ -18,6 +18,8 @@ pub struct Seed {
     pub nodes: Vec<(BareJid, String, NodeConfig)>,
     /// Explicit subscriptions.
     pub subscriptions: Vec<Subscription>,
+    /// API tokens, by their SHA-256 hash.
+    pub tokens: Vec<([u8; 32], super::TokenRecord)>,
 }
 
 /// What a deletion removed that the running server must act on.

@@ -20,31 +20,19 @@ build on) reads `/users/{localpart}/feed.atom`:
 
 import asyncio
 import json
-import ssl
 import urllib.error
 import urllib.request
 
 import feedparser
-import slixmpp
 from slixmpp.plugins.xep_0004 import Form
 from slixmpp.xmlstream import ET
-from starling_interop import Registering, ATOM, DOMAIN, NODE, TIMEOUT, check, run_against
+from starling_interop import Account, ATOM, DOMAIN, NODE, TIMEOUT, check, run_against
 
 HOSTILE = "<script>alert('x')</script> & ]]> \"q\" 'a' <![CDATA[x]]> \u00e9\u2603"
 
 
-class Client(Registering, slixmpp.ClientXMPP):
-    def __init__(self, user):
-        super().__init__(f"{user}@{DOMAIN}/feeds", f"pw-{user}", sasl_mech="SCRAM-SHA-1")
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ["xep_0004", "xep_0030", "xep_0060", "xep_0077"]:
-            self.register_plugin(p)
-        self.plugin["xep_0077"].force_registration = True
-        self.plugin["xep_0077"].create_account = True
-        self.ready = asyncio.Event()
-        self.add_event_handler("register", self.on_register)
-        self.add_event_handler("session_start", self.on_start)
+def Client(user):
+    return Account(user, "feeds")
 
 
 def post(title, content=None, published=None):

@@ -10,7 +10,8 @@ Usage: mastodon_py.py PATH/TO/starling
   2. verify_credentials; `locked` until the account opens its node with
      update_credentials, then public;
   3. a post through the API reaches an XMPP subscriber live, as a
-     XEP-0277 entry with the text escaped as text, and the follower's
+     XEP-0277 entry with the text escaped as text, the Atom feed, and the
+     follower's
      user stream and the public stream (server-sent events) as `update`
      events; a post over XMPP reaches the streams too, and a deletion is
      a `delete` event;
@@ -31,39 +32,29 @@ Usage: mastodon_py.py PATH/TO/starling
 """
 
 import asyncio
-import re
-import ssl
-
-import requests
-import slixmpp
 import queue
+import re
+
+import feedparser
+import requests
 
 from mastodon import Mastodon, MastodonAPIError, MastodonNotFoundError, MastodonUnauthorizedError, StreamListener
 from slixmpp.xmlstream import ET
-from starling_interop import Registering, ATOM, DOMAIN, NODE, TIMEOUT, check, run_against
+from starling_interop import Account, ATOM, DOMAIN, NODE, TIMEOUT, check, run_against
 
 OOB = "urn:ietf:wg:oauth:2.0:oob"
 
 
-class Client(Registering, slixmpp.ClientXMPP):
+class Client(Account):
     def __init__(self, user):
-        super().__init__(f"{user}@{DOMAIN}/mastodon-test", f"pw-{user}", sasl_mech="SCRAM-SHA-1")
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ["xep_0004", "xep_0030", "xep_0060", "xep_0077"]:
-            self.register_plugin(p)
-        self.plugin["xep_0077"].force_registration = True
-        self.plugin["xep_0077"].create_account = True
+        super().__init__(user, "mastodon-test")
         # Follow requests are answered through the API here, not by
         # slixmpp's default of approving every request at once (None: leave
         # them pending; False would refuse them).
         self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
-        self.ready = asyncio.Event()
         self.events = asyncio.Queue()
         self.retracts = asyncio.Queue()
-        self.add_event_handler("register", self.on_register)
-        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("pubsub_publish", self.events.put_nowait)
         self.add_event_handler("pubsub_retract", self.retracts.put_nowait)
 
@@ -173,6 +164,9 @@ async def flow(port, http_port):
     msg = await asyncio.wait_for(joe_x.events.get(), TIMEOUT)
     item_id, title = entry_text(msg)
     check(title == hostile and msg["type"] == "headline", "the API post reached the XMPP subscriber live, as written")
+    feed = await run(feedparser.parse, f"{base}/users/jane/feed.atom")
+    check(feed.bozo == 0 and feed.entries[0].title == hostile,
+          "the API post is in the Atom feed, as written")
     kind, ev = await next_event(joe_stream, "the user stream's update")
     check(kind == "update" and ev.id == st.id and ev.content == st.content,
           "the API post reached joe's user stream as an update")

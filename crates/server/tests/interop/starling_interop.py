@@ -7,6 +7,7 @@ sits beside them, so it is importable from there.
 
 import asyncio
 import logging
+import ssl
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 
+import slixmpp
 from slixmpp.xmlstream import ET
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -67,6 +69,25 @@ class Registering:
     async def on_start(self, _event):
         self.send_presence()
         self.ready.set()
+
+
+class Account(Registering, slixmpp.ClientXMPP):
+    """A slixmpp client for `user` (password `pw-USER`) that registers its
+    account in-band (XEP-0077) over STARTTLS, logs in with SCRAM-SHA-1 and
+    sets `ready` once available. The server's certificate is the
+    self-signed one it generated, so it is not checked."""
+
+    def __init__(self, user, resource, plugins=("xep_0004", "xep_0030", "xep_0060", "xep_0077")):
+        super().__init__(f"{user}@{DOMAIN}/{resource}", f"pw-{user}", sasl_mech="SCRAM-SHA-1")
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        for p in plugins:
+            self.register_plugin(p)
+        self.plugin["xep_0077"].force_registration = True
+        self.plugin["xep_0077"].create_account = True
+        self.ready = asyncio.Event()
+        self.add_event_handler("register", self.on_register)
+        self.add_event_handler("session_start", self.on_start)
 
 
 def run_against(flow, name, http=False):

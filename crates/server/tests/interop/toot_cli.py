@@ -21,26 +21,14 @@ Mastodon.py.
 import asyncio
 import json
 import os
-import ssl
 import subprocess
 import tempfile
 
-import slixmpp
-from starling_interop import Registering, DOMAIN, TIMEOUT, check, run_against
+from starling_interop import Account, DOMAIN, TIMEOUT, check, run_against
 
 
-class Client(Registering, slixmpp.ClientXMPP):
-    def __init__(self, user):
-        super().__init__(f"{user}@{DOMAIN}/toot-test", f"pw-{user}", sasl_mech="SCRAM-SHA-1")
-        self.ssl_context.check_hostname = False
-        self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ["xep_0077"]:
-            self.register_plugin(p)
-        self.plugin["xep_0077"].force_registration = True
-        self.plugin["xep_0077"].create_account = True
-        self.ready = asyncio.Event()
-        self.add_event_handler("register", self.on_register)
-        self.add_event_handler("session_start", self.on_start)
+def Client(user):
+    return Account(user, "toot-test", plugins=("xep_0077",))
 
 
 def toot(cfg, *args, stdin=None):

@@ -49,6 +49,12 @@ impl MaintenanceStore for Redb {
                 subs.insert((key.as_str(), s.jid.as_str()), "subscribed")?;
                 by.insert((s.jid.to_bare().as_str(), key.as_str(), s.jid.as_str()), ())?;
             }
+            let mut tokens = tx.open_table(super::tokens::TOKENS)?;
+            let mut tokens_by = tx.open_table(super::tokens::TOKENS_BY)?;
+            for (hash, t) in &seed.tokens {
+                tokens.insert(&hash[..], serde_json::to_vec(t)?.as_slice())?;
+                tokens_by.insert((t.jid.as_str(), t.created_ms, &hash[..]), ())?;
+            }
         }
         tx.commit()?;
         Ok(())

@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::Json;
 use stanza::{ns, BareJid};
@@ -15,7 +14,6 @@ use super::entities::{
 use super::{ApiError, ApiResult, Authed, Params};
 use crate::pubsub::{AccessModel, Options};
 use crate::store::PublishError;
-use crate::web::Peer;
 use crate::Shared;
 
 /// The account a path id or `acct` names: a local account that exists,
@@ -42,31 +40,33 @@ pub(crate) async fn resolve(shared: &Arc<Shared>, site: &Site, id: &str) -> ApiR
         .ok_or_else(ApiError::not_found)
 }
 
-/// `GET /api/v1/accounts/verify_credentials`.
-pub(super) async fn verify_credentials(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    me: Authed,
-) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
+/// The token's own account, with `source` (an account deleted since the
+/// token was made is a 401).
+async fn own_account(shared: &Arc<Shared>, site: &Site, me: &Authed) -> ApiResult {
     let j = me.jid.clone();
     let a = shared
         .db(move |s| account_data(s, &j))
         .await
         .map_err(ApiError::store)?
         .ok_or_else(ApiError::unauthorized)?;
-    Ok(Json(credential_account_json(&site, &a)).into_response())
+    Ok(Json(credential_account_json(site, &a)).into_response())
+}
+
+/// `GET /api/v1/accounts/verify_credentials`.
+pub(super) async fn verify_credentials(
+    State(shared): State<Arc<Shared>>,
+    site: Site,
+    me: Authed,
+) -> ApiResult {
+    own_account(&shared, &site, &me).await
 }
 
 /// `GET /api/v1/accounts/lookup?acct=`.
 pub(super) async fn lookup(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     uri: axum::http::Uri,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     let acct = Params::query(&uri)?
         .str("acct")
         .ok_or_else(|| ApiError::unprocessable("acct is required"))?;
@@ -79,11 +79,9 @@ pub(super) async fn lookup(
 /// text index, so statuses and hashtags are always empty.
 pub(super) async fn search(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     uri: axum::http::Uri,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     let p = Params::query(&uri)?;
     let q = p.str("q").unwrap_or_default();
     let wants_accounts = p.str("type").is_none_or(|t| t == "accounts");
@@ -105,11 +103,9 @@ pub(super) async fn search(
 /// `GET /api/v1/accounts/:id`.
 pub(super) async fn account(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     let a = resolve(&shared, &site, &id).await?;
     Ok(Json(account_json(&site, &a)).into_response())
 }
@@ -129,12 +125,10 @@ pub(crate) fn model_of(privacy: &str) -> Option<AccessModel> {
 /// accepted and ignored.
 pub(super) async fn update_credentials(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     p: Params,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     me.require_write("accounts")?;
     let privacy = p.str("source[privacy]").or_else(|| {
         p.0.get("source")
@@ -181,11 +175,5 @@ pub(super) async fn update_credentials(
             .await
             .map_err(|_| ApiError::store("refreshing node access failed"))?;
     }
-    let j = me.jid.clone();
-    let a = shared
-        .db(move |s| account_data(s, &j))
-        .await
-        .map_err(ApiError::store)?
-        .ok_or_else(ApiError::unauthorized)?;
-    Ok(Json(credential_account_json(&site, &a)).into_response())
+    own_account(&shared, &site, &me).await
 }

@@ -122,6 +122,21 @@ pub(crate) struct Site {
     pub domain: String,
 }
 
+/// Handlers take the site as an extractor: the `Host` header and the
+/// connection's scheme.
+impl axum::extract::FromRequestParts<Arc<Shared>> for Site {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        shared: &Arc<Shared>,
+    ) -> ApiResult<Self> {
+        let peer = parts.extensions.get::<Peer>().ok_or_else(|| {
+            ApiError::new(axum::http::StatusCode::BAD_REQUEST, "no connection details")
+        })?;
+        Self::of(shared, &parts.headers, peer)
+    }
+}
+
 impl Site {
     pub(crate) fn of(shared: &Shared, headers: &HeaderMap, peer: &Peer) -> ApiResult<Self> {
         let base = base_url(headers, peer).ok_or_else(|| {
@@ -334,10 +349,8 @@ pub(crate) fn contexts(
 /// `GET /api/v1/instance`.
 pub(super) async fn instance_v1(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
 ) -> ApiResult<Response> {
-    let site = Site::of(&shared, &headers, &peer)?;
     let web = &shared.config.web;
     let host = site
         .base
@@ -404,10 +417,8 @@ fn configuration(web: &crate::web::WebConfig, ws: &str) -> Value {
 /// `GET /api/v2/instance`.
 pub(super) async fn instance_v2(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
 ) -> ApiResult<Response> {
-    let site = Site::of(&shared, &headers, &peer)?;
     let ws = site.base.replacen("http", "ws", 1);
     Ok(Json(json!({
         "domain": site.domain,

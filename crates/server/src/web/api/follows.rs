@@ -12,31 +12,25 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, Uri};
+use axum::extract::{Path, State};
+use axum::http::Uri;
 use axum::response::IntoResponse;
 use axum::Json;
 use bytes::Bytes;
 use serde_json::{json, Value};
-use stanza::{ns, BareJid, FullJid, Jid};
+use stanza::{ns, BareJid, Jid};
 
 use super::accounts::resolve;
 use super::entities::{account_data, account_json, followers_of, following_of, remote_data, Site};
-use super::{ApiError, ApiResult, Authed, Params};
+use super::{api_jid, ApiError, ApiResult, Authed, Params};
 use crate::pubsub::AccessModel;
 use crate::roster::SubKind;
 use crate::store::{Store, StoreError};
-use crate::web::Peer;
 use crate::Shared;
 
 /// Accounts per page of followers / following / requests.
 const LIST_DEFAULT: usize = 40;
 const LIST_MAX: usize = 80;
-
-fn api_jid(me: &BareJid) -> ApiResult<FullJid> {
-    FullJid::new(&format!("{me}/starling-api"))
-        .map_err(|_| ApiError::store("the account's JID is not valid with a resource"))
-}
 
 /// Runs a presence subscription stanza as if one of `me`'s clients sent
 /// it.
@@ -107,13 +101,11 @@ async fn relationship_of(shared: &Arc<Shared>, me: &BareJid, other: &BareJid) ->
 /// `POST /api/v1/accounts/:id/follow`.
 pub(super) async fn follow(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
     me.require_write("follows")?;
-    let site = Site::of(&shared, &headers, &peer)?;
     let target = resolve(&shared, &site, &id).await?.jid;
     if target == me.jid {
         return Err(ApiError::unprocessable("you cannot follow yourself"));
@@ -149,13 +141,11 @@ pub(super) async fn follow(
 /// `POST /api/v1/accounts/:id/unfollow`.
 pub(super) async fn unfollow(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
     me.require_write("follows")?;
-    let site = Site::of(&shared, &headers, &peer)?;
     let target = resolve(&shared, &site, &id).await?.jid;
     let (m, t) = (me.jid.clone(), target.clone());
     let (subs, item) = shared
@@ -186,12 +176,10 @@ pub(super) async fn unfollow(
 /// `GET /api/v1/accounts/relationships?id[]=…`.
 pub(super) async fn relationships(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     uri: Uri,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     let ids: Vec<String> = match uri.query() {
         Some(q) => serde_urlencoded::from_str::<Vec<(String, String)>>(q)
             .map_err(|_| {
@@ -250,46 +238,46 @@ async fn accounts(shared: &Arc<Shared>, site: &Site, jids: Vec<BareJid>, uri: &U
 /// `GET /api/v1/accounts/:id/followers`.
 pub(super) async fn followers(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
-    let who = resolve(&shared, &site, &id).await?.jid;
-    let list = shared
-        .db(move |s| followers_of(s, &who))
-        .await
-        .map_err(ApiError::store)?;
-    accounts(&shared, &site, list.into_iter().collect(), &uri).await
+    graph_list(&shared, &site, &id, &uri, followers_of).await
 }
 
 /// `GET /api/v1/accounts/:id/following`.
 pub(super) async fn following(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
-    let who = resolve(&shared, &site, &id).await?.jid;
+    graph_list(&shared, &site, &id, &uri, following_of).await
+}
+
+/// One side of an account's follows, as a list of accounts.
+async fn graph_list(
+    shared: &Arc<Shared>,
+    site: &Site,
+    id: &str,
+    uri: &Uri,
+    side: fn(&dyn Store, &BareJid) -> Result<std::collections::HashSet<BareJid>, StoreError>,
+) -> ApiResult {
+    let who = resolve(shared, site, id).await?.jid;
     let list = shared
-        .db(move |s| following_of(s, &who))
+        .db(move |s| side(s, &who))
         .await
         .map_err(ApiError::store)?;
-    accounts(&shared, &site, list.into_iter().collect(), &uri).await
+    accounts(shared, site, list.into_iter().collect(), uri).await
 }
 
 /// `GET /api/v1/follow_requests`: pending presence subscription requests.
 pub(super) async fn follow_requests(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     uri: Uri,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     let m = me.jid.clone();
     let pending = shared
         .db(move |s| {
@@ -322,22 +310,18 @@ async fn answer(
 
 pub(super) async fn authorize(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     answer(shared, site, me, id, SubKind::Subscribed).await
 }
 
 pub(super) async fn reject(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     answer(shared, site, me, id, SubKind::Unsubscribed).await
 }

@@ -129,6 +129,13 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 
+/// The full JID the API acts as for `me` (publish, retract, subscribe):
+/// a resource of the account, as a client's would be.
+pub(crate) fn api_jid(me: &BareJid) -> ApiResult<stanza::FullJid> {
+    stanza::FullJid::new(&format!("{me}/starling-api"))
+        .map_err(|_| ApiError::store("the account's JID is not valid with a resource"))
+}
+
 /// SHA-256 of a token or secret, the form they are stored in.
 pub(crate) fn hash(secret: &str) -> [u8; 32] {
     sha2::Sha256::digest(secret.as_bytes()).into()

@@ -10,19 +10,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Extension, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Json;
 use stanza::xep::microblog::{Entry, InReplyTo};
-use stanza::{ns, BareJid, FullJid};
+use stanza::{ns, BareJid};
 
 use super::accounts::{model_of, resolve};
 use super::entities::{contexts, entry_of, following_of, item_uri, status_json, Site};
 use super::{ApiError, ApiResult, Authed, MaybeAuthed, Params};
 use crate::pubsub::AccessModel;
 use crate::store::{Status, StatusRange, Store, StoreError};
-use crate::web::Peer;
 use crate::Shared;
 
 /// Statuses per page unless `limit` says otherwise, and the most it may.
@@ -125,12 +124,10 @@ async fn readable(shared: &Arc<Shared>, id: &str, viewer: Option<BareJid>) -> Ap
 /// `GET /api/v1/statuses/:id`.
 pub(super) async fn show(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     MaybeAuthed(me): MaybeAuthed,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     let st = readable(&shared, &id, me.map(|m| m.jid)).await?;
     let mut v = render(&shared, &site, vec![st]).await?;
     Ok(Json(v.pop()).into_response())
@@ -139,12 +136,10 @@ pub(super) async fn show(
 /// `POST /api/v1/statuses`: `status`, `in_reply_to_id`, `visibility`.
 pub(super) async fn create(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     p: Params,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     me.require_write("statuses")?;
     let text = p.str("status").unwrap_or_default();
     if text.trim().is_empty() {
@@ -209,8 +204,7 @@ pub(super) async fn create(
             href: Some(item_uri(&st.owner, &st.item.id)),
         }),
     };
-    let me_full = FullJid::new(&format!("{owner}/starling-api"))
-        .map_err(|_| ApiError::store("the account's JID is not valid with a resource"))?;
+    let me_full = super::api_jid(&owner)?;
     let req = crate::pep::prepare(
         &shared,
         &me_full,
@@ -259,12 +253,10 @@ fn publish_error(e: stanza::ser::StanzaError<'static>) -> ApiError {
 /// as for an XMPP retract); answers the status with its `text`.
 pub(super) async fn delete(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     me.require_write("statuses")?;
     let st = readable(&shared, &id, Some(me.jid.clone())).await?;
     if st.owner != me.jid {
@@ -275,8 +267,7 @@ pub(super) async fn delete(
     }
     let text = entry_of(&st).content;
     let mut v = render(&shared, &site, vec![st.clone()]).await?;
-    let me_full = FullJid::new(&format!("{}/starling-api", me.jid))
-        .map_err(|_| ApiError::store("the account's JID is not valid with a resource"))?;
+    let me_full = super::api_jid(&me.jid)?;
     crate::pep::retract(
         &shared,
         &me_full,
@@ -298,13 +289,11 @@ pub(super) async fn delete(
 /// `GET /api/v1/accounts/:id/statuses`.
 pub(super) async fn account_statuses(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     MaybeAuthed(me): MaybeAuthed,
     Path(id): Path<String>,
     uri: Uri,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     let (range, limit) = paging(&Params::query(&uri)?)?;
     let author = resolve(&shared, &site, &id).await?.jid;
     let viewer = me.map(|m| m.jid);
@@ -324,12 +313,10 @@ pub(super) async fn account_statuses(
 /// everyone it follows, newest first.
 pub(super) async fn home(
     State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
+    site: Site,
     me: Authed,
     uri: Uri,
 ) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
     let (range, limit) = paging(&Params::query(&uri)?)?;
     let jid = me.jid;
     let statuses = shared
@@ -348,13 +335,7 @@ pub(super) async fn home(
 }
 
 /// `GET /api/v1/timelines/public`: statuses on open nodes, newest first.
-pub(super) async fn public(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
+pub(super) async fn public(State(shared): State<Arc<Shared>>, site: Site, uri: Uri) -> ApiResult {
     let (range, limit) = paging(&Params::query(&uri)?)?;
     let statuses = shared
         .db(move |s| {

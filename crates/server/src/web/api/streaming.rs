@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Extension, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use fanout::{Frame, OutboundHandle};
@@ -34,7 +34,6 @@ use super::{ApiError, ApiResult, Authed};
 use crate::store::StoreError;
 use crate::stream::writer::{write_loop, Sink};
 use crate::stream::WriterParams;
-use crate::web::Peer;
 use crate::Shared;
 
 /// How often an idle stream gets a comment line.
@@ -56,11 +55,15 @@ pub(crate) enum PublicEvent {
     Delete(u64),
 }
 
+/// A rendered status, once: every stream that needs it awaits the same
+/// cell, so a post to 5,000 streams is read from the store once.
+type Rendered = Arc<tokio::sync::OnceCell<Option<Arc<str>>>>;
+
 /// What the streams share.
 #[derive(Debug)]
 pub(crate) struct Streams {
     /// (base URL, author, item id, payload hash) → the Status JSON.
-    cache: dashmap::DashMap<(String, BareJid, String, u64), Arc<str>>,
+    cache: dashmap::DashMap<(String, BareJid, String, u64), Rendered>,
     /// (author, item id) → the status id of a retracted item.
     deleted: dashmap::DashMap<(BareJid, String), u64>,
     pub(crate) public: broadcast::Sender<PublicEvent>,
@@ -96,7 +99,7 @@ impl Streams {
     }
 }
 
-/// The Status JSON of `owner`'s item, through the cache.
+/// The Status JSON of `owner`'s item, rendered once for all streams.
 async fn render(
     shared: &Arc<Shared>,
     site: &Site,
@@ -111,29 +114,34 @@ async fn render(
         item_id.to_owned(),
         streams.payload_hash(payload),
     );
-    if let Some(v) = streams.cache.get(&key) {
-        return Some(v.clone());
-    }
-    let (o, i) = (owner.clone(), item_id.to_owned());
-    let found = shared
-        .db(move |s| {
-            let Some(id) = s.status_id(&o, &i)? else {
-                return Ok(None);
-            };
-            let Some(st) = s.status(id)? else {
-                return Ok(None);
-            };
-            let cx = contexts(s, std::slice::from_ref(&st))?;
-            Ok::<_, StoreError>(Some((st, cx)))
-        })
-        .await
-        .ok()??;
-    let json: Arc<str> = status_json(site, &found.0, &found.1[0]).to_string().into();
-    if streams.cache.len() >= CACHE_MAX {
-        streams.cache.clear();
-    }
-    streams.cache.insert(key, json.clone());
-    Some(json)
+    let cell = match streams.cache.get(&key) {
+        Some(c) => c.clone(),
+        None => {
+            if streams.cache.len() >= CACHE_MAX {
+                streams.cache.clear();
+            }
+            streams.cache.entry(key).or_default().clone()
+        }
+    };
+    cell.get_or_init(|| async {
+        let (o, i) = (owner.clone(), item_id.to_owned());
+        let found = shared
+            .db(move |s| {
+                let Some(id) = s.status_id(&o, &i)? else {
+                    return Ok(None);
+                };
+                let Some(st) = s.status(id)? else {
+                    return Ok(None);
+                };
+                let cx = contexts(s, std::slice::from_ref(&st))?;
+                Ok::<_, StoreError>(Some((st, cx)))
+            })
+            .await
+            .ok()??;
+        Some(status_json(site, &found.0, &found.1[0]).to_string().into())
+    })
+    .await
+    .clone()
 }
 
 fn event(name: &str, data: &str) -> Bytes {
@@ -263,13 +271,7 @@ where
 }
 
 /// `GET /api/v1/streaming/user`.
-pub(super) async fn user(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-    me: Authed,
-) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
+pub(super) async fn user(State(shared): State<Arc<Shared>>, site: Site, me: Authed) -> ApiResult {
     let jid = FullJid::new(&format!("{}/sse-{}", me.jid, crate::stream::stream_id()))
         .map_err(|_| ApiError::store("the account's JID is not valid with a resource"))?;
     let limits = &shared.config.limits;
@@ -315,12 +317,7 @@ pub(super) async fn user(
 }
 
 /// `GET /api/v1/streaming/public`.
-pub(super) async fn public(
-    State(shared): State<Arc<Shared>>,
-    Extension(peer): Extension<Peer>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let site = Site::of(&shared, &headers, &peer)?;
+pub(super) async fn public(State(shared): State<Arc<Shared>>, site: Site) -> ApiResult {
     let mut events = shared.api_streams.public.subscribe();
     let (tx, rx) = mpsc::channel(BODY_BUFFER);
     let s = shared.clone();

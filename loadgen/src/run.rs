@@ -473,8 +473,11 @@ pub async fn run_part(
     let online = |u: u32| online_all[u as usize];
     let here = |u: u32| senders[u as usize].is_some();
     let celebs: Vec<u32> = (0..plan.celebrities.min(n) as u32).collect();
+    // Followers on the streaming API read only: they publish nothing, so
+    // only the celebrities post.
+    let sse = plan.transport == crate::session::Transport::Sse;
     let others: Vec<u32> = (plan.celebrities.min(n) as u32..n as u32)
-        .filter(|&u| !graph.followers[u as usize].is_empty() && online(u))
+        .filter(|&u| !sse && !graph.followers[u as usize].is_empty() && online(u))
         .collect();
     let mut post = |publisher: u32, sched: Instant, expected: &mut Vec<(u32, bool)>| {
         let index = expected.len() as u32;

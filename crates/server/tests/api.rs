@@ -7,6 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::binary::Binary;
 use common::{Client, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -313,4 +314,49 @@ async fn an_xmpp_republish_is_an_edit_of_the_same_status() {
     )
     .await;
     assert_eq!(one.json()["content"], "<p>first, edited</p>");
+}
+
+/// `starling token` on a running server (through its control socket)
+/// prints a token the API takes; deleting the account revokes it.
+#[tokio::test]
+async fn personal_tokens_from_the_running_binary() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let srv = Binary::start(
+        &[("jane", "secret")],
+        &format!("http_listen = ['127.0.0.1:{port}']"),
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (ok, out, err) = srv.cli_output(&["token", "jane@example.org"]);
+    assert!(ok, "{err}");
+    let token = out.trim();
+    assert!(token.len() >= 40, "{out:?}");
+    let auth = format!("Authorization: Bearer {token}");
+    let me = http(
+        addr,
+        "GET",
+        "/api/v1/accounts/verify_credentials",
+        &[&auth],
+        b"",
+    )
+    .await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["acct"], "jane");
+    let (ok, _, err) = srv.cli_output(&["token", "nobody@example.org"]);
+    assert!(!ok && err.contains("no account"), "{err}");
+    let (ok, err) = srv.cli(&["deluser", "jane@example.org"]);
+    assert!(ok, "{err}");
+    let gone = http(
+        addr,
+        "GET",
+        "/api/v1/accounts/verify_credentials",
+        &[&auth],
+        b"",
+    )
+    .await;
+    assert_eq!(gone.status, 401, "a deleted account's tokens go with it");
+    srv.stop();
 }

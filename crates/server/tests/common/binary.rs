@@ -130,6 +130,12 @@ impl Binary {
     /// Runs another `starling` command on this server's data directory;
     /// returns whether it succeeded, and its stderr.
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let (ok, _, err) = self.cli_output(args);
+        (ok, err)
+    }
+
+    /// [`Self::cli`], with its stdout too.
+    pub fn cli_output(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(path())
             .args([
                 "--data-dir",
@@ -142,6 +148,7 @@ impl Binary {
             .unwrap();
         (
             out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }

@@ -336,6 +336,17 @@ impl OutboundQueue {
         self.inner.lock().state
     }
 
+    /// Takes pushes again after an overflow. A session's writer never
+    /// calls this (an overflowed session is disconnected); a queue that
+    /// outlives its consumers' lapses, such as a server-to-server link,
+    /// refuses what did not fit and then goes on.
+    pub fn resume(&self) {
+        let mut inner = self.inner.lock();
+        if inner.state == QueueState::Overflowed {
+            inner.state = QueueState::Open;
+        }
+    }
+
     /// Refuses further pushes and wakes the writer.
     pub fn close(&self) {
         let w = {
@@ -353,6 +364,28 @@ impl OutboundQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_takes_pushes_again_after_an_overflow_but_not_after_close() {
+        let q = OutboundQueue::new("a@b/c", 1);
+        q.push(Frame::Bytes(Bytes::from_static(b"<a/>"))).unwrap();
+        assert_eq!(
+            q.push(Frame::Bytes(Bytes::from_static(b"<b/>"))),
+            Err(PushError::Full)
+        );
+        assert_eq!(
+            q.push(Frame::Bytes(Bytes::from_static(b"<b/>"))),
+            Err(PushError::Closed)
+        );
+        let mut out = Vec::new();
+        assert_eq!(q.drain_into(&mut out, 10), 1);
+        q.resume();
+        assert_eq!(q.state(), QueueState::Open);
+        q.push(Frame::Bytes(Bytes::from_static(b"<c/>"))).unwrap();
+        q.close();
+        q.resume();
+        assert_eq!(q.state(), QueueState::Closed);
+    }
 
     #[test]
     fn bounded_in_bytes_too() {

@@ -65,8 +65,8 @@ pub(crate) struct Metrics {
     pub(crate) s2s_streams: Family<DomainLabels, Gauge>,
     /// Stanzas over server streams, by remote domain and direction.
     pub(crate) s2s_stanzas: Family<DomainLabels, Counter>,
-    /// Stanzas for a remote domain not sent (bounced or dropped), by
-    /// remote domain and reason.
+    /// Stanzas for a remote domain not sent (bounced or dropped), or from
+    /// one not delivered (`unparsable`), by remote domain and reason.
     pub(crate) s2s_drops: Family<DomainLabels, Counter>,
     /// Dialback failures, by remote domain and which side failed.
     pub(crate) s2s_dialback_failures: Family<DomainLabels, Counter>,
@@ -196,7 +196,7 @@ impl Metrics {
         );
         registry.register(
             "s2s_drops",
-            "Stanzas for a remote domain bounced or dropped, by remote domain and reason",
+            "Stanzas for a remote domain bounced or dropped, or from one left undelivered, by remote domain and reason",
             m.s2s_drops.clone(),
         );
         registry.register(

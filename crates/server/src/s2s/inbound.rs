@@ -10,7 +10,9 @@ use bytes::Bytes;
 use stanza::ser::{self, StanzaError};
 use stanza::xep::{IqType, Payload};
 use stanza::{ns, Element, Jid, Kind, Stanza, StanzaErrorCondition as C};
-use tracing::debug;
+use tracing::{debug, warn};
+
+use crate::metrics::Metrics;
 
 use crate::route;
 use crate::Shared;
@@ -40,9 +42,21 @@ pub(super) async fn stanza(shared: &Arc<Shared>, stanza: Stanza) {
     match stanza.kind() {
         Kind::Message if to.node().is_none() => {
             // To our domain: a multicast (XEP-0033) for our users.
-            if let Ok(el) = Element::from_stanza(&bytes) {
-                if super::multicast::is_multicast(&el) {
+            match Element::from_stanza(&bytes) {
+                Ok(el) if super::multicast::is_multicast(&el) => {
                     super::multicast::deliver(shared, &from, to.domain(), el);
+                }
+                Ok(_) => {}
+                // The framer took it, so this is a limit of the tree
+                // parser: said, and counted, rather than lost unseen.
+                Err(e) => {
+                    warn!(from = %from, error = %e, bytes = bytes.len(),
+                          "s2s: a message to the domain could not be parsed; dropped");
+                    shared
+                        .metrics
+                        .s2s_drops
+                        .get_or_create(&Metrics::domain(from.domain(), "reason", "unparsable"))
+                        .inc();
                 }
             }
         }

@@ -188,6 +188,7 @@ fn bounce_queued(shared: &Shared, link: &Link, cond: C) {
         }
     }
     link.queue.release_if_empty();
+    link.queue.resume();
 }
 
 /// One stanza that will not go: counted, and bounced to its sender unless
@@ -278,7 +279,6 @@ impl Stream {
         }
         let idle = shared.config.s2s.idle_timeout();
         let mut last_sent = Instant::now();
-        let mut frames = Vec::new();
         loop {
             let state = self.neg.state();
             let ready = state == State::Ready;
@@ -300,6 +300,11 @@ impl Stream {
                     return self.lost(link, ready);
                 }
                 self.count_out(shared, link, parts.len());
+                // The failed drain cleared the queue's wake: what it left
+                // behind would otherwise wait for the next push.
+                if let Err(e) = self.flush(shared, link, carry).await {
+                    return e;
+                }
             }
             let until = if ready { last_sent + idle } else { deadline };
             tokio::select! {
@@ -323,24 +328,10 @@ impl Stream {
                     }
                 }
                 () = link.queue.notified(), if ready => {
-                    frames.clear();
-                    while link.queue.drain_into(&mut frames, BATCH) > 0 {
-                        let parts: Vec<Bytes> = frames
-                            .drain(..)
-                            .map(|f| f.to_bytes(link.queue.to_escaped()))
-                            .collect();
-                        if self.conn.write_all_of(&parts).await.is_err() {
-                            *carry = parts;
-                            return self.lost(link, ready);
-                        }
-                        debug!(remote = %link.remote, frames = parts.len(), "s2s: batch written");
-                        self.count_out(shared, link, parts.len());
+                    if let Err(e) = self.flush(shared, link, carry).await {
+                        return e;
                     }
-                    link.queue.release_if_empty();
                     last_sent = Instant::now();
-                    if link.queue.state() == QueueState::Closed {
-                        return Ended::Stopping;
-                    }
                 }
                 q = questions.recv(), if can_ask => match q {
                     Some(q) => if let Err(e) = self.ask(q).await { return e },
@@ -363,6 +354,37 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// Writes everything queued, in batches. A write that fails leaves
+    /// its batch in `carry` for the next connection.
+    async fn flush(
+        &mut self,
+        shared: &Shared,
+        link: &Link,
+        carry: &mut Vec<Bytes>,
+    ) -> Result<(), Ended> {
+        let mut frames = Vec::new();
+        while link.queue.drain_into(&mut frames, BATCH) > 0 {
+            let parts: Vec<Bytes> = frames
+                .drain(..)
+                .map(|f| f.to_bytes(link.queue.to_escaped()))
+                .collect();
+            if self.conn.write_all_of(&parts).await.is_err() {
+                *carry = parts;
+                return Err(self.lost(link, true));
+            }
+            debug!(remote = %link.remote, frames = parts.len(), "s2s: batch written");
+            self.count_out(shared, link, parts.len());
+        }
+        link.queue.release_if_empty();
+        // A burst that overflowed the queue bounced what did not fit; the
+        // link goes on taking stanzas (only sessions end on overflow).
+        link.queue.resume();
+        if link.queue.state() == QueueState::Closed {
+            return Err(Ended::Stopping);
+        }
+        Ok(())
     }
 
     fn count_out(&self, shared: &Shared, link: &Link, n: usize) {

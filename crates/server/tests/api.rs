@@ -8,69 +8,10 @@ mod common;
 use std::net::SocketAddr;
 
 use common::binary::Binary;
+use common::http::{http, token_with};
 use common::{Client, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const ACCOUNTS: [(&str, &str); 1] = [("jane", "secret")];
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-        })
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// One HTTP/1.1 request; `extra` are header lines.
-async fn http(addr: SocketAddr, method: &str, path: &str, extra: &[&str], body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for h in extra {
-        req.push_str(h);
-        req.push_str("\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-    s.write_all(req.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let out = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    // Chunked bodies (axum's JSON is not) are not expected here.
-    Reply {
-        status: head[9..12].parse().unwrap(),
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
-}
-
-/// A token for jane from a new app with `scopes` (password grant).
-async fn token_with(addr: SocketAddr, scopes: &str) -> String {
-    let form = format!("client_name=t&redirect_uris=urn:ietf:wg:oauth:2.0:oob&scopes={scopes}");
-    let form_type = "Content-Type: application/x-www-form-urlencoded";
-    let app = http(addr, "POST", "/api/v1/apps", &[form_type], form.as_bytes())
-        .await
-        .json();
-    let body = format!(
-        "grant_type=password&username=jane&password=secret&scope={scopes}&client_id={}&client_secret={}",
-        app["client_id"].as_str().unwrap(),
-        app["client_secret"].as_str().unwrap()
-    );
-    let t = http(addr, "POST", "/oauth/token", &[form_type], body.as_bytes()).await;
-    assert_eq!(t.status, 200, "{}", t.body);
-    t.json()["access_token"].as_str().unwrap().to_owned()
-}
 
 async fn token(addr: SocketAddr) -> String {
     token_with(addr, "read+write").await

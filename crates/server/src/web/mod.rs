@@ -1,6 +1,7 @@
 //! The HTTP side (axum on hyper): XMPP over WebSocket at
-//! `/xmpp-websocket` (RFC 7395) and its discovery (XEP-0156), and per-user
-//! Atom feeds ([`feed`]).
+//! `/xmpp-websocket` (RFC 7395) and its discovery (XEP-0156), per-user
+//! Atom feeds ([`feed`]), the Mastodon-compatible client API ([`api`]),
+//! and the web page ([`pages`]: profiles, login, the live home page).
 //!
 //! One accept loop per listener: TLS first when the listener is `https`,
 //! then hyper with upgrades, so a WebSocket session runs on the same task
@@ -25,6 +26,7 @@ use tracing::{debug, warn};
 
 pub(crate) mod api;
 pub(crate) mod feed;
+mod pages;
 mod settings;
 
 pub use settings::WebConfig;
@@ -59,6 +61,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/users/{localpart}/feed.atom", get(feed::feed))
         .route("/avatar.svg", get(avatar))
         .merge(api::routes(&shared))
+        .merge(pages::routes())
         .layer(axum::extract::DefaultBodyLimit::max(
             shared.config.web.max_body_bytes,
         ))

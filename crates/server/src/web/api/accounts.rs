@@ -123,7 +123,7 @@ pub(crate) fn model_of(privacy: &str) -> Option<AccessModel> {
 /// `locked`, sets the microblog node's access model (created if need be). Other fields
 /// (display name, note, avatar) have no XMPP equivalent here yet and are
 /// accepted and ignored.
-pub(super) async fn update_credentials(
+pub(crate) async fn update_credentials(
     State(shared): State<Arc<Shared>>,
     site: Site,
     me: Authed,

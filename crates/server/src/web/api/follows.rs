@@ -99,7 +99,7 @@ async fn relationship_of(shared: &Arc<Shared>, me: &BareJid, other: &BareJid) ->
 }
 
 /// `POST /api/v1/accounts/:id/follow`.
-pub(super) async fn follow(
+pub(crate) async fn follow(
     State(shared): State<Arc<Shared>>,
     site: Site,
     me: Authed,
@@ -139,7 +139,7 @@ pub(super) async fn follow(
 }
 
 /// `POST /api/v1/accounts/:id/unfollow`.
-pub(super) async fn unfollow(
+pub(crate) async fn unfollow(
     State(shared): State<Arc<Shared>>,
     site: Site,
     me: Authed,

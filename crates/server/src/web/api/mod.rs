@@ -136,6 +136,21 @@ pub(crate) fn api_jid(me: &BareJid) -> ApiResult<stanza::FullJid> {
         .map_err(|_| ApiError::store("the account's JID is not valid with a resource"))
 }
 
+/// A cookie's value, if the request carries it.
+pub(crate) fn cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(name)?
+                .strip_prefix('=')
+                .map(str::to_owned)
+        })
+}
+
 /// SHA-256 of a token or secret, the form they are stored in.
 pub(crate) fn hash(secret: &str) -> [u8; 32] {
     sha2::Sha256::digest(secret.as_bytes()).into()

@@ -170,7 +170,7 @@ async fn app_of(
 
 /// Checks a username (JID or localpart) and password, under the login
 /// back-off. The account's JID when they match.
-async fn check_password(
+pub(crate) async fn check_password(
     shared: &Arc<Shared>,
     headers: &HeaderMap,
     ip: IpAddr,
@@ -208,8 +208,13 @@ async fn check_password(
     }
 }
 
-/// Makes and stores a token; the Token entity.
-async fn issue(shared: &Arc<Shared>, jid: &BareJid, client_id: &str, scopes: &str) -> ApiResult {
+/// Makes and stores a token for `jid`: the token and its record.
+pub(crate) async fn new_token(
+    shared: &Arc<Shared>,
+    jid: &BareJid,
+    client_id: &str,
+    scopes: &str,
+) -> ApiResult<(String, TokenRecord)> {
     let token = new_secret();
     let rec = TokenRecord {
         jid: jid.to_string(),
@@ -226,6 +231,12 @@ async fn issue(shared: &Arc<Shared>, jid: &BareJid, client_id: &str, scopes: &st
         .db(move |s| s.create_token(&h, &r, max))
         .await
         .map_err(ApiError::store)?;
+    Ok((token, rec))
+}
+
+/// Makes and stores a token; the Token entity.
+async fn issue(shared: &Arc<Shared>, jid: &BareJid, client_id: &str, scopes: &str) -> ApiResult {
+    let (token, rec) = new_token(shared, jid, client_id, scopes).await?;
     Ok(Json(json!({
         "access_token": token,
         "token_type": "Bearer",
@@ -330,21 +341,6 @@ fn esc(s: &str) -> String {
     stanza::escape::escape_attr(s).into_owned()
 }
 
-/// The cookie's value, if the request carries it.
-fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(CSRF_COOKIE)?
-                .strip_prefix('=')
-                .map(str::to_owned)
-        })
-}
-
 fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>\
@@ -421,7 +417,7 @@ pub(super) async fn authorize(
     p: Params,
 ) -> ApiResult {
     let sent = p.str("csrf").unwrap_or_default();
-    let good = csrf_cookie(&headers)
+    let good = super::cookie(&headers, CSRF_COOKIE)
         .is_some_and(|c| !c.is_empty() && constant_time_eq(c.as_bytes(), sent.as_bytes()));
     if !good {
         return Err(ApiError::new(
@@ -510,7 +506,10 @@ mod tests {
             header::COOKIE,
             format!("a=1; {CSRF_COOKIE}=xyz; b=2").parse().unwrap(),
         );
-        assert_eq!(csrf_cookie(&h).as_deref(), Some("xyz"));
-        assert_eq!(csrf_cookie(&HeaderMap::new()), None);
+        assert_eq!(
+            super::super::cookie(&h, CSRF_COOKIE).as_deref(),
+            Some("xyz")
+        );
+        assert_eq!(super::super::cookie(&HeaderMap::new(), CSRF_COOKIE), None);
     }
 }

@@ -107,7 +107,11 @@ async fn render(
 
 /// A status the viewer may read, or 404 (not 403: a private status's
 /// existence is not told).
-async fn readable(shared: &Arc<Shared>, id: &str, viewer: Option<BareJid>) -> ApiResult<Status> {
+pub(crate) async fn readable(
+    shared: &Arc<Shared>,
+    id: &str,
+    viewer: Option<BareJid>,
+) -> ApiResult<Status> {
     let id: u64 = id.parse().map_err(|_| ApiError::not_found())?;
     shared
         .db(move |s| {
@@ -134,7 +138,7 @@ pub(super) async fn show(
 }
 
 /// `POST /api/v1/statuses`: `status`, `in_reply_to_id`, `visibility`.
-pub(super) async fn create(
+pub(crate) async fn create(
     State(shared): State<Arc<Shared>>,
     site: Site,
     me: Authed,
@@ -296,8 +300,20 @@ pub(super) async fn account_statuses(
 ) -> ApiResult {
     let (range, limit) = paging(&Params::query(&uri)?)?;
     let author = resolve(&shared, &site, &id).await?.jid;
-    let viewer = me.map(|m| m.jid);
-    let statuses = shared
+    let statuses = statuses_of(&shared, author, me.map(|m| m.jid), range, limit).await?;
+    page(&shared, &site, &uri, statuses, limit).await
+}
+
+/// `author`'s statuses as `viewer` may read them (none when the node's
+/// access model keeps them out).
+pub(crate) async fn statuses_of(
+    shared: &Arc<Shared>,
+    author: BareJid,
+    viewer: Option<BareJid>,
+    range: StatusRange,
+    limit: usize,
+) -> ApiResult<Vec<Status>> {
+    shared
         .db(move |s| {
             if !may_read(s, &author, viewer.as_ref())? {
                 return Ok(Vec::new());
@@ -305,8 +321,7 @@ pub(super) async fn account_statuses(
             s.statuses_by(std::slice::from_ref(&author), range, limit)
         })
         .await
-        .map_err(ApiError::store)?;
-    page(&shared, &site, &uri, statuses, limit).await
+        .map_err(ApiError::store)
 }
 
 /// `GET /api/v1/timelines/home`: the account's own statuses and those of
@@ -318,8 +333,19 @@ pub(super) async fn home(
     uri: Uri,
 ) -> ApiResult {
     let (range, limit) = paging(&Params::query(&uri)?)?;
-    let jid = me.jid;
-    let statuses = shared
+    let statuses = home_of(&shared, me.jid, range, limit).await?;
+    page(&shared, &site, &uri, statuses, limit).await
+}
+
+/// The home timeline of `jid`: its own statuses and those of everyone it
+/// follows and may read, newest first.
+pub(crate) async fn home_of(
+    shared: &Arc<Shared>,
+    jid: BareJid,
+    range: StatusRange,
+    limit: usize,
+) -> ApiResult<Vec<Status>> {
+    shared
         .db(move |s| {
             let mut authors = vec![jid.clone()];
             for a in following_of(s, &jid)? {
@@ -330,8 +356,7 @@ pub(super) async fn home(
             s.statuses_by(&authors, range, limit)
         })
         .await
-        .map_err(ApiError::store)?;
-    page(&shared, &site, &uri, statuses, limit).await
+        .map_err(ApiError::store)
 }
 
 /// `GET /api/v1/timelines/public`: statuses on open nodes, newest first.

@@ -271,7 +271,7 @@ where
 }
 
 /// `GET /api/v1/streaming/user`.
-pub(super) async fn user(State(shared): State<Arc<Shared>>, site: Site, me: Authed) -> ApiResult {
+pub(crate) async fn user(State(shared): State<Arc<Shared>>, site: Site, me: Authed) -> ApiResult {
     let jid = FullJid::new(&format!("{}/sse-{}", me.jid, crate::stream::stream_id()))
         .map_err(|_| ApiError::store("the account's JID is not valid with a resource"))?;
     let limits = &shared.config.limits;

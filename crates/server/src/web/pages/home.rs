@@ -1,0 +1,242 @@
+//! The home page of a logged-in account: its home timeline (its own posts
+//! and those of everyone it follows), a page at a time; a post box;
+//! follow and unfollow; and live updates.
+//!
+//! Every action is a plain form (POST, CSRF token, then 303 back), done
+//! by the API's own handlers, so the page and Mastodon apps cannot
+//! disagree. Live updates come from `/home/stream`: the API's user stream
+//! (a fan-out session like any XMPP follower's), authorized by the
+//! session cookie instead of a bearer token, which a page script could
+//! not keep from an injected one.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::Uri;
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup};
+use stanza::{ns, BareJid};
+
+use super::session::WebSession;
+use super::{error_page, layout, local_path, see_other, status_list};
+use crate::pubsub::AccessModel;
+use crate::store::StatusRange;
+use crate::web::api::entities::{following_of, Site};
+use crate::web::api::statuses::home_of;
+use crate::web::api::{accounts, follows, statuses, streaming, ApiError, ApiResult, Params};
+use crate::Shared;
+
+/// A follow or unfollow button for `jid`, returning to `back`.
+pub(super) fn follow_button(me: &WebSession, jid: &str, following: bool, back: &str) -> Markup {
+    let (action, label) = if following {
+        ("/home/unfollow", "Unfollow")
+    } else {
+        ("/home/follow", "Follow")
+    };
+    html! {
+        form.inline method="post" action=(action) {
+            input type="hidden" name="csrf" value=(me.csrf());
+            input type="hidden" name="account" value=(jid);
+            input type="hidden" name="return" value=(back);
+            button type="submit" { (label) }
+        }
+    }
+}
+
+/// `GET /`: the home page, or the login form's address.
+pub(super) async fn page(State(shared): State<Arc<Shared>>, me: WebSession, uri: Uri) -> Response {
+    match render(&shared, &me, &uri).await {
+        Ok(m) => m.into_response(),
+        Err(e) => error_page(e),
+    }
+}
+
+async fn render(shared: &Arc<Shared>, me: &WebSession, uri: &Uri) -> ApiResult<Markup> {
+    let max_id = Params::query(uri)?.u64("max_id")?;
+    let range = StatusRange {
+        max_id,
+        ..StatusRange::default()
+    };
+    let statuses = home_of(shared, me.jid.clone(), range, super::profile::PAGE).await?;
+    let j = me.jid.clone();
+    let (following, open) = shared
+        .db(move |s| {
+            let open = s
+                .node(&j, ns::MICROBLOG)?
+                .is_some_and(|n| n.config.access_model == AccessModel::Open);
+            Ok::<_, crate::StoreError>((following_of(s, &j)?, open))
+        })
+        .await
+        .map_err(ApiError::store)?;
+    let mut following: Vec<BareJid> = following.into_iter().collect();
+    following.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let older = (statuses.len() == super::profile::PAGE)
+        .then(|| statuses.last().map(|s| format!("/?max_id={}", s.id)))
+        .flatten();
+    let csrf = me.csrf();
+    let domain = me.jid.domain().to_owned();
+    let local = me.jid.node().unwrap_or_default().to_owned();
+    let max_chars = shared.config.web.max_status_chars;
+    // Live updates belong on the newest page only.
+    let live = max_id.is_none();
+    let body = html! {
+        div.columns {
+            aside.side {
+                section.card {
+                    p { "Logged in as " strong { a href={ "/users/" (local) } { (me.jid) } } }
+                    form.inline method="post" action="/logout" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        button.quiet type="submit" { "Log out" }
+                    }
+                }
+                section.card {
+                    h2 { "Who reads your posts" }
+                    form #privacy method="post" action="/home/privacy" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        label.choice {
+                            input type="radio" name="privacy" value="public" checked[open];
+                            "Everyone: your profile and feed are public"
+                        }
+                        label.choice {
+                            input type="radio" name="privacy" value="private" checked[!open];
+                            "Followers you approved"
+                        }
+                        button.quiet type="submit" { "Save" }
+                    }
+                }
+                section.card {
+                    h2 { "Follow" }
+                    form method="post" action="/home/follow" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="return" value="/";
+                        input name="account" required placeholder="name or name@domain"
+                            aria-label="Account to follow";
+                        button type="submit" { "Follow" }
+                    }
+                    @if following.is_empty() {
+                        p.hint { "You follow nobody yet." }
+                    } @else {
+                        ul #following {
+                            @for f in &following {
+                                li {
+                                    @if f.domain() == domain {
+                                        a href={ "/users/" (f.node().unwrap_or_default()) } { (f) }
+                                    } @else { (f) }
+                                    " " (follow_button(me, f.as_str(), true, "/"))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            div.stream {
+                section.card.compose {
+                    form #compose method="post" action="/home/post" {
+                        input type="hidden" name="csrf" value=(csrf);
+                        textarea name="status" required maxlength=(max_chars) rows="3"
+                            placeholder="What's happening?" aria-label="Post text" {}
+                        button type="submit" { "Post" }
+                    }
+                }
+                h2 { "Home" @if live { " " span #live .live data-state="connecting" { "connecting" } } }
+                @if statuses.is_empty() { p.empty #empty { "Nothing here yet: post, or follow someone." } }
+                (status_list(&statuses, &domain, "timeline"))
+                @if let Some(q) = older { p.more { a rel="next" href=(q) { "Older posts" } } }
+            }
+        }
+    };
+    let head = if live {
+        html! { script src="/static/home.js" defer {} }
+    } else {
+        html! {}
+    };
+    Ok(layout("Home", head, body))
+}
+
+/// `POST /home/post`: `status`.
+pub(super) async fn post(
+    State(shared): State<Arc<Shared>>,
+    site: Site,
+    me: WebSession,
+    p: Params,
+) -> Response {
+    if let Err(e) = me.check(&p) {
+        return error_page(e);
+    }
+    match statuses::create(State(shared), site, me.authed(), p).await {
+        Ok(_) => see_other("/"),
+        Err(e) => error_page(e),
+    }
+}
+
+/// `POST /home/privacy`: `privacy`, `public` or `private` (the node's
+/// access model, as the API's `source[privacy]`).
+pub(super) async fn privacy(
+    State(shared): State<Arc<Shared>>,
+    site: Site,
+    me: WebSession,
+    p: Params,
+) -> Response {
+    if let Err(e) = me.check(&p) {
+        return error_page(e);
+    }
+    let mut q = Params::default();
+    if let Some(v) = p.str("privacy") {
+        q.0.insert("source[privacy]".into(), v.into());
+    }
+    match accounts::update_credentials(State(shared), site, me.authed(), q).await {
+        Ok(_) => see_other("/"),
+        Err(e) => error_page(e),
+    }
+}
+
+/// `POST /home/follow`: `account` (a name here, or a JID).
+pub(super) async fn follow(
+    State(shared): State<Arc<Shared>>,
+    site: Site,
+    me: WebSession,
+    p: Params,
+) -> Response {
+    change(shared, site, me, p, true).await
+}
+
+/// `POST /home/unfollow`: `account`.
+pub(super) async fn unfollow(
+    State(shared): State<Arc<Shared>>,
+    site: Site,
+    me: WebSession,
+    p: Params,
+) -> Response {
+    change(shared, site, me, p, false).await
+}
+
+async fn change(shared: Arc<Shared>, site: Site, me: WebSession, p: Params, on: bool) -> Response {
+    if let Err(e) = me.check(&p) {
+        return error_page(e);
+    }
+    let account = p.str("account").unwrap_or_default().trim().to_owned();
+    if account.is_empty() {
+        return error_page(ApiError::unprocessable("Say whom to follow."));
+    }
+    let done = if on {
+        follows::follow(State(shared), site, me.authed(), Path(account)).await
+    } else {
+        follows::unfollow(State(shared), site, me.authed(), Path(account)).await
+    };
+    match done {
+        Ok(_) => see_other(&local_path(p.str("return"))),
+        Err(e) => error_page(e),
+    }
+}
+
+/// `GET /home/stream`: the account's API user stream, by cookie.
+pub(super) async fn stream(
+    State(shared): State<Arc<Shared>>,
+    site: Site,
+    me: WebSession,
+) -> Response {
+    match streaming::user(State(shared), site, me.authed()).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}

@@ -19,7 +19,8 @@ with its own cookies: alice, who posts, and bob, who follows her.
      text in bob's live page, after a reload, and on alice's profile: no
      alert, no script or image element in the lists, nothing executed;
   6. a form posted without its CSRF token is refused, and nothing posted;
-  7. a screenshot of bob's home page at 1280x800;
+  7. a screenshot of bob's home page at 1280x800; bob unfollows alice
+     from her profile, and her posts leave his home timeline;
   8. logout: the home page redirects to login again, and the old session
      cookie no longer works (its token was revoked);
   9. alice's profile as a visitor sees it, without a session: her public
@@ -221,6 +222,18 @@ def steps_profile(b, base, out):
           "the profile links its Atom feed")
 
 
+def steps_unfollow(b, base):
+    b.get(base + "/users/alice")
+    b.find_element(By.CSS_SELECTOR, "form[action='/home/unfollow'] button").click()
+    wait(b, lambda d: d.find_elements(By.CSS_SELECTOR, "form[action='/home/follow'] button"),
+         "the profile to offer to follow again")
+    b.get(base + "/")
+    check(not b.find_elements(By.ID, "following"), "after unfollowing, bob follows nobody")
+    authors = b.execute_script(
+        "return [...document.querySelectorAll('#timeline li .author')].map(e => e.textContent)")
+    check("bob" in authors and "alice" not in authors, "alice's posts left bob's home timeline")
+
+
 def steps_logout(b, base, http_port):
     b.get(base + "/")
     cookie = session_cookie(b)
@@ -271,10 +284,12 @@ async def flow(port, http_port):
 
         await asyncio.to_thread(steps_hostile, a, b, base)
         await asyncio.to_thread(steps_csrf, b, base)
-        out = os.environ.get("SCREENSHOTS") or tempfile.mkdtemp(prefix="starling-shots-")
-        await asyncio.to_thread(steps_home_screenshot, a, b, base, out)
-        await asyncio.to_thread(steps_logout, b, base, http_port)
-        await asyncio.to_thread(steps_profile, b, base, out)
+        with tempfile.TemporaryDirectory(prefix="starling-shots-") as tmp:
+            out = os.environ.get("SCREENSHOTS") or tmp
+            await asyncio.to_thread(steps_home_screenshot, a, b, base, out)
+            await asyncio.to_thread(steps_unfollow, b, base)
+            await asyncio.to_thread(steps_logout, b, base, http_port)
+            await asyncio.to_thread(steps_profile, b, base, out)
     finally:
         for d in (a, b):
             await asyncio.to_thread(d.quit)

@@ -107,6 +107,12 @@ pub fn start(
     receiver: &Receiver,
 ) -> Result<(Servers, Target, String)> {
     let multicast = fan == Fan::Multicast;
+    // As the children's c2s rates are raised, so are the per-domain queue
+    // and the incoming stream's rate: a burst of 20 posts to 5,000 remote
+    // followers is 100,000 stanzas at once, the default queue's size, and
+    // a run measures delivery, not the shedding past a limit.
+    let roomy = "queue = 10000000\nqueue_bytes = 2147483648\n\
+                 stanzas_per_sec = 10000000\nstanza_burst = 10000000";
     let dom = domain_of(plan);
     let a_dir = tempfile::tempdir()?;
     embedded::seed_for(a_dir.path(), graph, plan.mechanism, &dom, DOMAIN_A)?;
@@ -126,7 +132,7 @@ pub fn start(
                 fanout,
                 (true, false),
                 DOMAIN_B,
-                &format!("listen = ['127.0.0.3:{pb}']\n{hosts}"),
+                &format!("listen = ['127.0.0.3:{pb}']\n{roomy}\n{hosts}"),
             )?;
             let a = Embedded::child_as(
                 binary,
@@ -134,7 +140,7 @@ pub fn start(
                 fanout,
                 (true, false),
                 DOMAIN_A,
-                &format!("listen = ['127.0.0.2:{pa}']\nmulticast = {multicast}\n{hosts}"),
+                &format!("listen = ['127.0.0.2:{pa}']\nmulticast = {multicast}\n{roomy}\n{hosts}"),
             )?;
             let bt = side(b.addr(), DOMAIN_B, b.pid(), None);
             (
@@ -153,7 +159,7 @@ pub fn start(
                 fanout,
                 (true, false),
                 DOMAIN_A,
-                &format!("listen = ['127.0.0.2:5269']\nmulticast = {multicast}"),
+                &format!("listen = ['127.0.0.2:5269']\nmulticast = {multicast}\n{roomy}"),
             )?;
             let bt = Target {
                 addr: *addr,

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{html, Markup};
 use stanza::{ns, BareJid};
 
-use super::session::WebSession;
+use super::session::{SessionForm, WebSession};
 use super::{error_page, layout, local_path, see_other, status_list};
 use crate::pubsub::AccessModel;
 use crate::store::StatusRange;
@@ -153,20 +153,24 @@ async fn render(shared: &Arc<Shared>, me: &WebSession, uri: &Uri) -> ApiResult<M
     Ok(layout("Home", head, body))
 }
 
+/// The answer to a form: back to `to`, or the API's refusal as a page.
+fn done(r: ApiResult, to: &str) -> Response {
+    match r {
+        Ok(_) => see_other(to),
+        Err(e) => error_page(e),
+    }
+}
+
 /// `POST /home/post`: `status`.
 pub(super) async fn post(
     State(shared): State<Arc<Shared>>,
     site: Site,
-    me: WebSession,
-    p: Params,
+    SessionForm(me, p): SessionForm,
 ) -> Response {
-    if let Err(e) = me.check(&p) {
-        return error_page(e);
-    }
-    match statuses::create(State(shared), site, me.authed(), p).await {
-        Ok(_) => see_other("/"),
-        Err(e) => error_page(e),
-    }
+    done(
+        statuses::create(State(shared), site, me.authed(), p).await,
+        "/",
+    )
 }
 
 /// `POST /home/privacy`: `privacy`, `public` or `private` (the node's
@@ -174,59 +178,47 @@ pub(super) async fn post(
 pub(super) async fn privacy(
     State(shared): State<Arc<Shared>>,
     site: Site,
-    me: WebSession,
-    p: Params,
+    SessionForm(me, p): SessionForm,
 ) -> Response {
-    if let Err(e) = me.check(&p) {
-        return error_page(e);
-    }
     let mut q = Params::default();
     if let Some(v) = p.str("privacy") {
         q.0.insert("source[privacy]".into(), v.into());
     }
-    match accounts::update_credentials(State(shared), site, me.authed(), q).await {
-        Ok(_) => see_other("/"),
-        Err(e) => error_page(e),
-    }
+    let r = accounts::update_credentials(State(shared), site, me.authed(), q).await;
+    done(r, "/")
 }
 
-/// `POST /home/follow`: `account` (a name here, or a JID).
+/// `POST /home/follow` and `/home/unfollow`: `account` (a name here, or
+/// a JID), and `return`, the page to go back to.
 pub(super) async fn follow(
     State(shared): State<Arc<Shared>>,
     site: Site,
-    me: WebSession,
-    p: Params,
+    SessionForm(me, p): SessionForm,
 ) -> Response {
     change(shared, site, me, p, true).await
 }
 
-/// `POST /home/unfollow`: `account`.
+/// See [`follow`].
 pub(super) async fn unfollow(
     State(shared): State<Arc<Shared>>,
     site: Site,
-    me: WebSession,
-    p: Params,
+    SessionForm(me, p): SessionForm,
 ) -> Response {
     change(shared, site, me, p, false).await
 }
 
 async fn change(shared: Arc<Shared>, site: Site, me: WebSession, p: Params, on: bool) -> Response {
-    if let Err(e) = me.check(&p) {
-        return error_page(e);
-    }
     let account = p.str("account").unwrap_or_default().trim().to_owned();
     if account.is_empty() {
         return error_page(ApiError::unprocessable("Say whom to follow."));
     }
-    let done = if on {
-        follows::follow(State(shared), site, me.authed(), Path(account)).await
+    let (shared, who) = (State(shared), Path(account));
+    let r = if on {
+        follows::follow(shared, site, me.authed(), who).await
     } else {
-        follows::unfollow(State(shared), site, me.authed(), Path(account)).await
+        follows::unfollow(shared, site, me.authed(), who).await
     };
-    match done {
-        Ok(_) => see_other(&local_path(p.str("return"))),
-        Err(e) => error_page(e),
-    }
+    done(r, &local_path(p.str("return")))
 }
 
 /// `GET /home/stream`: the account's API user stream, by cookie.

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Extension, FromRequestParts, State};
+use axum::extract::{Extension, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -117,6 +117,26 @@ impl FromRequestParts<Arc<Shared>> for WebSession {
             Ok(None) => Err(see_other("/login")),
             Err(e) => Err(error_page(e)),
         }
+    }
+}
+
+/// A form posted by a logged-in page, its CSRF token checked: the session
+/// and the form's fields. Without a session, the browser goes to the
+/// login form; with a bad token, a 403 page.
+#[derive(Debug)]
+pub(super) struct SessionForm(pub WebSession, pub Params);
+
+impl FromRequest<Arc<Shared>> for SessionForm {
+    type Rejection = Response;
+    async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let me = WebSession::from_request_parts(&mut parts, shared).await?;
+        let req = Request::from_parts(parts, body);
+        let p = Params::from_request(req, shared)
+            .await
+            .map_err(error_page)?;
+        me.check(&p).map_err(error_page)?;
+        Ok(Self(me, p))
     }
 }
 
@@ -227,12 +247,8 @@ pub(super) async fn login(
 pub(super) async fn logout(
     State(shared): State<Arc<Shared>>,
     Extension(peer): Extension<Peer>,
-    me: WebSession,
-    p: Params,
+    SessionForm(me, _): SessionForm,
 ) -> Response {
-    if let Err(e) = me.check(&p) {
-        return error_page(e);
-    }
     let h = hash(&me.token);
     if let Err(e) = shared.db(move |s| s.revoke_token(&h)).await {
         return error_page(ApiError::store(e));

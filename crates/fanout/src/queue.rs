@@ -119,6 +119,9 @@ struct Inner {
     /// Set by the first push after a drain; cleared by the writer. Lets a
     /// burst of pushes wake the writer once instead of per frame.
     notified: bool,
+    /// A full queue refuses the frame and stays open
+    /// ([`OutboundQueue::set_shedding`]).
+    sheds: bool,
     /// Whether the writer left a waker in [`OutboundQueue::waker`]. Checked
     /// under this lock, so a push to a session whose writer is busy (or a
     /// bench without writers) never touches the waker's cache line.
@@ -160,6 +163,7 @@ impl OutboundQueue {
                 max_bytes: u32::MAX,
                 state: QueueState::Open,
                 notified: false,
+                sheds: false,
             }),
             waker: Mutex::new(None),
             to: stanza::escape_jid(to_jid),
@@ -219,6 +223,9 @@ impl OutboundQueue {
         let size = frame.len_for(&self.to).min(u32::MAX as usize) as u32;
         let over_bytes = inner.len() > 0 && inner.bytes.saturating_add(size) > inner.max_bytes;
         if inner.len() >= inner.capacity as usize || over_bytes {
+            if inner.sheds {
+                return Err(PushError::Full);
+            }
             inner.state = QueueState::Overflowed;
             inner.notified = true;
             let w = self.take_waker(&mut inner);
@@ -336,15 +343,13 @@ impl OutboundQueue {
         self.inner.lock().state
     }
 
-    /// Takes pushes again after an overflow. A session's writer never
-    /// calls this (an overflowed session is disconnected); a queue that
-    /// outlives its consumers' lapses, such as a server-to-server link,
-    /// refuses what did not fit and then goes on.
-    pub fn resume(&self) {
-        let mut inner = self.inner.lock();
-        if inner.state == QueueState::Overflowed {
-            inner.state = QueueState::Open;
-        }
+    /// Makes a full queue refuse the frame that does not fit and stay open,
+    /// instead of overflowing. A session is disconnected on overflow (its
+    /// client fell behind); a queue that outlives its consumer's lapses,
+    /// such as a server-to-server link's, sheds what did not fit and
+    /// goes on.
+    pub fn set_shedding(&self) {
+        self.inner.lock().sheds = true;
     }
 
     /// Refuses further pushes and wakes the writer.
@@ -366,24 +371,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resume_takes_pushes_again_after_an_overflow_but_not_after_close() {
-        let q = OutboundQueue::new("a@b/c", 1);
+    fn a_shedding_queue_refuses_what_does_not_fit_and_stays_open() {
+        let q = OutboundQueue::new("b.example", 1);
+        q.set_shedding();
         q.push(Frame::Bytes(Bytes::from_static(b"<a/>"))).unwrap();
-        assert_eq!(
-            q.push(Frame::Bytes(Bytes::from_static(b"<b/>"))),
-            Err(PushError::Full)
-        );
-        assert_eq!(
-            q.push(Frame::Bytes(Bytes::from_static(b"<b/>"))),
-            Err(PushError::Closed)
-        );
+        for _ in 0..3 {
+            let r = q.push(Frame::Bytes(Bytes::from_static(b"<b/>")));
+            assert_eq!(r, Err(PushError::Full));
+        }
+        assert_eq!(q.state(), QueueState::Open);
         let mut out = Vec::new();
         assert_eq!(q.drain_into(&mut out, 10), 1);
-        q.resume();
-        assert_eq!(q.state(), QueueState::Open);
         q.push(Frame::Bytes(Bytes::from_static(b"<c/>"))).unwrap();
         q.close();
-        q.resume();
         assert_eq!(q.state(), QueueState::Closed);
     }
 

@@ -947,3 +947,49 @@ async fn a_node_deletion_reaches_remote_subscribers() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_link_whose_queue_overflowed_takes_stanzas_again() {
+    let (a, b) = pair(15, |c| c.s2s.queue = 2).await;
+    let (mut jane, _) = Client::login_at(a.addr, "a.example", "jane", "secret", "web").await;
+    let (mut joe, joe_jid) = Client::login_at(b.addr, "b.example", "joe", "secret", "phone").await;
+    for c in [&mut jane, &mut joe] {
+        c.send("<presence/>").await;
+        c.drain().await;
+    }
+    // Ten messages while the link connects (TLS, dialback): its queue of
+    // two overflows, and what does not fit bounces.
+    for i in 0..10 {
+        jane.send(&format!(
+            "<message to='{joe_jid}' type='chat' id='m{i}'><body>{i}</body></message>"
+        ))
+        .await;
+    }
+    let (mut bounced, mut got) = (0, 0);
+    while bounced + got < 10 {
+        tokio::select! {
+            e = next(&mut jane) => {
+                assert_eq!(error_conditions(&e)[0], "resource-constraint", "{e:?}");
+                bounced += 1;
+            }
+            m = next(&mut joe) => {
+                assert_eq!(m.name, "message", "{m:?}");
+                got += 1;
+            }
+        }
+    }
+    assert!(
+        bounced > 0 && got >= 2,
+        "bounced {bounced}, delivered {got}"
+    );
+    // The link drained: it takes stanzas again (an overflow once left it
+    // refusing everything for good).
+    jane.send(&format!(
+        "<message to='{joe_jid}' type='chat' id='after'><body>later</body></message>"
+    ))
+    .await;
+    let m = next(&mut joe).await;
+    assert_eq!(m.attr("id"), Some("after"), "{m:?}");
+    a.stop().await;
+    b.stop().await;
+}

@@ -71,6 +71,9 @@ impl Link {
     ) -> (Arc<Self>, mpsc::Receiver<VerifyReq>) {
         let q = OutboundQueue::new(remote, queue);
         q.set_max_bytes(queue_bytes);
+        // A burst past the queue bounces what does not fit; the link goes
+        // on (only sessions end on overflow).
+        q.set_shedding();
         let (tx, rx) = mpsc::channel(VERIFY_QUEUE);
         let link = Arc::new(Self {
             local: local.to_owned(),
@@ -188,7 +191,6 @@ fn bounce_queued(shared: &Shared, link: &Link, cond: C) {
         }
     }
     link.queue.release_if_empty();
-    link.queue.resume();
 }
 
 /// One stanza that will not go: counted, and bounced to its sender unless
@@ -378,9 +380,6 @@ impl Stream {
             self.count_out(shared, link, parts.len());
         }
         link.queue.release_if_empty();
-        // A burst that overflowed the queue bounced what did not fit; the
-        // link goes on taking stanzas (only sessions end on overflow).
-        link.queue.resume();
         if link.queue.state() == QueueState::Closed {
             return Err(Ended::Stopping);
         }

@@ -250,13 +250,24 @@ pub(crate) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let permit = Arc::new(permit);
-        let app = app.clone().layer(Extension(Peer { addr, tls, permit }));
+        let peer = Peer {
+            addr,
+            tls,
+            permit: Arc::new(permit),
+        };
+        // The router is shared (a clone is a reference count); the peer
+        // goes into each request. Layering the router per connection
+        // instead would rebuild every route for every connection, which an
+        // idle streaming client would then hold for its lifetime.
+        let app = app.clone();
         let shared = shared.clone();
         conns.spawn(async move {
             let service = TowerToHyperService::new(tower::util::MapRequest::new(
                 app,
-                trim_slash::<hyper::body::Incoming>,
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer.clone());
+                    trim_slash(req)
+                },
             ));
             let http = hyper::server::conn::http1::Builder::new();
             if tls {

@@ -12,10 +12,13 @@
 //! like any token), so only servers loadgen seeds can be targets.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 use tokio::net::TcpSocket;
+use tokio::sync::oneshot;
 
 use crate::session::{ReadHalf, SessionError, WriteHalf};
 
@@ -84,10 +87,34 @@ pub async fn connect(
     theirs
         .write_all(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
         .await?;
-    tokio::spawn(pump(rd, theirs));
+    let (hangup, gone) = oneshot::channel();
+    tokio::spawn(pump(rd, theirs, gone));
     let (r, w) = tokio::io::split(mine);
-    let _ = w; // presence written by the session is dropped below
-    Ok((Box::new(r), Box::new(tokio::io::sink())))
+    let _ = w; // presence written by the session goes nowhere
+    Ok((Box::new(r), Box::new(Hangup(hangup))))
+}
+
+/// The session's write end: takes its writes and drops them (the stream is
+/// one-way); when the session ends and drops it, the pump closes the
+/// connection. Without it an idle stream's pump would read heartbeats
+/// for ever, and the next repetition would find the last one's streams
+/// still open on the server.
+struct Hangup(#[allow(dead_code)] oneshot::Sender<()>);
+
+impl tokio::io::AsyncWrite for Hangup {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// The item id in an `update` event's status (`…;item=ID"` in its `uri`;
@@ -102,12 +129,21 @@ pub fn item_of(data: &str) -> Option<&str> {
 }
 
 /// Reads the chunked event stream; each update becomes a pubsub event.
-async fn pump(mut rd: BufReader<tokio::net::TcpStream>, mut out: DuplexStream) {
+/// Ends when the server closes, or when the session is gone (`gone`).
+async fn pump(
+    mut rd: BufReader<tokio::net::TcpStream>,
+    mut out: DuplexStream,
+    mut gone: oneshot::Receiver<()>,
+) {
     let mut line = String::new();
     let mut event = String::new();
     loop {
         line.clear();
-        match rd.read_line(&mut line).await {
+        let read = tokio::select! {
+            r = rd.read_line(&mut line) => r,
+            _ = &mut gone => return,
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(_) if line.len() > MAX_LINE => break,
             Ok(_) => {}
@@ -138,6 +174,28 @@ async fn pump(mut rd: BufReader<tokio::net::TcpStream>, mut out: DuplexStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_session_that_ends_closes_its_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n:)\n")
+                .await
+                .unwrap();
+            // An idle stream: the server waits for the client to leave.
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .map(|r| r.unwrap())
+        });
+        let (r, w) = connect(addr, None, "u1").await.unwrap();
+        drop((r, w));
+        assert_eq!(server.await.unwrap(), Ok(0), "the connection was closed");
+    }
 
     #[test]
     fn the_item_id_comes_from_the_uri() {

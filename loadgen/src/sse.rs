@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 
 use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
-use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 
 use crate::session::{ReadHalf, SessionError, WriteHalf};
@@ -44,17 +43,7 @@ pub async fn connect(
     source: Option<IpAddr>,
     user: &str,
 ) -> Result<(ReadHalf, WriteHalf), SessionError> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(SessionError::Connect)?;
-    if let Some(src) = source {
-        socket
-            .bind(SocketAddr::new(src, 0))
-            .map_err(SessionError::Connect)?;
-    }
+    let socket = crate::session::socket_for(addr, source)?;
     let mut tcp = socket.connect(addr).await.map_err(SessionError::Connect)?;
     let _ = tcp.set_nodelay(true);
     let req = format!(

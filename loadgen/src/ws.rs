@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use futures_util::{SinkExt, StreamExt};
 use stanza::{Event, Framer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -31,17 +30,7 @@ pub async fn connect(
     source: Option<std::net::IpAddr>,
     limits: stanza::Limits,
 ) -> Result<(ReadHalf, WriteHalf), SessionError> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(SessionError::Connect)?;
-    if let Some(src) = source {
-        socket
-            .bind(SocketAddr::new(src, 0))
-            .map_err(SessionError::Connect)?;
-    }
+    let socket = crate::session::socket_for(addr, source)?;
     let tcp = socket.connect(addr).await.map_err(SessionError::Connect)?;
     let _ = tcp.set_nodelay(true);
     let mut req = format!("ws://{addr}/xmpp-websocket")

@@ -1,13 +1,11 @@
 //! Connecting (TCP, STARTTLS, or WebSocket), SASL, and binding.
 
-use std::net::SocketAddr;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use server::sasl::{Hash, ScramClient};
 use stanza::Framer;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use super::{
     open_stream, read_element, Conn, Login, Mech, ReadHalf, SessionError, WriteHalf, NEGOTIATION,
@@ -85,17 +83,7 @@ pub async fn connect(l: &Login) -> Result<Conn, SessionError> {
             jid: String::new(),
         });
     }
-    let socket = if l.addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .map_err(SessionError::Connect)?;
-    if let Some(src) = l.source {
-        socket
-            .bind(SocketAddr::new(src, 0))
-            .map_err(SessionError::Connect)?;
-    }
+    let socket = super::socket_for(l.addr, l.source)?;
     let tcp: TcpStream = tokio::time::timeout(NEGOTIATION, socket.connect(l.addr))
         .await
         .map_err(|_| SessionError::Timeout("connect"))?

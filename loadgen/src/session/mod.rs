@@ -260,6 +260,26 @@ impl Conn {
     }
 }
 
+/// A socket for a connection to `addr`, bound to `source` when given
+/// (sessions spread over loopback addresses to get more ports).
+pub(crate) fn socket_for(
+    addr: std::net::SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> Result<tokio::net::TcpSocket, SessionError> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(SessionError::Connect)?;
+    if let Some(src) = source {
+        socket
+            .bind(std::net::SocketAddr::new(src, 0))
+            .map_err(SessionError::Connect)?;
+    }
+    Ok(socket)
+}
+
 mod login;
 pub use login::{authenticate, connect, login};
 

@@ -36,7 +36,7 @@ import time
 
 from selenium import webdriver
 from selenium.common.exceptions import (NoAlertPresentException, NoSuchElementException,
-                                        StaleElementReferenceException)
+                                        StaleElementReferenceException, WebDriverException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from starling_interop import Account, DOMAIN, NODE, TIMEOUT, check, entry, run_against
@@ -63,7 +63,8 @@ def browser():
 
 def wait(d, pred, what):
     """Polls `pred(d)` until true, for at most TIMEOUT seconds; a page
-    changing under it (a stale or missing element) is a false."""
+    changing under it (a stale or missing element, or a node of a document
+    being replaced) is a false."""
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         try:
@@ -71,6 +72,9 @@ def wait(d, pred, what):
                 return
         except (NoSuchElementException, StaleElementReferenceException):
             pass
+        except WebDriverException as e:
+            if "does not belong to the document" not in str(e):
+                raise
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -111,10 +115,13 @@ def post_from_page(d, text):
 
 
 def stale(element):
+    """True once `element`'s document is gone. Mid-navigation ChromeDriver
+    may say so as an 'unknown error' (a node that does not belong to the
+    document) rather than as a stale reference: both mean gone."""
     try:
         element.is_enabled()
         return False
-    except StaleElementReferenceException:
+    except WebDriverException:
         return True
 
 

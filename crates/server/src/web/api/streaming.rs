@@ -13,7 +13,10 @@
 //!
 //! A comment line every [`HEARTBEAT`] keeps proxies from closing an idle
 //! stream. Rendering a status reads the store, so the JSON of recent
-//! statuses is shared by every stream through a small cache.
+//! statuses is shared by every stream through a small cache. One post
+//! reaches every follower's stream as the same shared [`Notification`], so
+//! the events made from it are cached too, keyed by that allocation: the
+//! first stream parses it and renders the events, the rest clone them.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::AtomicBool;
@@ -26,7 +29,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use fanout::{Frame, OutboundHandle};
-use stanza::{ns, BareJid, Element, FullJid, StreamErrorCondition};
+use stanza::{ns, BareJid, Element, FullJid, Notification, StreamErrorCondition};
 use tokio::sync::{broadcast, mpsc};
 
 use super::entities::{contexts, status_json, Site};
@@ -43,6 +46,8 @@ const CACHE_MAX: usize = 4096;
 /// Retracted items' status ids kept for `delete` events (the status is
 /// gone from the store by the time the notification is read).
 const DELETED_MAX: usize = 4096;
+/// Notifications whose events are kept; past it the cache starts over.
+const EVENTS_MAX: usize = 1024;
 /// Events buffered between a stream's writer and its HTTP body.
 const BODY_BUFFER: usize = 64;
 
@@ -59,6 +64,18 @@ pub(crate) enum PublicEvent {
 /// cell, so a post to 5,000 streams is read from the store once.
 type Rendered = Arc<tokio::sync::OnceCell<Option<Arc<str>>>>;
 
+/// The events of one shared notification, made once for every stream.
+type Made = Arc<tokio::sync::OnceCell<Arc<[Bytes]>>>;
+
+/// A cached notification's events. The entry holds the notification so
+/// its address, the key, cannot be reused by another while it is cached.
+#[derive(Debug)]
+struct MadeEntry {
+    notification: Arc<Notification>,
+    base: String,
+    made: Made,
+}
+
 /// What the streams share.
 #[derive(Debug)]
 pub(crate) struct Streams {
@@ -66,6 +83,8 @@ pub(crate) struct Streams {
     cache: dashmap::DashMap<(String, BareJid, String, u64), Rendered>,
     /// (author, item id) → the status id of a retracted item.
     deleted: dashmap::DashMap<(BareJid, String), u64>,
+    /// (notification address, hash of the base URL) → its events.
+    events: dashmap::DashMap<(usize, u64), MadeEntry>,
     pub(crate) public: broadcast::Sender<PublicEvent>,
     hasher: std::hash::RandomState,
 }
@@ -75,6 +94,7 @@ impl Default for Streams {
         Self {
             cache: Default::default(),
             deleted: Default::default(),
+            events: Default::default(),
             public: broadcast::channel(1024).0,
             hasher: Default::default(),
         }
@@ -96,6 +116,26 @@ impl Streams {
 
     fn payload_hash(&self, payload: &str) -> u64 {
         self.hasher.hash_one(payload)
+    }
+
+    /// The shared cell for `n`'s events under `base`, or `None` when a
+    /// different entry holds the key (a hash collision: render uncached).
+    fn made_for(&self, n: &Arc<Notification>, base: &str, base_hash: u64) -> Option<Made> {
+        let key = (Arc::as_ptr(n) as usize, base_hash);
+        if let Some(e) = self.events.get(&key) {
+            let same = Arc::ptr_eq(&e.notification, n) && e.base == base;
+            return same.then(|| e.made.clone());
+        }
+        if self.events.len() >= EVENTS_MAX {
+            self.events.clear();
+        }
+        let e = self.events.entry(key).or_insert_with(|| MadeEntry {
+            notification: n.clone(),
+            base: base.to_owned(),
+            made: Default::default(),
+        });
+        let same = Arc::ptr_eq(&e.notification, n) && e.base == base;
+        same.then(|| e.made.clone())
     }
 }
 
@@ -193,10 +233,30 @@ async fn events_of(shared: &Arc<Shared>, site: &Site, bytes: &[u8]) -> Vec<Bytes
     out
 }
 
+/// The events of one frame for a stream: a shared notification's come
+/// from the cache; anything else is parsed for this stream alone.
+async fn frame_events(sink: &SseSink, frame: &Frame, to: &[u8]) -> Arc<[Bytes]> {
+    let streams = &sink.shared.api_streams;
+    let made = match frame {
+        Frame::Notification(n) => streams.made_for(n, &sink.site.base, sink.base_hash),
+        Frame::Bytes(_) => None,
+    };
+    let make = || async {
+        let bytes = frame.to_bytes(to);
+        events_of(&sink.shared, &sink.site, &bytes).await.into()
+    };
+    match made {
+        Some(cell) => cell.get_or_init(make).await.clone(),
+        None => make().await,
+    }
+}
+
 /// The sink of a user stream: notifications in, SSE events out.
 struct SseSink {
     shared: Arc<Shared>,
     site: Site,
+    /// Hash of `site.base`, part of the events cache's key.
+    base_hash: u64,
     tx: mpsc::Sender<Bytes>,
 }
 
@@ -208,9 +268,8 @@ impl Sink for SseSink {
         stall: Duration,
     ) -> std::io::Result<()> {
         for f in frames {
-            let bytes = f.to_bytes(handle.to_escaped());
-            for ev in events_of(&self.shared, &self.site, &bytes).await {
-                match tokio::time::timeout(stall, self.tx.send(ev)).await {
+            for ev in frame_events(self, f, handle.to_escaped()).await.iter() {
+                match tokio::time::timeout(stall, self.tx.send(ev.clone())).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return Err(std::io::ErrorKind::BrokenPipe.into()),
                     Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
@@ -225,49 +284,28 @@ impl Sink for SseSink {
     async fn close(&mut self) {}
 }
 
-/// An SSE response whose events come from `rx`, with heartbeats.
-fn sse(mut rx: mpsc::Receiver<Bytes>) -> Response {
-    let stream = async_stream(move |yield_tx| async move {
-        let _ = yield_tx.send(Bytes::from_static(b":)\n")).await;
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Some(ev) => if yield_tx.send(ev).await.is_err() { return },
-                    None => return,
-                },
-                () = tokio::time::sleep(HEARTBEAT) => {
-                    if yield_tx.send(Bytes::from_static(b":thump\n")).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
+/// An SSE response whose events come from `rx`, with heartbeats. The body
+/// reads `rx` itself (no task between them); when the client goes, hyper
+/// drops the body and with it `rx`, which the producer sees as closed.
+fn sse(rx: mpsc::Receiver<Bytes>) -> Response {
+    use futures_util::StreamExt;
+    let hello = futures_util::stream::once(async { Bytes::from_static(b":)\n") });
+    let events = futures_util::stream::unfold(rx, |mut rx| async move {
+        let b = tokio::select! {
+            ev = rx.recv() => ev?,
+            () = tokio::time::sleep(HEARTBEAT) => Bytes::from_static(b":thump\n"),
+        };
+        Some((b, rx))
     });
+    let body = hello.chain(events).map(Ok::<_, std::convert::Infallible>);
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(body),
     )
         .into_response()
-}
-
-/// A body stream fed by a task: the task gets a sender; the stream ends
-/// when the task does, and the task's sends fail once the client is gone.
-fn async_stream<F, Fut>(
-    f: F,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>>
-where
-    F: FnOnce(mpsc::Sender<Bytes>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
-    tokio::spawn(f(tx));
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
-    )
 }
 
 /// `GET /api/v1/streaming/user`.
@@ -296,6 +334,7 @@ pub(crate) async fn user(State(shared): State<Arc<Shared>>, site: Site, me: Auth
         sm: Default::default(),
     };
     let sink = SseSink {
+        base_hash: shared.api_streams.hasher.hash_one(&site.base),
         shared: shared.clone(),
         site,
         tx: tx.clone(),
@@ -352,4 +391,49 @@ pub(super) async fn public(State(shared): State<Arc<Shared>>, site: Site) -> Api
 /// `GET /api/v1/streaming/health`.
 pub(super) async fn health() -> Response {
     (StatusCode::OK, "OK").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stanza::{EventKind, PubsubEvent};
+
+    fn notification(id: &str) -> Arc<Notification> {
+        let ev = PubsubEvent {
+            node: ns::MICROBLOG,
+            kind: EventKind::Items(&[]),
+            delay: None,
+        };
+        Arc::new(Notification::new("jane@a.example", id, &ev))
+    }
+
+    #[test]
+    fn streams_share_one_notifications_events_per_base_url() {
+        let s = Streams::default();
+        let n = notification("1");
+        let a = s.made_for(&n, "http://a", 1).unwrap();
+        let again = s.made_for(&n, "http://a", 1).unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        // Another base URL renders other links: its own cell.
+        let other_base = s.made_for(&n, "http://b", 2).unwrap();
+        assert!(!Arc::ptr_eq(&a, &other_base));
+        // A base whose hash collides is never handed another base's events.
+        assert!(s.made_for(&n, "http://c", 1).is_none());
+        // An equal notification in another allocation is another post.
+        let twin = notification("1");
+        let t = s.made_for(&twin, "http://a", 1).unwrap();
+        assert!(!Arc::ptr_eq(&a, &t));
+    }
+
+    #[test]
+    fn the_events_cache_is_bounded() {
+        let s = Streams::default();
+        let kept: Vec<_> = (0..EVENTS_MAX * 3)
+            .map(|i| notification(&i.to_string()))
+            .collect();
+        for n in &kept {
+            assert!(s.made_for(n, "http://a", 1).is_some());
+            assert!(s.events.len() <= EVENTS_MAX);
+        }
+    }
 }

@@ -23,6 +23,7 @@ async fn requests_over_the_budget_get_429_per_address_and_per_token() {
         c.http_listen = vec!["127.0.0.1:0".parse().unwrap()];
         c.web.requests_per_window = 4;
         c.limits.limit_loopback = true;
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
     let addr = srv.http_addr.unwrap();
@@ -37,13 +38,26 @@ async fn requests_over_the_budget_get_429_per_address_and_per_token() {
     assert_eq!(r.json()["error"], "Too many requests");
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=300).contains(&wait), "{wait}");
-    // The feed is not part of the API budget.
-    assert_eq!(
-        http(addr, "GET", "/users/jane/feed.atom", &[], b"")
-            .await
-            .status,
-        200
-    );
+    // The feeds and the page spend the same address budget: a poller
+    // cannot read the store without bound either.
+    let feed = http(addr, "GET", "/users/jane/feed.atom", &[], b"").await;
+    assert_eq!(feed.status, 429);
+    assert_eq!(feed.json()["error"], "Too many requests");
+    assert!(feed.header("retry-after").is_some());
+    assert!(feed.header("access-control-allow-origin").is_none());
+    let page = http(addr, "GET", "/users/jane", &[], b"").await;
+    assert_eq!(page.status, 429);
+    assert!(page.body.contains("Too many requests"), "{}", page.body);
+    assert!(page.header("content-security-policy").is_some());
+    assert!(page.header("retry-after").is_some());
+    let metrics = http(srv.metrics.unwrap(), "GET", "/metrics", &[], b"").await;
+    for line in [
+        r#"starling_http_requests_total{route="/api/v1/instance",status="200"} 4"#,
+        r#"starling_http_requests_total{route="/users/{localpart}/feed.atom",status="429"} 1"#,
+        r#"starling_http_requests_total{route="/users/{localpart}",status="429"} 1"#,
+    ] {
+        assert!(metrics.body.contains(line), "{line} in {}", metrics.body);
+    }
 }
 
 #[tokio::test]

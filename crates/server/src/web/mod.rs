@@ -54,14 +54,22 @@ pub(crate) struct Peer {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route(WS_PATH, get(websocket))
+    // The WebSocket endpoint is an XMPP connection: c2s's connection and
+    // stanza limits apply to it, not the HTTP request budget.
+    let public = Router::new()
         .route("/.well-known/host-meta", get(host_meta))
         .route("/.well-known/host-meta.json", get(host_meta_json))
         .route("/users/{localpart}/feed.atom", get(feed::feed))
         .route("/avatar.svg", get(avatar))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            api::guard::public,
+        ));
+    Router::new()
+        .route(WS_PATH, get(websocket))
+        .merge(public)
         .merge(api::routes(&shared))
-        .merge(pages::routes())
+        .merge(pages::routes(&shared))
         .layer(axum::extract::DefaultBodyLimit::max(
             shared.config.web.max_body_bytes,
         ))

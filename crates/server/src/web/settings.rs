@@ -14,8 +14,9 @@ pub struct WebConfig {
     pub max_status_chars: usize,
     /// Bytes in a request body (64 KiB); larger gets 413.
     pub max_body_bytes: usize,
-    /// API requests per token, and per source address, in each window
-    /// (300, Mastodon's default); past it, 429 until the window ends.
+    /// HTTP requests (API, pages, feeds, discovery) per token or page
+    /// session, and per source address, in each window (300, Mastodon's
+    /// default); past it, 429 until the window ends.
     pub requests_per_window: u32,
     /// The rate window in seconds (300).
     pub window_secs: u64,

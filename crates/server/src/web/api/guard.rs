@@ -10,6 +10,10 @@
 //!   204. The login form (`/oauth/authorize`), which a cookie protects,
 //!   gets no CORS headers at all.
 //! - **metrics**: requests by route and status.
+//!
+//! The web page and the public routes (feeds, discovery) spend the same
+//! budgets and are counted the same way, through [`over_budget`] and
+//! [`count`]; only the page's 429 differs (an HTML page).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -87,46 +91,91 @@ fn token_of(req: &Request) -> Option<[u8; 32]> {
         .then(|| hash(t.trim()))
 }
 
+/// The route a request matched, as the metrics label it.
+pub(crate) fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned())
+}
+
+/// How long until the request would be within its budgets (per `token`,
+/// and per source address), or `None` when it is within them now.
+pub(crate) fn over_budget(
+    shared: &Shared,
+    req: &Request,
+    token: Option<[u8; 32]>,
+) -> Option<Duration> {
+    let ip = req.extensions().get::<Peer>()?.addr.ip();
+    let wait = shared.api_limits.check(token, ip).err()?;
+    shared.metrics.limited("api_request");
+    Some(wait)
+}
+
+/// A 429's `Retry-After`, in whole seconds.
+pub(crate) fn retry_after(r: &mut Response, wait: Duration) {
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+}
+
+/// Counts a request in `http_requests_total` by route and status.
+pub(crate) fn count(shared: &Shared, route: String, r: &Response) {
+    shared
+        .metrics
+        .http_requests
+        .get_or_create(&vec![
+            ("route", route),
+            ("status", r.status().as_u16().to_string()),
+        ])
+        .inc();
+}
+
 /// The layer's function.
 pub(crate) async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let route = route_of(&req);
     let cors = route != "/oauth/authorize";
-    let response = if cors && req.method() == Method::OPTIONS {
+    let mut response = if cors && req.method() == Method::OPTIONS {
         preflight()
     } else {
-        let ip = req.extensions().get::<Peer>().map(|p| p.addr.ip());
-        let limited = ip.and_then(|ip| shared.api_limits.check(token_of(&req), ip).err());
-        match limited {
+        match over_budget(&shared, &req, token_of(&req)) {
             Some(wait) => {
-                shared.metrics.limited("api_request");
                 let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests")
                     .into_response();
-                if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
+                retry_after(&mut r, wait);
                 r
             }
             None => next.run(req).await,
         }
     };
-    let mut response = response;
     if cors {
         response.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
         );
     }
-    shared
-        .metrics
-        .http_requests
-        .get_or_create(&vec![
-            ("route", route),
-            ("status", response.status().as_u16().to_string()),
-        ])
-        .inc();
+    count(&shared, route, &response);
+    response
+}
+
+/// The same budgets and metrics for the public, non-API routes (feeds,
+/// discovery, the avatar). Their errors are JSON like the API's, but they
+/// take no token and send no CORS headers.
+pub(crate) async fn public(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = route_of(&req);
+    let response = match over_budget(&shared, &req, None) {
+        Some(wait) => {
+            let mut r =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests").into_response();
+            retry_after(&mut r, wait);
+            r
+        }
+        None => next.run(req).await,
+    };
+    count(&shared, route, &response);
     response
 }
 

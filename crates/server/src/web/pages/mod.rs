@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +28,8 @@ use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 
 use super::api::entities::entry_of;
-use super::api::ApiError;
+use super::api::guard as api_guard;
+use super::api::{self, ApiError};
 use crate::store::Status;
 use crate::Shared;
 
@@ -45,7 +46,7 @@ const STYLE: &str = include_str!("style.css");
 const HOME_JS: &str = include_str!("home.js");
 
 /// The page routes.
-pub(super) fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
     Router::new()
         .route("/", get(home::page))
         .route("/home/post", post(home::post))
@@ -59,7 +60,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/users/{localpart}/statuses/{id}", get(profile::status))
         .route("/static/style.css", get(|| asset("text/css", STYLE)))
         .route("/static/home.js", get(|| asset("text/javascript", HOME_JS)))
-        .layer(axum::middleware::from_fn(headers))
+        .route_layer(axum::middleware::from_fn_with_state(shared.clone(), guard))
 }
 
 async fn asset(kind: &'static str, body: &'static str) -> Response {
@@ -73,9 +74,23 @@ async fn asset(kind: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// The security headers of every page.
-async fn headers(req: Request, next: Next) -> Response {
-    let mut r = next.run(req).await;
+/// What every page passes through: the API's request budgets (per
+/// session and per address; past them, an HTML 429), the security
+/// headers, and the request metrics.
+async fn guard(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let route = api_guard::route_of(&req);
+    let session = api::cookie(req.headers(), session::SESSION).map(|t| api::hash(&t));
+    let mut r = match api_guard::over_budget(&shared, &req, session) {
+        Some(wait) => {
+            let mut r = error_page(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests: try again in a little while.",
+            ));
+            api_guard::retry_after(&mut r, wait);
+            r
+        }
+        None => next.run(req).await,
+    };
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -90,6 +105,7 @@ async fn headers(req: Request, next: Next) -> Response {
         HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    api_guard::count(&shared, route, &r);
     r
 }
 

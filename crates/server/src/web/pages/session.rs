@@ -28,7 +28,7 @@ use crate::web::Peer;
 use crate::Shared;
 
 /// The session cookie.
-const SESSION: &str = "starling_session";
+pub(super) const SESSION: &str = "starling_session";
 /// The login form's double-submit cookie.
 const LOGIN_CSRF: &str = "starling_login_csrf";
 /// The application a web session's token is recorded under.

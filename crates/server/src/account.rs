@@ -1,7 +1,13 @@
-//! Deleting an account while the server runs, by the user (XEP-0077
-//! `<remove/>`) or by the operator (`starling deluser` through the control
-//! socket): the store forgets everything the account owned, its sessions
-//! end, its contacts are told, and the fan-out registry forgets it.
+//! Accounts changed while the server runs, by the user (XEP-0077) or by
+//! the operator (`starling adduser`, `passwd`, `deluser` through the
+//! control socket):
+//!
+//! - [`set_password`]: a new account, or a new password for one; the
+//!   account's other sessions authenticated with the old password, so
+//!   they end;
+//! - [`delete`]: the store forgets everything the account owned, its
+//!   sessions end, its contacts are told, and the fan-out registry
+//!   forgets it.
 
 use std::sync::Arc;
 
@@ -9,7 +15,50 @@ use stanza::{ser, BareJid, StreamErrorCondition};
 
 use crate::presence::{roster_push, sessions};
 use crate::store::Deleted;
-use crate::{Shared, StoreError};
+use crate::{AccountRecord, Shared, StoreError};
+
+/// What [`set_password`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PasswordChange {
+    /// Create the account (`Exists` if it is there).
+    Create,
+    /// Give an existing account a new password (`NotFound` if it is not
+    /// there); it keeps its age, and its sessions but `keep` end.
+    Change,
+}
+
+/// Creates `jid` with `password`, or changes its password (see
+/// [`PasswordChange`]). PBKDF2 and the durable write run off the runtime.
+pub(crate) async fn set_password(
+    shared: &Arc<Shared>,
+    jid: &BareJid,
+    password: String,
+    what: PasswordChange,
+    keep: Option<&stanza::FullJid>,
+) -> Result<(), StoreError> {
+    let iterations = shared.config.scram_iterations;
+    let j = jid.clone();
+    shared
+        .db(move |store| {
+            let mut record = AccountRecord::new(&password, iterations);
+            match what {
+                PasswordChange::Create => store.create_account(&j, &record),
+                PasswordChange::Change => {
+                    let Some(old) = store.account(&j)? else {
+                        return Err(StoreError::NotFound(j.to_string()));
+                    };
+                    record.created_ms = old.created_ms;
+                    store.set_account(&j, &record)
+                }
+            }
+        })
+        .await?;
+    if what == PasswordChange::Change {
+        crate::control::end_sessions(shared, jid, keep, StreamErrorCondition::Reset);
+    }
+    tracing::info!(%jid, change = (what == PasswordChange::Change), "password set");
+    Ok(())
+}
 
 /// Deletes `jid` for good. Its sessions end with `<not-authorized/>`,
 /// except `keep`. (A session deleting its own account is not kept: its

@@ -85,12 +85,14 @@ struct Common {
 enum Command {
     /// Run the server.
     Serve(Serve),
-    /// Create an account; the password is read from stdin (prompted on a terminal).
+    /// Create an account; the password is read from stdin (prompted on a
+    /// terminal). Works on a running server too (through its control socket).
     Adduser {
         /// The account, e.g. jane@example.org.
         jid: String,
     },
-    /// Change an account's password (read like adduser's).
+    /// Change an account's password (read like adduser's); on a running
+    /// server, the account's sessions end.
     Passwd {
         /// The account.
         jid: String,
@@ -259,6 +261,9 @@ fn main() -> Result<()> {
             config.validate()?;
             let jid = account_jid(&jid, &config)?;
             let pass = read_password("password: ")?;
+            if through_server(&config, &format!("adduser {jid}\n{pass}"))? {
+                return Ok(());
+            }
             let store = Redb::open(&config.data_dir)?;
             store.create_account(&jid, &AccountRecord::new(&pass, config.scram_iterations))?;
             eprintln!("created {jid}");
@@ -268,11 +273,15 @@ fn main() -> Result<()> {
             config.validate()?;
             let jid = account_jid(&jid, &config)?;
             let pass = read_password("new password: ")?;
-            let store = Redb::open(&config.data_dir)?;
-            let mut record = AccountRecord::new(&pass, config.scram_iterations);
-            if let Some(old) = store.account(&jid)? {
-                record.created_ms = old.created_ms;
+            if through_server(&config, &format!("passwd {jid}\n{pass}"))? {
+                return Ok(());
             }
+            let store = Redb::open(&config.data_dir)?;
+            let Some(old) = store.account(&jid)? else {
+                bail!("no account {jid}");
+            };
+            let mut record = AccountRecord::new(&pass, config.scram_iterations);
+            record.created_ms = old.created_ms;
             store.set_account(&jid, &record)?;
             eprintln!("password changed for {jid}");
             Ok(())
@@ -283,14 +292,8 @@ fn main() -> Result<()> {
             let jid = account_jid(&jid, &config)?;
             // A running server holds the store: ask it. Otherwise delete
             // in the store directly.
-            if let Some(answer) = control(&config.data_dir, &format!("deluser {jid}"))? {
-                return match answer.strip_prefix("ok ") {
-                    Some(done) => {
-                        eprintln!("{done} (through the running server)");
-                        Ok(())
-                    }
-                    None => bail!("the running server refused: {answer}"),
-                };
+            if through_server(&config, &format!("deluser {jid}"))? {
+                return Ok(());
             }
             let store = Redb::open(&config.data_dir).with_context(|| {
                 format!(
@@ -324,6 +327,22 @@ fn token(config: &Config, jid: &str) -> Result<()> {
     };
     println!("{token}");
     Ok(())
+}
+
+/// Runs an account command through a running server's control socket:
+/// `false` when no server listens there (the caller opens the store
+/// itself), an error naming the server's answer when it refused.
+fn through_server(config: &Config, command: &str) -> Result<bool> {
+    let Some(answer) = control(&config.data_dir, command)? else {
+        return Ok(false);
+    };
+    match answer.strip_prefix("ok ") {
+        Some(done) => {
+            eprintln!("{done} (through the running server)");
+            Ok(true)
+        }
+        None => bail!("the running server refused: {answer}"),
+    }
 }
 
 /// Sends one command line to a running server's control socket; `None`

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use stanza::ser::{self, StanzaError, XmlWriter};
 use stanza::{ns, BareJid, StanzaErrorCondition as C};
-use tracing::info;
 
-use crate::{AccountRecord, Shared, StoreError};
+use crate::account::PasswordChange;
+use crate::{Shared, StoreError};
 use stanza::xep::register::Request;
 
 /// Answers a `jabber:iq:register` iq. `me` is the authenticated account,
@@ -76,40 +76,17 @@ pub(crate) async fn iq(
                 return err(StanzaError::new(C::ResourceConstraint)
                     .with_text("too many registrations; try again later"));
             }
-            let iterations = shared.config.scram_iterations;
-            let (j, p, change) = (jid.clone(), pass, who.is_some());
-            let r = shared
-                .db(move |store| {
-                    let mut record = AccountRecord::new(&p, iterations);
-                    if change {
-                        // A new password; the account keeps its age.
-                        if let Some(old) = store.account(&j)? {
-                            record.created_ms = old.created_ms;
-                        }
-                        store.set_account(&j, &record)
-                    } else {
-                        store.create_account(&j, &record)
-                    }
-                })
-                .await;
-            match r {
+            let what = match who {
+                Some(_) => PasswordChange::Change,
+                None => PasswordChange::Create,
+            };
+            // A change ends the account's other sessions: they
+            // authenticated with the old password and must log in again.
+            match crate::account::set_password(shared, &jid, pass, what, current).await {
                 Ok(()) => {
-                    match who {
-                        None => {
-                            shared.metrics.registrations.inc();
-                        }
-                        // The account's other sessions authenticated with
-                        // the old password: they must log in again.
-                        Some(account) => {
-                            crate::control::end_sessions(
-                                shared,
-                                account,
-                                current,
-                                stanza::StreamErrorCondition::Reset,
-                            );
-                        }
+                    if who.is_none() {
+                        shared.metrics.registrations.inc();
                     }
-                    info!(%jid, change = who.is_some(), "registration");
                     ser::iq_result(id, None, None, None)
                 }
                 Err(StoreError::Exists(_)) => err(StanzaError::new(C::Conflict)),

@@ -40,6 +40,9 @@ fn account_commands() {
     assert!(!ok && err.contains("exists"), "{err}");
     let (ok, err) = starling(dir.path(), &["passwd", "jane@example.org"], "new\n");
     assert!(ok, "{err}");
+    // passwd changes a password; it does not create an account.
+    let (ok, err) = starling(dir.path(), &["passwd", "nobody@example.org"], "new\n");
+    assert!(!ok && err.contains("no account"), "{err}");
     let store = server::Redb::open(dir.path()).unwrap();
     let rec = store
         .account(&stanza::BareJid::new("jane@example.org").unwrap())

@@ -136,7 +136,13 @@ impl Binary {
 
     /// [`Self::cli`], with its stdout too.
     pub fn cli_output(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(path())
+        self.cli_input(args, "")
+    }
+
+    /// [`Self::cli_output`], with `stdin` on its standard input (a
+    /// password, for `adduser` and `passwd`).
+    pub fn cli_input(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        let mut child = Command::new(path())
             .args([
                 "--data-dir",
                 self.dir.path().to_str().unwrap(),
@@ -144,8 +150,18 @@ impl Binary {
                 DOMAIN,
             ])
             .args(args)
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

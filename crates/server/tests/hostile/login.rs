@@ -210,3 +210,37 @@ async fn login_back_off_spans_connections_without_locking_out() {
     assert_eq!(srv.metric("auth_failures_total"), 1.0);
     srv.stop();
 }
+
+/// `starling adduser` and `passwd` work while the server runs (it holds
+/// the store), through its control socket: the new account logs in at
+/// once, and a password change ends the account's sessions and makes the
+/// old password useless.
+#[tokio::test]
+async fn adduser_and_passwd_on_a_running_server() {
+    let srv = Binary::start(&[("jane", "pw")], "");
+    let (ok, _, err) = srv.cli_input(&["adduser", "zed@example.org"], "zed pass\n");
+    assert!(ok && err.contains("running server"), "{err}");
+    let (ok, _, err) = srv.cli_input(&["adduser", "zed@example.org"], "again\n");
+    assert!(!ok && err.contains("exists"), "{err}");
+    let mut zed = Client::connect(srv.addr).await;
+    zed.open(common::DOMAIN).await;
+    // The password is the whole line, spaces and all.
+    assert!(zed.plain("zed", "zed pass").await.is("success", ns::SASL));
+    zed.bind(Some("r")).await;
+
+    let (ok, _, err) = srv.cli_input(&["passwd", "zed@example.org"], "fresh\n");
+    assert!(ok && err.contains("password changed"), "{err}");
+    assert_eq!(zed.stream_error().await, "reset");
+    for (pass, works) in [("zed pass", false), ("fresh", true)] {
+        let mut c = Client::connect(srv.addr).await;
+        c.open(common::DOMAIN).await;
+        let r = c.plain("zed", pass).await;
+        assert_eq!(r.is("success", ns::SASL), works, "{pass}: {r:?}");
+    }
+    // The running server names what is wrong, as the offline command does.
+    let (ok, _, err) = srv.cli_input(&["passwd", "nobody@example.org"], "x\n");
+    assert!(!ok && err.contains("no account"), "{err}");
+    let (ok, _, err) = srv.cli_input(&["adduser", "bob@elsewhere.org"], "x\n");
+    assert!(!ok && err.contains("elsewhere.org"), "{err}");
+    srv.stop();
+}

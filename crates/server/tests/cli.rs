@@ -1,34 +1,12 @@
 //! The `starling` binary's account commands and its errors for bad input.
 
 use server::store::prelude::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
+
+mod common;
 
 fn starling(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_starling"))
-        .args([
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--domain",
-            "example.org",
-        ])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, _, err) = common::binary::cli(dir, args, stdin);
+    (ok, err)
 }
 
 #[test]

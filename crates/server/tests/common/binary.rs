@@ -27,6 +27,31 @@ pub fn path() -> String {
     std::env::var("STARLING_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_starling").to_owned())
 }
 
+/// Runs `starling --data-dir DIR --domain DOMAIN ARGS…` with `stdin` on
+/// its standard input: whether it succeeded, its stdout and its stderr.
+pub fn cli(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(path())
+        .args(["--data-dir", dir.to_str().unwrap(), "--domain", DOMAIN])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The text of a `key=value` field in a tracing line, up to a space.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let at = line.find(key)? + key.len();
@@ -142,31 +167,7 @@ impl Binary {
     /// [`Self::cli_output`], with `stdin` on its standard input (a
     /// password, for `adduser` and `passwd`).
     pub fn cli_input(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
-        let mut child = Command::new(path())
-            .args([
-                "--data-dir",
-                self.dir.path().to_str().unwrap(),
-                "--domain",
-                DOMAIN,
-            ])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cli(self.dir.path(), args, stdin)
     }
 
     /// The process's resident memory in KiB (`VmRSS`).

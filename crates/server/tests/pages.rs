@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::http::{http, token_with, Reply};
-use common::TestServer;
+use common::{Client, TestServer};
 
 const ACCOUNTS: [(&str, &str); 2] = [("jane", "secret"), ("joe", "secret")];
 const FORM: &str = "Content-Type: application/x-www-form-urlencoded";
@@ -233,4 +233,82 @@ async fn a_profile_lists_public_posts_twenty_a_page_as_escaped_text() {
     assert_eq!(http(addr, "GET", &elsewhere, &[], b"").await.status, 404);
     let bad = http(addr, "GET", "/users/jane?max_id=x", &[], b"").await;
     assert_eq!(bad.status, 400);
+}
+
+/// Reads `c`'s stanzas until a presence of `kind` from `from` (a bounded
+/// number; roster pushes and presence may come first, in any order).
+async fn presence_of(c: &mut Client, kind: &str, from: &str) {
+    for _ in 0..16 {
+        let e = c.element().await;
+        if e.name == "presence" && e.attr("type") == Some(kind) && e.attr("from") == Some(from) {
+            return;
+        }
+    }
+    panic!("no {kind} presence from {from}");
+}
+
+#[tokio::test]
+async fn follow_requests_are_listed_and_answered_from_the_home_page() {
+    let srv = start().await;
+    let addr = srv.http_addr.unwrap();
+    let (mut joe, _) = Client::login_plain_scram(srv.addr, "joe", "secret").await;
+    // Available, so that presence answers reach this resource (RFC 6121).
+    joe.send("<presence/>").await;
+    joe.drain().await;
+    joe.keep_presence = true;
+    let session = login(addr).await;
+    let c = format!("Cookie: {session}");
+    let home = http(addr, "GET", "/", &[&c], b"").await;
+    assert!(!home.body.contains("Follow requests"), "none yet");
+    let csrf = csrf_in(&home.body);
+    let answer = |path: &'static str| {
+        let (c, csrf) = (c.clone(), csrf.clone());
+        async move {
+            let body = format!("csrf={csrf}&account=joe%40example.org&return=%2F");
+            http(addr, "POST", path, &[FORM, &c], body.as_bytes()).await
+        }
+    };
+
+    for (path, kind) in [
+        ("/home/approve", "subscribed"),
+        ("/home/decline", "unsubscribed"),
+    ] {
+        // joe asks to follow jane over XMPP (after an approval, he first
+        // unsubscribes, so that he can ask again).
+        if kind == "unsubscribed" {
+            joe.send("<presence to='jane@example.org' type='unsubscribe'/>")
+                .await;
+        }
+        joe.send("<presence to='jane@example.org' type='subscribe'/>")
+            .await;
+        joe.drain().await;
+        let home = http(addr, "GET", "/", &[&c], b"").await;
+        let requests = home.body.split("id=\"requests\"").nth(1).unwrap_or("");
+        assert!(requests.contains("joe@example.org"), "{}", home.body);
+        assert!(requests.contains("/home/approve") && requests.contains("/home/decline"));
+        // Without the form's token, nothing is answered.
+        let forged = b"account=joe%40example.org";
+        let r = http(addr, "POST", path, &[FORM, &c], forged).await;
+        assert_eq!(r.status, 403);
+
+        let r = answer(path).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        assert_eq!(r.header("location").as_deref(), Some("/"));
+        presence_of(&mut joe, kind, "jane@example.org").await;
+        let home = http(addr, "GET", "/", &[&c], b"").await;
+        assert!(
+            !home.body.contains("id=\"requests\""),
+            "answered: {}",
+            home.body
+        );
+    }
+    // Nobody is asking: an answer is a 404 page (as Mastodon's API), and
+    // does not make joe a follower in advance.
+    let r = answer("/home/approve").await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(
+        r.body.contains("no follow request from joe@example.org"),
+        "{}",
+        r.body
+    );
 }

@@ -197,6 +197,18 @@ def steps_csrf(b, base):
     check("forged" not in texts(b, "timeline"), "the refused form posted nothing")
 
 
+def steps_approve(b, base):
+    """Bob answers carol's follow request (a presence subscription she
+    sent over XMPP) from his home page."""
+    def listed(d):
+        d.get(base + "/")
+        return f"carol@{DOMAIN}" in d.find_element(By.ID, "requests").text
+    wait(b, listed, "carol's follow request on bob's home page")
+    b.find_element(By.CSS_SELECTOR, "#requests form[action='/home/approve'] button").click()
+    wait(b, lambda d: d.current_url == base + "/" and not d.find_elements(By.ID, "requests"),
+         "the answered request to leave bob's page")
+
+
 def png_size(path):
     with open(path, "rb") as f:
         head = f.read(24)
@@ -291,6 +303,14 @@ async def flow(port, http_port):
 
         await asyncio.to_thread(steps_hostile, a, b, base)
         await asyncio.to_thread(steps_csrf, b, base)
+
+        subscribed = asyncio.Queue()
+        carol.add_event_handler("presence_subscribed", subscribed.put_nowait)
+        carol.send_presence(pto=f"bob@{DOMAIN}", ptype="subscribe")
+        await asyncio.to_thread(steps_approve, b, base)
+        ev = await asyncio.wait_for(subscribed.get(), TIMEOUT)
+        check(ev["from"].bare == f"bob@{DOMAIN}",
+              "carol's slixmpp session heard bob approve her request from his page")
         with tempfile.TemporaryDirectory(prefix="starling-shots-") as tmp:
             out = os.environ.get("SCREENSHOTS") or tmp
             await asyncio.to_thread(steps_home_screenshot, a, b, base, out)

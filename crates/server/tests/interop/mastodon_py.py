@@ -267,6 +267,13 @@ async def flow(port, http_port):
     await run(amy.follow_request_reject, joe_id)
     rels = await run(joe.account_relationships, [amy_id])
     check(not rels[0].requested and not rels[0].following, "rejected: joe neither follows nor waits")
+    try:
+        await run(amy.follow_request_authorize, joe_id)
+        check(False, "a request no longer waiting cannot be authorized")
+    except MastodonNotFoundError:
+        check(True, "a request no longer waiting cannot be authorized (404)")
+    rels = await run(joe.account_relationships, [amy_id])
+    check(not rels[0].following, "and joe was not made a follower in advance")
     check(me.id in [a.id for a in await run(amy.account_followers, amy_id)],
           "a presence follower is listed among followers")
     rel = await run(joe.account_unfollow, me.id)

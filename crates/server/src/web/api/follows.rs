@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::Json;
 use bytes::Bytes;
@@ -304,11 +304,24 @@ async fn answer(
 ) -> ApiResult {
     me.require_write("follows")?;
     let who = resolve(&shared, &site, &id).await?.jid;
+    // Only a waiting request is answered, as Mastodon does: `subscribed`
+    // would otherwise pre-approve, and `unsubscribed` remove a follower.
+    let (m, w) = (me.jid.clone(), who.clone());
+    let waiting = shared
+        .db(move |s| Ok::<_, StoreError>(s.roster_item(&m, &w)?.is_some_and(|i| i.pending_in)))
+        .await
+        .map_err(ApiError::store)?;
+    if !waiting {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no follow request from {who}"),
+        ));
+    }
     presence(&shared, &me.jid, &who, kind).await?;
     relationship_of(&shared, &me.jid, &who).await
 }
 
-pub(super) async fn authorize(
+pub(crate) async fn authorize(
     State(shared): State<Arc<Shared>>,
     site: Site,
     me: Authed,
@@ -317,7 +330,7 @@ pub(super) async fn authorize(
     answer(shared, site, me, id, SubKind::Subscribed).await
 }
 
-pub(super) async fn reject(
+pub(crate) async fn reject(
     State(shared): State<Arc<Shared>>,
     site: Site,
     me: Authed,

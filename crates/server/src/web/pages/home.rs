@@ -1,6 +1,8 @@
 //! The home page of a logged-in account: its home timeline (its own posts
 //! and those of everyone it follows), a page at a time; a post box;
-//! follow and unfollow; and live updates.
+//! follow and unfollow; the follow requests waiting for an answer
+//! (presence subscriptions, as Mastodon's follow requests), to approve or
+//! decline; and live updates.
 //!
 //! Every action is a plain form (POST, CSRF token, then 303 back), done
 //! by the API's own handlers, so the page and Mastodon apps cannot
@@ -28,11 +30,38 @@ use crate::Shared;
 
 /// A follow or unfollow button for `jid`, returning to `back`.
 pub(super) fn follow_button(me: &WebSession, jid: &str, following: bool, back: &str) -> Markup {
-    let (action, label) = if following {
-        ("/home/unfollow", "Unfollow")
+    if following {
+        button(me, Action::Unfollow, jid, back)
     } else {
-        ("/home/follow", "Follow")
-    };
+        button(me, Action::Follow, jid, back)
+    }
+}
+
+/// What a button on an account does, each by the API's own handler.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Follow,
+    Unfollow,
+    /// Approve a follow request (presence `subscribed`).
+    Approve,
+    /// Decline it (presence `unsubscribed`).
+    Decline,
+}
+
+impl Action {
+    fn form(self) -> (&'static str, &'static str) {
+        match self {
+            Action::Follow => ("/home/follow", "Follow"),
+            Action::Unfollow => ("/home/unfollow", "Unfollow"),
+            Action::Approve => ("/home/approve", "Approve"),
+            Action::Decline => ("/home/decline", "Decline"),
+        }
+    }
+}
+
+/// A one-button form doing `what` to `jid`, returning to `back`.
+fn button(me: &WebSession, what: Action, jid: &str, back: &str) -> Markup {
+    let (action, label) = what.form();
     html! {
         form.inline method="post" action=(action) {
             input type="hidden" name="csrf" value=(me.csrf());
@@ -59,17 +88,24 @@ async fn render(shared: &Arc<Shared>, me: &WebSession, uri: &Uri) -> ApiResult<M
     };
     let statuses = home_of(shared, me.jid.clone(), range, super::profile::PAGE).await?;
     let j = me.jid.clone();
-    let (following, open) = shared
+    let (following, open, mut requests) = shared
         .db(move |s| {
             let open = s
                 .node(&j, ns::MICROBLOG)?
                 .is_some_and(|n| n.config.access_model == AccessModel::Open);
-            Ok::<_, crate::StoreError>((following_of(s, &j)?, open))
+            let requests: Vec<BareJid> = s
+                .roster(&j)?
+                .into_iter()
+                .filter(|(_, item)| item.pending_in)
+                .map(|(who, _)| who)
+                .collect();
+            Ok::<_, crate::StoreError>((following_of(s, &j)?, open, requests))
         })
         .await
         .map_err(ApiError::store)?;
     let mut following: Vec<BareJid> = following.into_iter().collect();
     following.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    requests.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     let older = (statuses.len() == super::profile::PAGE)
         .then(|| statuses.last().map(|s| format!("/?max_id={}", s.id)))
         .flatten();
@@ -102,6 +138,20 @@ async fn render(shared: &Arc<Shared>, me: &WebSession, uri: &Uri) -> ApiResult<M
                             "Followers you approved"
                         }
                         button.quiet type="submit" { "Save" }
+                    }
+                }
+                @if !requests.is_empty() {
+                    section.card #requests {
+                        h2 { "Follow requests" }
+                        ul {
+                            @for r in &requests {
+                                li {
+                                    span.who { (r) } " "
+                                    (button(me, Action::Approve, r.as_str(), "/"))
+                                    (button(me, Action::Decline, r.as_str(), "/"))
+                                }
+                            }
+                        }
                     }
                 }
                 section.card {
@@ -188,14 +238,15 @@ pub(super) async fn privacy(
     done(r, "/")
 }
 
-/// `POST /home/follow` and `/home/unfollow`: `account` (a name here, or
-/// a JID), and `return`, the page to go back to.
+/// `POST /home/follow`, `/home/unfollow`, `/home/approve` and
+/// `/home/decline`: `account` (a name here, or a JID), and `return`, the
+/// page to go back to.
 pub(super) async fn follow(
     State(shared): State<Arc<Shared>>,
     site: Site,
     SessionForm(me, p): SessionForm,
 ) -> Response {
-    change(shared, site, me, p, true).await
+    act(shared, site, me, p, Action::Follow).await
 }
 
 /// See [`follow`].
@@ -204,19 +255,38 @@ pub(super) async fn unfollow(
     site: Site,
     SessionForm(me, p): SessionForm,
 ) -> Response {
-    change(shared, site, me, p, false).await
+    act(shared, site, me, p, Action::Unfollow).await
 }
 
-async fn change(shared: Arc<Shared>, site: Site, me: WebSession, p: Params, on: bool) -> Response {
+/// See [`follow`].
+pub(super) async fn approve(
+    State(shared): State<Arc<Shared>>,
+    site: Site,
+    SessionForm(me, p): SessionForm,
+) -> Response {
+    act(shared, site, me, p, Action::Approve).await
+}
+
+/// See [`follow`].
+pub(super) async fn decline(
+    State(shared): State<Arc<Shared>>,
+    site: Site,
+    SessionForm(me, p): SessionForm,
+) -> Response {
+    act(shared, site, me, p, Action::Decline).await
+}
+
+async fn act(shared: Arc<Shared>, site: Site, me: WebSession, p: Params, what: Action) -> Response {
     let account = p.str("account").unwrap_or_default().trim().to_owned();
     if account.is_empty() {
-        return error_page(ApiError::unprocessable("Say whom to follow."));
+        return error_page(ApiError::unprocessable("Say which account."));
     }
-    let (shared, who) = (State(shared), Path(account));
-    let r = if on {
-        follows::follow(shared, site, me.authed(), who).await
-    } else {
-        follows::unfollow(shared, site, me.authed(), who).await
+    let (shared, who, me) = (State(shared), Path(account), me.authed());
+    let r = match what {
+        Action::Follow => follows::follow(shared, site, me, who).await,
+        Action::Unfollow => follows::unfollow(shared, site, me, who).await,
+        Action::Approve => follows::authorize(shared, site, me, who).await,
+        Action::Decline => follows::reject(shared, site, me, who).await,
     };
     done(r, &local_path(p.str("return")))
 }

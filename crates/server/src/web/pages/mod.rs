@@ -52,6 +52,8 @@ pub(super) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/home/post", post(home::post))
         .route("/home/follow", post(home::follow))
         .route("/home/unfollow", post(home::unfollow))
+        .route("/home/approve", post(home::approve))
+        .route("/home/decline", post(home::decline))
         .route("/home/privacy", post(home::privacy))
         .route("/home/stream", get(home::stream))
         .route("/login", get(session::form).post(session::login))

@@ -241,39 +241,20 @@ pub(super) async fn privacy(
 /// `POST /home/follow`, `/home/unfollow`, `/home/approve` and
 /// `/home/decline`: `account` (a name here, or a JID), and `return`, the
 /// page to go back to.
-pub(super) async fn follow(
+pub(super) async fn account_action(
     State(shared): State<Arc<Shared>>,
     site: Site,
+    Path(action): Path<String>,
     SessionForm(me, p): SessionForm,
 ) -> Response {
-    act(shared, site, me, p, Action::Follow).await
-}
-
-/// See [`follow`].
-pub(super) async fn unfollow(
-    State(shared): State<Arc<Shared>>,
-    site: Site,
-    SessionForm(me, p): SessionForm,
-) -> Response {
-    act(shared, site, me, p, Action::Unfollow).await
-}
-
-/// See [`follow`].
-pub(super) async fn approve(
-    State(shared): State<Arc<Shared>>,
-    site: Site,
-    SessionForm(me, p): SessionForm,
-) -> Response {
-    act(shared, site, me, p, Action::Approve).await
-}
-
-/// See [`follow`].
-pub(super) async fn decline(
-    State(shared): State<Arc<Shared>>,
-    site: Site,
-    SessionForm(me, p): SessionForm,
-) -> Response {
-    act(shared, site, me, p, Action::Decline).await
+    let what = match action.as_str() {
+        "follow" => Action::Follow,
+        "unfollow" => Action::Unfollow,
+        "approve" => Action::Approve,
+        "decline" => Action::Decline,
+        _ => return error_page(ApiError::not_found()),
+    };
+    act(shared, site, me, p, what).await
 }
 
 async fn act(shared: Arc<Shared>, site: Site, me: WebSession, p: Params, what: Action) -> Response {

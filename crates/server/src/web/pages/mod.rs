@@ -50,10 +50,8 @@ pub(super) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
     Router::new()
         .route("/", get(home::page))
         .route("/home/post", post(home::post))
-        .route("/home/follow", post(home::follow))
-        .route("/home/unfollow", post(home::unfollow))
-        .route("/home/approve", post(home::approve))
-        .route("/home/decline", post(home::decline))
+        // follow, unfollow, approve, decline
+        .route("/home/{action}", post(home::account_action))
         .route("/home/privacy", post(home::privacy))
         .route("/home/stream", get(home::stream))
         .route("/login", get(session::form).post(session::login))

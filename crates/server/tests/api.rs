@@ -315,3 +315,68 @@ async fn personal_tokens_from_the_running_binary() {
     assert_eq!(gone.status, 401, "a deleted account's tokens go with it");
     srv.stop();
 }
+
+/// The gauge `starling_api_streams`, read from the metrics endpoint.
+async fn open_streams(metrics: SocketAddr) -> f64 {
+    let r = http(metrics, "GET", "/metrics", &[], b"").await;
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix("starling_api_streams "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no starling_api_streams in {}", r.body))
+}
+
+#[tokio::test]
+async fn user_streams_share_one_posts_events_and_end_with_their_client() {
+    let srv = TestServer::start(&ACCOUNTS, |c| {
+        c.http_listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let (addr, metrics) = (srv.http_addr.unwrap(), srv.metrics.unwrap());
+    let auth = format!("Authorization: Bearer {}", token(addr).await);
+    // Two streams of the account: one post reaches both (its events are
+    // made once and shared), as do deletes.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut s = common::http::EventStream::open(addr, "/api/v1/streaming/user", &[&auth]).await;
+        s.until(":)\n").await;
+        streams.push(s);
+    }
+    assert_eq!(open_streams(metrics).await, 2.0);
+    let form = "Content-Type: application/x-www-form-urlencoded";
+    let posted = http(
+        addr,
+        "POST",
+        "/api/v1/statuses",
+        &[&auth, form],
+        b"status=shared+once",
+    )
+    .await;
+    assert_eq!(posted.status, 200, "{}", posted.body);
+    let id = posted.json()["id"].as_str().unwrap().to_owned();
+    for s in &mut streams {
+        s.until("event: update\n").await;
+        let data = s.until("\n\n").await;
+        let status: serde_json::Value =
+            serde_json::from_str(data.strip_prefix("data: ").unwrap().trim_end()).unwrap();
+        assert_eq!(status["id"], id.as_str());
+        assert!(status["content"].as_str().unwrap().contains("shared once"));
+    }
+    let path = format!("/api/v1/statuses/{id}");
+    assert_eq!(http(addr, "DELETE", &path, &[&auth], b"").await.status, 200);
+    for s in &mut streams {
+        s.until("event: delete\n").await;
+        assert_eq!(s.until("\n\n").await, format!("data: {id}\n\n"));
+    }
+    // A client that goes ends its stream: the fan-out session is detached.
+    drop(streams.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while open_streams(metrics).await != 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream outlived its client"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

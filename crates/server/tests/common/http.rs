@@ -82,3 +82,51 @@ impl Reply {
             .collect()
     }
 }
+
+/// An open server-sent-events response, read as text as it arrives.
+pub struct EventStream {
+    stream: TcpStream,
+    /// Everything read so far (chunk-size lines included).
+    pub text: String,
+}
+
+impl EventStream {
+    /// `GET path` with `extra` header lines; returns once the head is in.
+    pub async fn open(addr: SocketAddr, path: &str, extra: &[&str]) -> Self {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        for h in extra {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut s = Self {
+            stream,
+            text: String::new(),
+        };
+        let head = s.until("\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "an event stream: {head}");
+        assert!(head.contains("text/event-stream"), "{head}");
+        s
+    }
+
+    /// Reads until `text` has arrived since the last [`Self::until`], for
+    /// at most 10 s; returns what came up to and including it.
+    pub async fn until(&mut self, want: &str) -> String {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(at) = self.text.find(want) {
+                let rest = self.text.split_off(at + want.len());
+                return std::mem::replace(&mut self.text, rest);
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {want:?} within 10 s; got {:?}", self.text))
+                .unwrap();
+            assert!(n > 0, "the stream ended before {want:?}: {:?}", self.text);
+            self.text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}

@@ -37,6 +37,7 @@ mod publish;
 mod subscribe;
 
 pub(crate) use access::{allowed_for, check_access, refresh_access, AccessLocks};
+pub(crate) use owner::remove_subscribers;
 pub(crate) use publish::{notify_event, prepare, publish_prepared, retract, Notice, Prepared};
 pub(crate) use subscribe::{subscribe, unsubscribe};
 

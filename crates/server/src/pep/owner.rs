@@ -111,7 +111,7 @@ async fn subscribers(shared: &Arc<Shared>, owner: &BareJid, node: &str) -> Reply
 
 /// `<subscription jid=… subscription='none'/>` removes a subscriber
 /// (XEP-0060 §8.8.2); other states are not kept by a PEP service.
-async fn remove_subscribers(
+pub(crate) async fn remove_subscribers(
     shared: &Arc<Shared>,
     owner: &BareJid,
     node: &str,

@@ -276,6 +276,19 @@ async def flow(port, http_port):
     check(not rels[0].following, "and joe was not made a follower in advance")
     check(me.id in [a.id for a in await run(amy.account_followers, amy_id)],
           "a presence follower is listed among followers")
+    # Removing followers: a presence follower (jane of amy) and an explicit
+    # subscriber (joe of jane, whose posts are public).
+    rel = await run(amy.account_remove_from_followers, me.id)
+    check(not rel.followed_by, "amy removes jane from her followers")
+    rels = await run(jane.account_relationships, [amy_id])
+    check(not rels[0].following, "and jane no longer follows amy")
+    rel = await run(jane.account_remove_from_followers, joe_id)
+    check(not rel.followed_by and joe_id not in [a.id for a in await run(jane.account_followers, me.id)],
+          "jane removes joe, an explicit subscriber, from her followers")
+    rels = await run(joe.account_relationships, [me.id])
+    check(not rels[0].following, "and joe no longer follows jane")
+    rel = await run(joe.account_follow, me.id)
+    check(rel.following, "joe follows jane again")
     rel = await run(joe.account_unfollow, me.id)
     check(not rel.following, "unfollow")
     check(joe_id not in [a.id for a in await run(jane.account_followers, me.id)], "and the follower is gone")

@@ -173,6 +173,42 @@ pub(crate) async fn unfollow(
     relationship_of(&shared, &me.jid, &target).await
 }
 
+/// `POST /api/v1/accounts/:id/remove_from_followers`: the account stops
+/// following me by every route, its explicit subscriptions to my
+/// microblog (as the node's owner, XEP-0060 §8.8.2) and its presence
+/// subscription (`unsubscribed`). Not following is no error, as on
+/// Mastodon: the relationship is returned either way.
+pub(super) async fn remove_from_followers(
+    State(shared): State<Arc<Shared>>,
+    site: Site,
+    me: Authed,
+    Path(id): Path<String>,
+) -> ApiResult {
+    me.require_write("follows")?;
+    let who = resolve(&shared, &site, &id).await?.jid;
+    let (m, w) = (me.jid.clone(), who.clone());
+    let (subs, item) = shared
+        .db(move |s| {
+            let subs: Vec<Jid> = s
+                .node_subscriptions(&m, ns::MICROBLOG)?
+                .into_iter()
+                .filter(|j| j.to_bare() == w)
+                .collect();
+            Ok::<_, StoreError>((subs, s.roster_item(&m, &w)?))
+        })
+        .await
+        .map_err(ApiError::store)?;
+    if !subs.is_empty() {
+        crate::pep::remove_subscribers(&shared, &me.jid, ns::MICROBLOG, subs)
+            .await
+            .map_err(|e| ApiError::store(format!("{:?}", e.condition)))?;
+    }
+    if item.is_some_and(|i| i.sub.from()) {
+        presence(&shared, &me.jid, &who, SubKind::Unsubscribed).await?;
+    }
+    relationship_of(&shared, &me.jid, &who).await
+}
+
 /// `GET /api/v1/accounts/relationships?id[]=…`.
 pub(super) async fn relationships(
     State(shared): State<Arc<Shared>>,

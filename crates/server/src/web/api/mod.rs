@@ -76,6 +76,10 @@ pub(super) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/api/v2/search", get(accounts::search))
         .route("/api/v1/accounts/{id}/follow", post(follows::follow))
         .route("/api/v1/accounts/{id}/unfollow", post(follows::unfollow))
+        .route(
+            "/api/v1/accounts/{id}/remove_from_followers",
+            post(follows::remove_from_followers),
+        )
         .route("/api/v1/accounts/{id}/followers", get(follows::followers))
         .route("/api/v1/accounts/{id}/following", get(follows::following))
         .route("/api/v1/follow_requests", get(follows::follow_requests))

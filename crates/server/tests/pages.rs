@@ -302,6 +302,22 @@ async fn follow_requests_are_listed_and_answered_from_the_home_page() {
             home.body
         );
     }
+    // Approved once more, joe is listed among jane's followers, and
+    // removing him from them sends him `unsubscribed`.
+    joe.send("<presence to='jane@example.org' type='subscribe'/>")
+        .await;
+    joe.drain().await;
+    assert_eq!(answer("/home/approve").await.status, 303);
+    presence_of(&mut joe, "subscribed", "jane@example.org").await;
+    let home = http(addr, "GET", "/", &[&c], b"").await;
+    let followers = home.body.split("id=\"followers\"").nth(1).unwrap_or("");
+    assert!(followers.contains("joe@example.org"), "{}", home.body);
+    let r = answer("/home/remove").await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    presence_of(&mut joe, "unsubscribed", "jane@example.org").await;
+    let home = http(addr, "GET", "/", &[&c], b"").await;
+    assert!(!home.body.contains("id=\"followers\""), "{}", home.body);
+
     // Nobody is asking: an answer is a 404 page (as Mastodon's API), and
     // does not make joe a follower in advance.
     let r = answer("/home/approve").await;

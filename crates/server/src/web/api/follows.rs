@@ -178,7 +178,7 @@ pub(crate) async fn unfollow(
 /// microblog (as the node's owner, XEP-0060 §8.8.2) and its presence
 /// subscription (`unsubscribed`). Not following is no error, as on
 /// Mastodon: the relationship is returned either way.
-pub(super) async fn remove_from_followers(
+pub(crate) async fn remove_from_followers(
     State(shared): State<Arc<Shared>>,
     site: Site,
     me: Authed,

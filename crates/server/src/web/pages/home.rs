@@ -23,7 +23,7 @@ use super::session::{SessionForm, WebSession};
 use super::{error_page, layout, local_path, see_other, status_list};
 use crate::pubsub::AccessModel;
 use crate::store::StatusRange;
-use crate::web::api::entities::{following_of, Site};
+use crate::web::api::entities::{followers_of, following_of, Site};
 use crate::web::api::statuses::home_of;
 use crate::web::api::{accounts, follows, statuses, streaming, ApiError, ApiResult, Params};
 use crate::Shared;
@@ -46,6 +46,8 @@ enum Action {
     Approve,
     /// Decline it (presence `unsubscribed`).
     Decline,
+    /// Remove a follower (every route it follows by).
+    Remove,
 }
 
 impl Action {
@@ -55,6 +57,7 @@ impl Action {
             Action::Unfollow => ("/home/unfollow", "Unfollow"),
             Action::Approve => ("/home/approve", "Approve"),
             Action::Decline => ("/home/decline", "Decline"),
+            Action::Remove => ("/home/remove", "Remove"),
         }
     }
 }
@@ -68,6 +71,29 @@ fn button(me: &WebSession, what: Action, jid: &str, back: &str) -> Markup {
             input type="hidden" name="account" value=(jid);
             input type="hidden" name="return" value=(back);
             button type="submit" { (label) }
+        }
+    }
+}
+
+/// A list (`id`) of accounts, local ones linked to their profiles, each
+/// with a button doing `what` to it.
+fn accounts_list(
+    me: &WebSession,
+    id: &str,
+    list: &[BareJid],
+    domain: &str,
+    what: Action,
+) -> Markup {
+    html! {
+        ul id=(id) {
+            @for a in list {
+                li {
+                    @if a.domain() == domain {
+                        a href={ "/users/" (a.node().unwrap_or_default()) } { (a) }
+                    } @else { (a) }
+                    " " (button(me, what, a.as_str(), "/"))
+                }
+            }
         }
     }
 }
@@ -88,7 +114,7 @@ async fn render(shared: &Arc<Shared>, me: &WebSession, uri: &Uri) -> ApiResult<M
     };
     let statuses = home_of(shared, me.jid.clone(), range, super::profile::PAGE).await?;
     let j = me.jid.clone();
-    let (following, open, mut requests) = shared
+    let (following, open, mut requests, followers) = shared
         .db(move |s| {
             let open = s
                 .node(&j, ns::MICROBLOG)?
@@ -99,13 +125,16 @@ async fn render(shared: &Arc<Shared>, me: &WebSession, uri: &Uri) -> ApiResult<M
                 .filter(|(_, item)| item.pending_in)
                 .map(|(who, _)| who)
                 .collect();
-            Ok::<_, crate::StoreError>((following_of(s, &j)?, open, requests))
+            let followers = followers_of(s, &j)?;
+            Ok::<_, crate::StoreError>((following_of(s, &j)?, open, requests, followers))
         })
         .await
         .map_err(ApiError::store)?;
     let mut following: Vec<BareJid> = following.into_iter().collect();
     following.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     requests.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut followers: Vec<BareJid> = followers.into_iter().collect();
+    followers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     let older = (statuses.len() == super::profile::PAGE)
         .then(|| statuses.last().map(|s| format!("/?max_id={}", s.id)))
         .flatten();
@@ -166,16 +195,13 @@ async fn render(shared: &Arc<Shared>, me: &WebSession, uri: &Uri) -> ApiResult<M
                     @if following.is_empty() {
                         p.hint { "You follow nobody yet." }
                     } @else {
-                        ul #following {
-                            @for f in &following {
-                                li {
-                                    @if f.domain() == domain {
-                                        a href={ "/users/" (f.node().unwrap_or_default()) } { (f) }
-                                    } @else { (f) }
-                                    " " (follow_button(me, f.as_str(), true, "/"))
-                                }
-                            }
-                        }
+                        (accounts_list(me, "following", &following, &domain, Action::Unfollow))
+                    }
+                }
+                @if !followers.is_empty() {
+                    section.card {
+                        h2 { "Followers" }
+                        (accounts_list(me, "followers", &followers, &domain, Action::Remove))
                     }
                 }
             }
@@ -238,8 +264,8 @@ pub(super) async fn privacy(
     done(r, "/")
 }
 
-/// `POST /home/follow`, `/home/unfollow`, `/home/approve` and
-/// `/home/decline`: `account` (a name here, or a JID), and `return`, the
+/// `POST /home/follow`, `/home/unfollow`, `/home/approve`,
+/// `/home/decline` and `/home/remove` (a follower): `account` (a name here, or a JID), and `return`, the
 /// page to go back to.
 pub(super) async fn account_action(
     State(shared): State<Arc<Shared>>,
@@ -252,6 +278,7 @@ pub(super) async fn account_action(
         "unfollow" => Action::Unfollow,
         "approve" => Action::Approve,
         "decline" => Action::Decline,
+        "remove" => Action::Remove,
         _ => return error_page(ApiError::not_found()),
     };
     act(shared, site, me, p, what).await
@@ -268,6 +295,7 @@ async fn act(shared: Arc<Shared>, site: Site, me: WebSession, p: Params, what: A
         Action::Unfollow => follows::unfollow(shared, site, me, who).await,
         Action::Approve => follows::authorize(shared, site, me, who).await,
         Action::Decline => follows::reject(shared, site, me, who).await,
+        Action::Remove => follows::remove_from_followers(shared, site, me, who).await,
     };
     done(r, &local_path(p.str("return")))
 }

@@ -138,6 +138,40 @@ pub(crate) async fn follow(
     relationship_of(&shared, &me.jid, &target).await
 }
 
+/// How `follower` follows `publisher`: the JIDs (bare or full) of its
+/// explicit subscriptions to the microblog, and `owner`'s roster item for
+/// the other of the two (the presence route, seen from `owner`'s side).
+async fn follow_edges(
+    shared: &Arc<Shared>,
+    follower: &BareJid,
+    publisher: &BareJid,
+    owner: &BareJid,
+) -> ApiResult<(Vec<Jid>, Option<crate::roster::RosterItem>)> {
+    let other = if owner == follower {
+        publisher
+    } else {
+        follower
+    };
+    let (f, p, o, c) = (
+        follower.clone(),
+        publisher.clone(),
+        owner.clone(),
+        other.clone(),
+    );
+    shared
+        .db(move |s| {
+            let subs = s
+                .subscriptions_of(&f)?
+                .into_iter()
+                .filter(|x| x.owner == p && x.node == ns::MICROBLOG)
+                .map(|x| x.jid)
+                .collect();
+            Ok::<_, StoreError>((subs, s.roster_item(&o, &c)?))
+        })
+        .await
+        .map_err(ApiError::store)
+}
+
 /// `POST /api/v1/accounts/:id/unfollow`.
 pub(crate) async fn unfollow(
     State(shared): State<Arc<Shared>>,
@@ -147,19 +181,7 @@ pub(crate) async fn unfollow(
 ) -> ApiResult {
     me.require_write("follows")?;
     let target = resolve(&shared, &site, &id).await?.jid;
-    let (m, t) = (me.jid.clone(), target.clone());
-    let (subs, item) = shared
-        .db(move |s| {
-            let subs: Vec<Jid> = s
-                .subscriptions_of(&m)?
-                .into_iter()
-                .filter(|x| x.owner == t && x.node == ns::MICROBLOG)
-                .map(|x| x.jid)
-                .collect();
-            Ok::<_, StoreError>((subs, s.roster_item(&m, &t)?))
-        })
-        .await
-        .map_err(ApiError::store)?;
+    let (subs, item) = follow_edges(&shared, &me.jid, &target, &me.jid).await?;
     for jid in subs {
         let full = api_jid(&me.jid)?;
         // The API acts for the account: any of its JIDs' subscriptions go.
@@ -186,18 +208,7 @@ pub(crate) async fn remove_from_followers(
 ) -> ApiResult {
     me.require_write("follows")?;
     let who = resolve(&shared, &site, &id).await?.jid;
-    let (m, w) = (me.jid.clone(), who.clone());
-    let (subs, item) = shared
-        .db(move |s| {
-            let subs: Vec<Jid> = s
-                .node_subscriptions(&m, ns::MICROBLOG)?
-                .into_iter()
-                .filter(|j| j.to_bare() == w)
-                .collect();
-            Ok::<_, StoreError>((subs, s.roster_item(&m, &w)?))
-        })
-        .await
-        .map_err(ApiError::store)?;
+    let (subs, item) = follow_edges(&shared, &who, &me.jid, &me.jid).await?;
     if !subs.is_empty() {
         crate::pep::remove_subscribers(&shared, &me.jid, ns::MICROBLOG, subs)
             .await
